@@ -1,0 +1,5 @@
+"""Placeholder until its owner lands it."""
+
+import typer
+
+app = typer.Typer()

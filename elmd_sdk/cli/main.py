@@ -1,0 +1,39 @@
+"""The ``elmd-sdk`` command: registers the sub-commands and turns elmd-sdk errors into one-line messages."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from elmd_sdk.cli import chat, data, evaluate, index, train_eerg, train_erm, train_rep
+from elmd_sdk.errors import ElmdError
+
+app = typer.Typer(
+    name="elmd-sdk",
+    help="Emotion-guided multimodal dialogue generation (ELMD).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(data.app, name="data")
+app.add_typer(index.app, name="index")
+train_app = typer.Typer(help="Train the ERM retriever (Eq. 4), the REP projector (Eq. 10) or EERG (Eq. 11).")
+train_app.command("erm")(train_erm.command)
+train_app.command("rep")(train_rep.command)
+train_app.command("eerg")(train_eerg.command)
+app.add_typer(train_app, name="train")
+app.command("chat")(chat.command)
+app.command("eval")(evaluate.command)
+
+
+def main() -> None:
+    """Console-script entry point: run the app, print elmd-sdk errors as ``error: ...`` and exit 2."""
+    try:
+        app()
+    except ElmdError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""The response-generation sample every command reads and writes (as one JSON object per JSONL line)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One utterance of a dialogue: who said it, what, and with which emotion label (None if unknown)."""
+
+    speaker: str
+    text: str
+    emotion: str | None = None
+
+
+@dataclass(frozen=True)
+class VideoRef:
+    """A video clip: a file, optionally cut to ``[start, end]`` seconds."""
+
+    path: str
+    start: float | None = None
+    end: float | None = None
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One training or evaluation example: history H, current utterance u and its response r (paper 3.1)."""
+
+    dialogue_id: str
+    utterance: Turn
+    response: Turn
+    history: list[Turn] = field(default_factory=list)
+    background: str | None = None
+    video: VideoRef | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict (the native JSONL schema)."""
+        return asdict(self)

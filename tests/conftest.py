@@ -1,0 +1,27 @@
+"""Shared test set-up: offline, deterministic, small thread pools, caches in a per-session temp dir."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest
+import torch
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def elmd_home(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A session-wide ELMD_SDK_HOME so GGUF conversion and the default bundle are built once per run."""
+    home = os.environ.get("ELMD_SDK_HOME") or str(tmp_path_factory.mktemp("elmd_home"))
+    os.environ["ELMD_SDK_HOME"] = home
+    return home

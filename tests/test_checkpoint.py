@@ -1,0 +1,59 @@
+"""Checkpoints: optimizer and RNG state survive a save/load round trip, so resumed training matches."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from elmd_sdk.trainers.checkpoint import load_checkpoint, save_checkpoint
+
+from elmd_sdk.errors import InputError
+
+
+def _train_steps(model: torch.nn.Module, opt: torch.optim.Optimizer, n: int) -> None:
+    for _ in range(n):
+        x = torch.randn(4, 3)
+        loss = model(x).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+def test_resume_matches_uninterrupted(tmp_path) -> None:
+    torch.manual_seed(1)
+    ref = torch.nn.Linear(3, 2)
+    ref_opt = torch.optim.AdamW(ref.parameters(), lr=0.1)
+    _train_steps(ref, ref_opt, 6)
+
+    torch.manual_seed(1)
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+    _train_steps(model, opt, 3)
+    save_checkpoint(tmp_path, model.state_dict(), opt, {"step": 3})
+
+    resumed = torch.nn.Linear(3, 2)
+    resumed_opt = torch.optim.AdamW(resumed.parameters(), lr=0.1)
+    torch.manual_seed(999)  # a different process would start with another RNG state
+    loaded = load_checkpoint(tmp_path, resumed_opt)
+    assert loaded is not None
+    weights, meta = loaded
+    resumed.load_state_dict(weights)
+    assert meta == {"step": 3}
+    _train_steps(resumed, resumed_opt, 3)
+    for a, b in zip(ref.parameters(), resumed.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_missing_checkpoint_is_none(tmp_path) -> None:
+    assert load_checkpoint(tmp_path) is None
+
+
+def test_tampered_checkpoint_is_refused(tmp_path) -> None:
+    model = torch.nn.Linear(3, 2)
+    ckpt = save_checkpoint(tmp_path, model.state_dict(), None, {})
+    info = json.loads((ckpt / "state.json").read_text())
+    info["tensors_sha256"] = "0" * 64
+    (ckpt / "state.json").write_text(json.dumps(info))
+    with pytest.raises(InputError, match="interrupted write"):
+        load_checkpoint(tmp_path)

@@ -1,0 +1,119 @@
+"""Resumable training checkpoints in safetensors + JSON (no pickle), written atomically.
+
+A checkpoint is a folder ``DIR/checkpoint`` holding ``state.safetensors`` (trainable weights, the
+optimizer's tensors, RNG states) and ``state.json`` (step counters, optimizer scalars, config). Both
+files are written to temporary names and renamed; ``state.json`` is renamed last and records the
+SHA-256 of the tensor file, so a run killed between the two renames is detected and the previous
+complete checkpoint is never half-overwritten.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from elmd_sdk.errors import InputError
+from elmd_sdk.io import atomic_write_json, load_tensors, read_json, save_tensors, sha256_file
+
+STATE_TENSORS = "state.safetensors"
+STATE_JSON = "state.json"
+
+
+def flatten_optimizer_state(
+    optimizer: torch.optim.Optimizer,
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split ``optimizer.state_dict()`` into flat tensors and the JSON-serialisable rest."""
+    sd = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for pid, pstate in sd["state"].items():
+        for key, value in pstate.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optim.{pid}.{key}"] = value
+            else:
+                scalars.setdefault(str(pid), {})[key] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def restore_optimizer_state(
+    optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]
+) -> None:
+    """Inverse of :func:`flatten_optimizer_state`."""
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        if not name.startswith("optim."):
+            continue
+        _, pid, key = name.split(".", 2)
+        state.setdefault(int(pid), {})[key] = value
+    for pid, extra in meta["scalars"].items():
+        state.setdefault(int(pid), {}).update(extra)
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def rng_state() -> dict[str, torch.Tensor]:
+    """The torch, numpy and Python RNG states as tensors."""
+    _, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
+    py_state = random.getstate()
+    return {
+        "rng.torch": torch.get_rng_state(),
+        "rng.numpy.keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+        "rng.numpy.meta": torch.tensor([pos, has_gauss, gauss], dtype=torch.float64),
+        "rng.python": torch.tensor(py_state[1], dtype=torch.int64),
+    }
+
+
+def set_rng_state(tensors: dict[str, torch.Tensor]) -> None:
+    """Inverse of :func:`rng_state`."""
+    torch.set_rng_state(tensors["rng.torch"])
+    pos, has_gauss, gauss = tensors["rng.numpy.meta"].tolist()
+    keys = tensors["rng.numpy.keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, int(pos), int(has_gauss), gauss))
+    random.setstate((3, tuple(int(x) for x in tensors["rng.python"].tolist()), None))
+
+
+def save_checkpoint(
+    out_dir: str | Path,
+    model_tensors: dict[str, torch.Tensor],
+    optimizer: torch.optim.Optimizer | None,
+    meta: dict[str, Any],
+) -> Path:
+    """Write ``out_dir/checkpoint`` atomically: weights (prefixed ``model.``), optimizer, RNG and ``meta``."""
+    ckpt = Path(out_dir) / "checkpoint"
+    ckpt.mkdir(parents=True, exist_ok=True)
+    tensors = {f"model.{k}": v for k, v in model_tensors.items()}
+    tensors.update(rng_state())
+    optim_meta: dict[str, Any] | None = None
+    if optimizer is not None:
+        optim_tensors, optim_meta = flatten_optimizer_state(optimizer)
+        tensors.update(optim_tensors)
+    save_tensors(ckpt / STATE_TENSORS, tensors)
+    atomic_write_json(
+        ckpt / STATE_JSON,
+        {"meta": meta, "optimizer": optim_meta, "tensors_sha256": sha256_file(ckpt / STATE_TENSORS)},
+    )
+    return ckpt
+
+
+def load_checkpoint(
+    out_dir: str | Path, optimizer: torch.optim.Optimizer | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+    """Load ``out_dir/checkpoint``: returns (model tensors without prefix, meta), or None if absent.
+
+    Restores the optimizer (when given) and the RNG states, so training continues as if never stopped.
+    """
+    ckpt = Path(out_dir) / "checkpoint"
+    if not (ckpt / STATE_JSON).is_file():
+        return None
+    info = read_json(ckpt / STATE_JSON)
+    if sha256_file(ckpt / STATE_TENSORS) != info["tensors_sha256"]:
+        raise InputError("checkpoint tensors do not match state.json (interrupted write?)", file=ckpt)
+    tensors = load_tensors(ckpt / STATE_TENSORS)
+    if optimizer is not None and info["optimizer"] is not None:
+        restore_optimizer_state(optimizer, tensors, info["optimizer"])
+    set_rng_state(tensors)
+    model = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    return model, info["meta"]
