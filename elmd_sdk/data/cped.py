@@ -1,0 +1,28 @@
+"""CPED loader: ``*_split.csv`` files (40 Chinese TV series; one row per sentence; no videos here)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from elmd_sdk.data.build import Dialogue, Sentence
+from elmd_sdk.data.sources import clean_text, iter_csv_rows, required_cell
+
+CPED_COLUMNS: tuple[str, ...] = ("Dialogue_ID", "Speaker", "Emotion", "Utterance")
+"""The columns the loader reads; series and utterance IDs, personality, scene, face and act are ignored."""
+
+
+def load_cped(path: str | Path, *, encoding: str = "utf-8") -> list[Dialogue]:
+    """Read a CPED CSV into dialogues keyed by its ``Dialogue_ID`` (e.g. ``32_000``), sentences in file order."""
+    file = str(path)
+    dialogues: dict[str, list[Sentence]] = {}
+    for line, row in iter_csv_rows(path, CPED_COLUMNS, encoding=encoding):
+        sentence = Sentence(
+            speaker=required_cell(row, "Speaker", file=file, line=line),
+            text=clean_text(required_cell(row, "Utterance", file=file, line=line)),
+            label=row["Emotion"],
+            file=file,
+            line=line,
+            label_field="Emotion",
+        )
+        dialogues.setdefault(required_cell(row, "Dialogue_ID", file=file, line=line), []).append(sentence)
+    return [Dialogue(dialogue_id, sentences) for dialogue_id, sentences in dialogues.items()]

@@ -1,0 +1,54 @@
+"""One entry point from a corpus file in any supported format to samples (``elmd-sdk data prepare``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from elmd_sdk.data.build import BuildResult, build_samples, cap_history
+from elmd_sdk.data.cped import load_cped
+from elmd_sdk.data.jsonl import iter_jsonl
+from elmd_sdk.data.labels import builtin_label_map, read_label_map
+from elmd_sdk.data.m3ed import DEFAULT_TICKS_PER_SECOND, load_m3ed
+from elmd_sdk.data.meld import load_meld
+from elmd_sdk.errors import InputError
+
+FORMATS: tuple[str, ...] = ("m3ed", "meld", "cped", "jsonl")
+"""Input formats: M3ED/MMED annotation.json, MELD CSV, CPED CSV, native JSONL."""
+
+
+def prepare_corpus(
+    fmt: str,
+    path: str | Path,
+    *,
+    labels: str | Path | None = None,
+    drop_unmapped: bool = False,
+    video_root: str | Path | None = None,
+    max_history: int | None = None,
+    ticks_per_second: float = DEFAULT_TICKS_PER_SECOND,
+    encoding: str = "utf-8",
+) -> BuildResult:
+    """Load ``path`` in format ``fmt`` and build its samples.
+
+    ``labels`` is a mapping file replacing the corpus's shipped one; ``ticks_per_second`` is M3ED's
+    sub-second unit; ``encoding`` applies to the CSV formats. ``jsonl`` input is validated and only has
+    its history capped: label and video options do not apply to it.
+    """
+    if fmt == "jsonl":
+        for option, value in (("--labels", labels), ("--drop-unmapped", drop_unmapped), ("--video-root", video_root)):
+            if value:
+                raise InputError(
+                    "does not apply to --format jsonl (its samples already use the seven labels)", field=option
+                )
+        return BuildResult([cap_history(sample, max_history) for sample in iter_jsonl(path)])
+    if fmt not in FORMATS:
+        raise InputError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}", field="--format")
+    label_map = read_label_map(labels) if labels is not None else builtin_label_map(fmt)
+    if fmt == "m3ed":
+        dialogues = load_m3ed(path, video_root=video_root, ticks_per_second=ticks_per_second)
+    elif fmt == "meld":
+        dialogues = load_meld(path, video_root=video_root, encoding=encoding)
+    else:
+        if video_root is not None:
+            raise InputError("CPED ships no videos to refer to", field="--video-root")
+        dialogues = load_cped(path, encoding=encoding)
+    return build_samples(dialogues, label_map, drop_unmapped=drop_unmapped, max_history=max_history)

@@ -1,0 +1,53 @@
+"""Deterministic, seeded train/valid/test split by dialogue: no dialogue lands in two splits."""
+
+from __future__ import annotations
+
+import bisect
+import random
+from collections.abc import Sequence
+
+from elmd_sdk.data.records import Sample
+from elmd_sdk.errors import InputError
+
+SPLITS: tuple[str, ...] = ("train", "valid", "test")
+
+
+def parse_ratios(text: str) -> tuple[float, float, float]:
+    """Parse ``"8:1:1"`` into three non-negative weights with a positive sum."""
+    parts = text.split(":")
+    try:
+        ratios = tuple(float(p) for p in parts)
+    except ValueError:
+        ratios = ()
+    if len(ratios) != 3 or any(r < 0 or r != r for r in ratios) or sum(ratios) <= 0:
+        raise InputError(f"expected three non-negative numbers like 8:1:1, found {text!r}", field="--ratios")
+    return ratios[0], ratios[1], ratios[2]
+
+
+def split_samples(
+    samples: Sequence[Sample], ratios: Sequence[float] = (8, 1, 1), seed: int = 0
+) -> dict[str, list[Sample]]:
+    """Split samples into ``train``/``valid``/``test`` by dialogue, in proportion to ``ratios`` by sample count.
+
+    Dialogue ids are sorted, shuffled with ``random.Random(seed)``, then laid end to end; a dialogue goes
+    to the split whose share of the sample total holds the middle of its samples. The result depends only
+    on the set of samples and the seed, never on input order; samples keep their input order in each split.
+    """
+    if len(ratios) != 3 or any(r < 0 for r in ratios) or sum(ratios) <= 0:
+        raise ValueError(f"ratios must be three non-negative numbers with a positive sum, got {ratios}")
+    sizes: dict[str, int] = {}
+    for sample in samples:
+        sizes[sample.dialogue_id] = sizes.get(sample.dialogue_id, 0) + 1
+    order = sorted(sizes)
+    random.Random(seed).shuffle(order)
+    total, bounds = len(samples), [sum(ratios[: i + 1]) / sum(ratios) for i in range(3)]
+    assigned: dict[str, str] = {}
+    done = 0
+    for dialogue_id in order:
+        middle = (done + sizes[dialogue_id] / 2) / total
+        assigned[dialogue_id] = SPLITS[min(bisect.bisect_right(bounds, middle), len(SPLITS) - 1)]
+        done += sizes[dialogue_id]
+    result: dict[str, list[Sample]] = {name: [] for name in SPLITS}
+    for sample in samples:
+        result[assigned[sample.dialogue_id]].append(sample)
+    return result

@@ -1,0 +1,64 @@
+"""All of the paper's automatic metrics (4.4) for a set of generations, with the metadata a report needs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from elmd_sdk.data.labels import EMOTIONS
+from elmd_sdk.errors import InputError
+from elmd_sdk.metrics.bleu import BLEU_METHOD, bleu
+from elmd_sdk.metrics.emotion import emotion_scores
+from elmd_sdk.metrics.meteor import METEOR_METHOD, load_wordnet, meteor
+from elmd_sdk.metrics.rouge import ROUGE_METHOD, rouge
+from elmd_sdk.metrics.tokenize import TOKENIZATION, check_language, tokenize
+
+
+def score_generations(
+    hyps: Sequence[str],
+    refs: Sequence[str],
+    language: str,
+    pred_emotions: Sequence[str | None] | None = None,
+    gold_emotions: Sequence[str] | None = None,
+    labels: Sequence[str] = EMOTIONS,
+    *,
+    meteor_synonyms: bool = True,
+) -> dict[str, Any]:
+    """BLEU-2/4, METEOR, ROUGE-1/L F (x100) of ``hyps`` against ``refs``, plus emotion accuracy and macro-F1.
+
+    ``language`` (``"en"``/``"zh"``) picks the tokenization. Emotion scores are None unless both
+    ``pred_emotions`` and ``gold_emotions`` are given. ``meteor_synonyms=False`` skips WordNet even when one
+    is installed (English only; Chinese never uses it). The dict is JSON-ready and records how each number
+    was computed: ``tokenization``, ``meteor_synonyms`` and ``wordnet_source`` among others.
+    """
+    check_language(language)
+    if len(hyps) != len(refs) or not refs:
+        raise InputError(f"need as many generations as references, at least one (got {len(hyps)} and {len(refs)})")
+    hyp_tokens = [tokenize(h, language) for h in hyps]
+    ref_tokens = [tokenize(r, language) for r in refs]
+    source = load_wordnet() if meteor_synonyms and language == "en" else None
+    report: dict[str, Any] = {
+        "count": len(refs),
+        "language": language,
+        "bleu_2": bleu(hyp_tokens, ref_tokens, 2),
+        "bleu_4": bleu(hyp_tokens, ref_tokens, 4),
+        "meteor": meteor(hyp_tokens, ref_tokens, source.wordnet if source else None),
+        **rouge(hyp_tokens, ref_tokens),
+        "emotion_accuracy": None,
+        "emotion_macro_f1": None,
+        "emotion_f1": None,
+        "scale": 100,
+        "tokenization": TOKENIZATION[language],
+        "bleu_method": BLEU_METHOD,
+        "meteor_method": METEOR_METHOD,
+        "meteor_synonyms": source is not None,
+        "wordnet_source": source.origin if source else None,
+        "rouge_method": ROUGE_METHOD,
+    }
+    if (pred_emotions is None) != (gold_emotions is None):
+        raise InputError("give both predicted and gold emotions, or neither")
+    if pred_emotions is not None and gold_emotions is not None:
+        if len(gold_emotions) != len(refs):
+            raise InputError(f"{len(gold_emotions)} gold emotions for {len(refs)} references")
+        report.update(emotion_scores(pred_emotions, gold_emotions, labels))
+    return report
