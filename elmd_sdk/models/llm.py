@@ -1,0 +1,138 @@
+"""One entry point for every language model elmd-sdk runs: the embedded default, ChatGLM2, any HF causal LM."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+from elmd_sdk.errors import InputError
+from elmd_sdk.io import read_json
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+# Config keys that change with the transformers version or runtime settings, not with the model's identity.
+_VOLATILE_CONFIG_KEYS = {"transformers_version", "dtype", "torch_dtype", "use_cache", "architectures"}
+
+
+def load_llm(
+    path_or_name: str | Path | None = None,
+    prefix: str | Path | None = None,
+    *,
+    trust_remote_code: bool = False,
+    dtype: torch.dtype | None = None,
+    device: str | None = None,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a causal LM and its tokenizer, with an optional p-tuning v2 prefix applied to every forward/generate.
+
+    ``path_or_name``: ``None`` for the embedded SmolLM2-135M-Instruct (converted once from its GGUF into a local
+    safetensors cache); a ``.gguf`` file (same caching); a folder in ChatGLM2's original layout (``model_type``
+    ``chatglm``: mapped onto transformers' ``GlmForCausalLM`` without running the checkpoint's Python, unless
+    ``trust_remote_code``); or any other transformers causal LM folder or hub name. ``dtype`` defaults to the
+    checkpoint's own; ``device`` defaults to where transformers loads (CPU). The model is returned in eval mode.
+    """
+    with _quiet_transformers():
+        model, tokenizer = _load_base(path_or_name, trust_remote_code, dtype)
+    if prefix is not None:
+        from elmd_sdk.models.prefix import PrefixEncoder, attach_prefix
+
+        attach_prefix(model, PrefixEncoder.load(prefix, model=model))
+    if device is not None:
+        cast(Any, model).to(device)  # transformers re-types .to() through functools.wraps
+    model.eval()
+    return model, tokenizer
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Hide transformers' per-tensor tqdm bars while loading (elmd-sdk shows its own rich progress where useful)."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+def _load_base(
+    path_or_name: str | Path | None, trust_remote_code: bool, dtype: torch.dtype | None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Dispatch on what ``path_or_name`` is: default, .gguf file, ChatGLM2 folder, or anything transformers loads."""
+    from elmd_sdk.paths import DEFAULT_LLM_GGUF, default_llm_gguf
+
+    if path_or_name is None:
+        from elmd_sdk.models.gguf_cache import ensure_gguf_cache
+
+        model, tokenizer = _load_auto(ensure_gguf_cache(default_llm_gguf()), False, dtype)
+        model.name_or_path = DEFAULT_LLM_GGUF
+    else:
+        local = Path(path_or_name).expanduser()
+        if local.is_file() and local.suffix == ".gguf":
+            from elmd_sdk.models.gguf_cache import ensure_gguf_cache
+
+            model, tokenizer = _load_auto(ensure_gguf_cache(local), False, dtype)
+        elif local.is_dir() and _model_type(local) == "chatglm" and not trust_remote_code:
+            from elmd_sdk.models.chatglm2 import load_chatglm2
+
+            model, tokenizer = load_chatglm2(local, dtype=dtype)
+        elif local.exists() and not local.is_dir():
+            raise InputError("expected a model folder, a .gguf file or a hub name", file=local)
+        else:
+            model, tokenizer = _load_auto(str(path_or_name), trust_remote_code, dtype)
+        model.name_or_path = str(path_or_name)
+    return model, tokenizer
+
+
+def _model_type(folder: Path) -> str | None:
+    """``model_type`` from a folder's config.json (None when there is none)."""
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        return None
+    config = read_json(config_file)
+    if not isinstance(config, dict):
+        raise InputError("config.json must hold a JSON object", file=config_file)
+    value = config.get("model_type")
+    return value if isinstance(value, str) else None
+
+
+def _load_auto(
+    source: str | Path, trust_remote_code: bool, dtype: torch.dtype | None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """AutoModelForCausalLM + AutoTokenizer, with a missing or unreadable model turned into an InputError."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype if dtype is not None else "auto", **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(f"cannot load a causal language model from here ({exc})", file=source) from None
+    return model, tokenizer
+
+
+def llm_fingerprint(model: Any) -> dict[str, Any]:
+    """JSON-ready identity of a loaded base LLM (bundles compare it to refuse weights made for another model).
+
+    ``config_sha256`` hashes the model config without runtime-only keys (dtype, versions, attention backend), so
+    the same checkpoint loaded in bf16 or on another transformers release keeps its fingerprint.
+    """
+    config = model.config
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    identity = {k: v for k, v in config.to_dict().items() if not k.startswith("_") and k not in _VOLATILE_CONFIG_KEYS}
+    blob = json.dumps(identity, sort_keys=True, default=str).encode("utf-8")
+    return {
+        "name_or_path": str(getattr(model, "name_or_path", "") or getattr(config, "_name_or_path", "")),
+        "model_type": str(config.model_type),
+        "hidden_size": int(text_config.hidden_size),
+        "num_layers": int(text_config.num_hidden_layers),
+        "vocab_size": int(text_config.vocab_size),
+        "config_sha256": hashlib.sha256(blob).hexdigest(),
+    }
