@@ -55,5 +55,28 @@ def test_tampered_checkpoint_is_refused(tmp_path) -> None:
     info = json.loads((ckpt / "state.json").read_text())
     info["tensors_sha256"] = "0" * 64
     (ckpt / "state.json").write_text(json.dumps(info))
-    with pytest.raises(InputError, match="interrupted write"):
+    with pytest.raises(InputError, match=r"do not match state\.json"):
         load_checkpoint(tmp_path)
+
+
+def test_kill_before_json_keeps_previous_checkpoint(tmp_path, monkeypatch) -> None:
+    """A run killed after writing the new tensor file but before state.json still resumes (previous step)."""
+    from elmd_sdk.trainers import checkpoint as ckpt_mod
+
+    model = torch.nn.Linear(3, 2)
+    save_checkpoint(tmp_path, model.state_dict(), None, {"step": 1})
+    with torch.no_grad():
+        model.weight.add_(1.0)
+
+    def killed(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ckpt_mod, "atomic_write_json", killed)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(tmp_path, model.state_dict(), None, {"step": 2})
+    monkeypatch.undo()
+    loaded = load_checkpoint(tmp_path)
+    assert loaded is not None
+    weights, meta = loaded
+    assert meta == {"step": 1}
+    torch.testing.assert_close(weights["weight"] + 1.0, model.weight.detach())

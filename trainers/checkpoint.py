@@ -1,14 +1,16 @@
 """Resumable training checkpoints in safetensors + JSON (no pickle), written atomically.
 
-A checkpoint is a folder ``DIR/checkpoint`` holding ``state.safetensors`` (trainable weights, the
-optimizer's tensors, RNG states) and ``state.json`` (step counters, optimizer scalars, config). Both
-files are written to temporary names and renamed; ``state.json`` is renamed last and records the
-SHA-256 of the tensor file, so a run killed between the two renames is detected and the previous
-complete checkpoint is never half-overwritten.
+A checkpoint is a folder ``DIR/checkpoint`` holding ``state-<hash>.safetensors`` (trainable weights,
+the optimizer's tensors, RNG states) and ``state.json`` (step counters, optimizer scalars, config, and
+the name and SHA-256 of its tensor file). The tensor file gets a new name each time and is written
+first; ``state.json`` is then replaced atomically, and only after that are older tensor files removed.
+A run killed at any moment therefore leaves ``state.json`` naming a complete tensor file: the new
+checkpoint or the previous one, never a torn mix.
 """
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,6 @@ import torch
 from elmd_sdk.errors import InputError
 from elmd_sdk.io import atomic_write_json, load_tensors, read_json, save_tensors, sha256_file
 
-STATE_TENSORS = "state.safetensors"
 STATE_JSON = "state.json"
 
 
@@ -90,11 +91,18 @@ def save_checkpoint(
     if optimizer is not None:
         optim_tensors, optim_meta = flatten_optimizer_state(optimizer)
         tensors.update(optim_tensors)
-    save_tensors(ckpt / STATE_TENSORS, tensors)
+    staging = ckpt / ".state.safetensors.new"
+    save_tensors(staging, tensors)
+    digest = sha256_file(staging)
+    tensors_file = f"state-{digest[:16]}.safetensors"
+    os.replace(staging, ckpt / tensors_file)
     atomic_write_json(
         ckpt / STATE_JSON,
-        {"meta": meta, "optimizer": optim_meta, "tensors_sha256": sha256_file(ckpt / STATE_TENSORS)},
+        {"meta": meta, "optimizer": optim_meta, "tensors_file": tensors_file, "tensors_sha256": digest},
     )
+    for old in ckpt.glob("state-*.safetensors"):
+        if old.name != tensors_file:
+            old.unlink()
     return ckpt
 
 
@@ -109,9 +117,10 @@ def load_checkpoint(
     if not (ckpt / STATE_JSON).is_file():
         return None
     info = read_json(ckpt / STATE_JSON)
-    if sha256_file(ckpt / STATE_TENSORS) != info["tensors_sha256"]:
-        raise InputError("checkpoint tensors do not match state.json (interrupted write?)", file=ckpt)
-    tensors = load_tensors(ckpt / STATE_TENSORS)
+    tensors_path = ckpt / info["tensors_file"]
+    if not tensors_path.is_file() or sha256_file(tensors_path) != info["tensors_sha256"]:
+        raise InputError("checkpoint tensors are missing or do not match state.json", file=tensors_path)
+    tensors = load_tensors(tensors_path)
     if optimizer is not None and info["optimizer"] is not None:
         restore_optimizer_state(optimizer, tensors, info["optimizer"])
     set_rng_state(tensors)
