@@ -80,3 +80,19 @@ def test_kill_before_json_keeps_previous_checkpoint(tmp_path, monkeypatch) -> No
     weights, meta = loaded
     assert meta == {"step": 1}
     torch.testing.assert_close(weights["weight"] + 1.0, model.weight.detach())
+
+
+def test_atomic_files_follow_the_umask(tmp_path) -> None:
+    """Atomic writes go through mkstemp (mode 0600); the final file must get the usual umask-based mode."""
+    import os
+
+    from elmd_sdk.io import atomic_write_text, save_tensors
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.json", "{}")
+        save_tensors(tmp_path / "w.safetensors", {"x": torch.zeros(1)})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "w.safetensors").stat().st_mode & 0o777 == 0o644

@@ -1,6 +1,70 @@
-"""Placeholder until its owner lands it."""
+"""``elmd-sdk train erm``: train the Emotional Retrieval Module (Eq. 4) on a JSONL corpus."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
 
 
-def command() -> None:
-    """Not yet available."""
-    raise NotImplementedError
+def command(
+    data: Annotated[Path, typer.Option("--data", help="Training samples (native JSONL).")],
+    out: Annotated[Path, typer.Option("--out", help="ERM directory to write (safetensors + JSON).")],
+    valid: Annotated[
+        Path | None, typer.Option("--valid", help="Validation JSONL: emotion match@1 after each epoch.")
+    ] = None,
+    epochs: Annotated[int, typer.Option(help="Passes over the training utterances.")] = 1,
+    batch_size: Annotated[int, typer.Option(help="Utterances per step (batch_size // 2 same-emotion pairs).")] = 32,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 5e-5,
+    s: Annotated[int, typer.Option("--s", help="Self-separation coefficient (vectors per E_s).")] = 4,
+    tau: Annotated[float, typer.Option(help="Temperature of Eq. 2 and Eq. 3.")] = 0.5,
+    lambda_: Annotated[float, typer.Option("--lambda", help="Weight of the emotion loss in Eq. 4.")] = 1.0,
+    no_ert: Annotated[bool, typer.Option("--no-ert", help="Ablation: train without ERT (Eq. 2).")] = False,
+    no_ssc: Annotated[bool, typer.Option("--no-ssc", help="Ablation: no self-separated component.")] = False,
+    freeze_encoder: Annotated[
+        bool, typer.Option("--freeze-encoder", help="Keep the base encoder fixed; train only the SSC.")
+    ] = False,
+    base_model: Annotated[
+        str, typer.Option(help="sentence-transformers name or path; 'default' = bundled all-MiniLM-L6-v2.")
+    ] = "default",
+    seed: Annotated[int, typer.Option(help="Seed of initialisation, batch order and dropout.")] = 0,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps (resumable).")] = None,
+    checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 200,
+    device: Annotated[str | None, typer.Option(help="torch device (default: automatic).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoint after a kill.")] = False,
+) -> None:
+    """Train the ERM retriever encoder: ERT (Eq. 2) + SSC (Eq. 3) jointly (Eq. 4), with checkpoints."""
+    from elmd_sdk.data import read_jsonl
+    from elmd_sdk.retrievers.encoder import ERMConfig
+    from elmd_sdk.trainers.erm import ERMTrainConfig, train_erm
+
+    config = ERMTrainConfig(
+        erm=ERMConfig(
+            base_model=base_model,
+            s=s,
+            use_ssc=not no_ssc,
+            use_ert=not no_ert,
+            freeze_encoder=freeze_encoder,
+            tau=tau,
+            lambda_=lambda_,
+        ),
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        max_steps=max_steps,
+        checkpoint_every=checkpoint_every,
+        device=device,
+    )
+    config.validate()
+    train = read_jsonl(data)
+    valid_samples = read_jsonl(valid) if valid is not None else None
+    result = train_erm(config, train, valid_samples, out, resume=resume)
+    for stats in result.history:
+        line = f"epoch {stats.epoch}: step {stats.global_step}, loss {stats.train_loss:.4f}"
+        if stats.valid_match_micro is not None:
+            line += f", valid match@1 micro {stats.valid_match_micro:.4f} macro {stats.valid_match_macro:.4f}"
+        typer.echo(line)
+    state = "done" if result.completed else "stopped at --max-steps; continue with --resume"
+    typer.echo(f"ERM saved to {result.out_dir} ({state})")

@@ -1,0 +1,328 @@
+"""The Emotional Retrieval Module's encoder (paper 3.3): e_u from a sentence-transformers model, then SSC.
+
+Design choices the paper leaves open (see also :mod:`elmd_sdk.retrievers.ssc`):
+
+* **Fine-tuned base encoder** (default, ``freeze_encoder=False``): Eq. 2 is written on e_u itself, so
+  the paper trains the text encoder. With ``freeze_encoder=True`` only the SSC MLP learns, and ERT
+  (Eq. 2) is then applied to the set vector of E_s (see :func:`~elmd_sdk.retrievers.ssc.set_vector`)
+  instead of the unchanging e_u.
+* **Comparing two sets E_s**: each h_i is L2-normalised, the s vectors are concatenated and scaled by
+  1/sqrt(s); the inner product of two such vectors is the mean over positions of cos(h_i, h'_i), so an
+  exact FAISS inner-product search retrieves the u' with the highest set similarity.
+* **What is embedded**: the utterance text u alone; its label for training is u's emotion.
+
+An ERM directory written by :meth:`ERMEncoder.save` holds ``erm_config.json`` (config, dimensions and
+the SHA-256 of every other file), ``encoder/`` (the base model as sentence-transformers saves it:
+safetensors weights, JSON configs and the tokenizer's text files) and ``ssc.safetensors``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from elmd_sdk.retrievers.ssc import SelfSeparation, set_vector
+
+from elmd_sdk.errors import ElmdError, InputError, MismatchError
+from elmd_sdk.io import atomic_write_json, load_tensors, read_json, save_tensors, sha256_file
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+ERM_FORMAT = "elmd-erm"
+ERM_VERSION = 1
+CONFIG_FILE = "erm_config.json"
+ENCODER_DIR = "encoder"
+SSC_FILE = "ssc.safetensors"
+_UNSAFE_SUFFIXES = (".bin", ".pkl", ".pickle", ".pt", ".pth", ".ckpt")
+
+
+@dataclass
+class ERMConfig:
+    """Model-side settings of the Emotional Retrieval Module, saved as JSON in the ERM directory."""
+
+    base_model: str = "default"  # sentence-transformers name or local path; "default" = bundled all-MiniLM-L6-v2
+    s: int = 4  # self-separation coefficient: number of vectors h_i in E_s (paper 4.3)
+    use_ssc: bool = True  # False = Table 3 "w/o SSC": retrieve with e_u, train without Eq. 3
+    use_ert: bool = True  # False = Table 3 "w/o ERT": train without Eq. 2 (training only)
+    freeze_encoder: bool = False  # True keeps the base encoder fixed (the paper fine-tunes it: Eq. 2 acts on e_u)
+    tau: float = 0.5  # temperature of the contrastive losses Eq. 2 and Eq. 3 (paper 4.3)
+    lambda_: float = 1.0  # weight lambda of the emotion loss in the joint loss Eq. 4
+
+    def validate(self) -> None:
+        """Raise :class:`InputError` naming the first field with an impossible value."""
+        if not self.base_model:
+            raise InputError("must not be empty", field="base_model")
+        if self.s < 1:
+            raise InputError(f"must be at least 1, got {self.s}", field="s")
+        if not self.tau > 0:
+            raise InputError(f"must be positive, got {self.tau}", field="tau")
+        if self.lambda_ < 0:
+            raise InputError(f"must not be negative, got {self.lambda_}", field="lambda_")
+
+    @classmethod
+    def from_dict(cls, data: Any, file: str | Path | None = None) -> ERMConfig:
+        """Build from a JSON object, with an :class:`InputError` naming an unknown or mistyped field."""
+        if not isinstance(data, dict):
+            raise InputError("expected a JSON object", file=file, field="config")
+        known = {f.name: f for f in fields(cls)}
+        for key in data:
+            if key not in known:
+                raise InputError(f"unknown setting (known: {', '.join(known)})", file=file, field=key)
+        kinds: dict[str, tuple[type, ...]] = {"str": (str,), "int": (int,), "bool": (bool,), "float": (int, float)}
+        for key, value in data.items():
+            expected = kinds[str(known[key].type)]
+            if not isinstance(value, expected) or (isinstance(value, bool) and bool not in expected):
+                raise InputError(f"expected {known[key].type}, got {value!r}", file=file, field=key)
+        config = cls(**data)
+        try:
+            config.validate()
+        except InputError as exc:
+            raise InputError(exc.problem, file=file, field=exc.field) from None
+        return config
+
+
+def resolve_base_model(name_or_path: str) -> str:
+    """Map ``"default"`` to the bundled all-MiniLM-L6-v2 folder; anything else is passed on unchanged."""
+    if name_or_path == "default":
+        from elmd_sdk.paths import default_encoder_path
+
+        return str(default_encoder_path())
+    return name_or_path
+
+
+def load_sentence_transformer(name_or_path: str, device: str | None = None) -> SentenceTransformer:
+    """Load a sentence-transformers model offline-safe, turning load failures into an :class:`InputError`."""
+    from sentence_transformers import SentenceTransformer
+
+    try:
+        return SentenceTransformer(resolve_base_model(name_or_path), device=device, trust_remote_code=False)
+    except (OSError, ValueError, KeyError) as exc:
+        problem = f"cannot load sentence-transformers model '{name_or_path}' ({exc})"
+        raise InputError(problem, field="base_model") from None
+
+
+def weights_digest(modules: Sequence[torch.nn.Module]) -> str:
+    """SHA-256 over the names, dtypes, shapes and bytes of the modules' state dicts (file-format independent)."""
+    h = hashlib.sha256()
+    for index, module in enumerate(modules):
+        for name, tensor in sorted(module.state_dict().items()):
+            t = tensor.detach().cpu()
+            h.update(f"{index}.{name}:{t.dtype}:{tuple(t.shape)}\n".encode())
+            h.update(t.contiguous().reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
+class ERMEncoder:
+    """Text -> retrieval vector: e_u = base encoder(u) (Eq. 1), then E_s = SSC(e_u) (Algorithm 1) if enabled.
+
+    ``encode`` returns L2-normalised float32 rows, so inner product is the retrieval similarity. The
+    trainer uses :meth:`embed_tokens` and :meth:`represent` to get the same vectors with gradients.
+    """
+
+    def __init__(self, model: SentenceTransformer, config: ERMConfig, ssc: SelfSeparation | None = None) -> None:
+        config.validate()
+        self.model = model
+        self.config = config
+        base_dim = model.get_embedding_dimension()
+        if base_dim is None:
+            raise InputError("the sentence-transformers model does not report its embedding size", field="base_model")
+        self.base_dim: int = base_dim
+        if config.use_ssc and ssc is None:
+            ssc = SelfSeparation(base_dim, config.s).to(model.device)
+        if not config.use_ssc:
+            ssc = None
+        if ssc is not None and (ssc.dim, ssc.s) != (base_dim, config.s):
+            raise MismatchError(f"SSC built for d={ssc.dim}, s={ssc.s}; the config needs d={base_dim}, s={config.s}")
+        self.ssc = ssc
+        self._digest: str | None = None
+
+    @classmethod
+    def create(cls, config: ERMConfig, device: str | None = None) -> ERMEncoder:
+        """A fresh, untrained ERM: the base model from ``config.base_model`` and a newly initialised SSC."""
+        config.validate()
+        return cls(load_sentence_transformer(config.base_model, device), config)
+
+    @classmethod
+    def plain(cls, name_or_path: str | None = None, device: str | None = None) -> ERMEncoder:
+        """The base sentence-transformers model without SSC: Table 3's "plain encoder" baseline."""
+        config = ERMConfig(base_model=name_or_path or "default", use_ssc=False, use_ert=False)
+        return cls(load_sentence_transformer(config.base_model, device), config)
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | None = None) -> ERMEncoder:
+        """Load an ERM directory written by :meth:`save`, checking every file against its recorded SHA-256."""
+        path = Path(path)
+        if not path.is_dir():
+            raise InputError("not an ERM directory (missing)", file=path)
+        info = read_json(path / CONFIG_FILE)
+        cfg_file = path / CONFIG_FILE
+        if not isinstance(info, dict) or info.get("format") != ERM_FORMAT:
+            raise MismatchError(f"{cfg_file}: not an elmd-sdk ERM directory (format is not '{ERM_FORMAT}')")
+        if info.get("version") != ERM_VERSION:
+            version = info.get("version")
+            raise MismatchError(f"{cfg_file}: ERM format version {version!r}; this elmd-sdk reads {ERM_VERSION}")
+        for key in ("config", "files", "base_dim"):
+            if key not in info:
+                raise InputError("missing", file=cfg_file, field=key)
+        config = ERMConfig.from_dict(info["config"], file=cfg_file)
+        files = info["files"]
+        if not isinstance(files, dict):
+            raise InputError("expected an object of file -> sha256", file=cfg_file, field="files")
+        for rel, digest in files.items():
+            target = path / rel
+            if not target.is_file():
+                raise InputError("file listed in erm_config.json is missing", file=target)
+            if sha256_file(target) != digest:
+                raise InputError("file does not match erm_config.json (damaged or interrupted write?)", file=target)
+        model = load_sentence_transformer(str(path / ENCODER_DIR), device)
+        ssc = None
+        if config.use_ssc:
+            ssc = SelfSeparation(int(info["base_dim"]), config.s)
+            tensors = load_tensors(path / SSC_FILE)
+            try:
+                ssc.load_state_dict(tensors)
+            except RuntimeError as exc:
+                raise MismatchError(f"{path / SSC_FILE}: weights do not fit the config ({exc})") from None
+            ssc.to(model.device)
+        encoder = cls(model, config, ssc)
+        if encoder.base_dim != info["base_dim"]:
+            raise MismatchError(f"{cfg_file}: base_dim {info['base_dim']} but the encoder gives {encoder.base_dim}")
+        return encoder
+
+    @property
+    def dim(self) -> int:
+        """Size of the vectors :meth:`encode` returns: s * d with SSC, d without."""
+        return self.base_dim * self.config.s if self.ssc is not None else self.base_dim
+
+    @property
+    def device(self) -> torch.device:
+        """The device the base model runs on."""
+        return self.model.device
+
+    def modules(self) -> list[torch.nn.Module]:
+        """The torch modules holding this encoder's weights (base model, then SSC if enabled)."""
+        return [self.model] if self.ssc is None else [self.model, self.ssc]
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, Any]:
+        """Model inputs for a batch of texts, on the encoder's device."""
+        features = self.model.preprocess(list(texts))
+        return {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
+
+    def embed_tokens(self, features: dict[str, Any]) -> torch.Tensor:
+        """e_u (Eq. 1) for tokenized texts, with gradients: (n, d)."""
+        return self.model(features)["sentence_embedding"]
+
+    def separate(self, e_u: torch.Tensor) -> torch.Tensor:
+        """E_s (Algorithm 1) for embeddings e_u: (n, d) -> (n, s, d); requires SSC."""
+        if self.ssc is None:
+            raise ElmdError("this ERM has no self-separated component (use_ssc=False)")
+        return self.ssc(e_u)
+
+    def represent(self, e_u: torch.Tensor) -> torch.Tensor:
+        """Retrieval vectors from e_u, with gradients: (n, d) -> (n, dim), unit L2 norm."""
+        if self.ssc is None:
+            return torch.nn.functional.normalize(e_u, dim=-1)  # (n, d)
+        return set_vector(self.ssc(e_u))  # (n, s*d)
+
+    @torch.inference_mode()
+    def encode(self, texts: Sequence[str], batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
+        """Retrieval vectors for texts: (n, dim) float32, L2-normalised, so inner product = similarity."""
+        texts = list(texts)
+        for module in self.modules():
+            module.eval()
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        if not texts:
+            return out
+        chunk = batch_size * 16
+        if show_progress:
+            from elmd_sdk.progress import make_progress
+
+            progress = make_progress()
+            with progress:
+                task = progress.add_task("encode", total=len(texts), info="")
+                for start in range(0, len(texts), chunk):
+                    out[start : start + chunk] = self._encode_chunk(texts[start : start + chunk], batch_size)
+                    progress.advance(task, min(chunk, len(texts) - start))
+        else:
+            for start in range(0, len(texts), chunk):
+                out[start : start + chunk] = self._encode_chunk(texts[start : start + chunk], batch_size)
+        return out
+
+    def _encode_chunk(self, texts: list[str], batch_size: int) -> np.ndarray:
+        e_u = self.model.encode(texts, batch_size=batch_size, convert_to_tensor=True, show_progress_bar=False)
+        return self.represent(e_u.float()).cpu().numpy().astype(np.float32, copy=False)  # (n, dim)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """JSON-ready identity (base model, config, dimension, weight digest) an index stores and compares."""
+        if self._digest is None:
+            self._digest = weights_digest(self.modules())
+        return {
+            "format": ERM_FORMAT,
+            "base_model": self.config.base_model,
+            "config": asdict(self.config),
+            "dim": self.dim,
+            "weights_sha256": self._digest,
+        }
+
+    def invalidate_fingerprint(self) -> None:
+        """Forget the cached weight digest (the trainer calls this after changing weights)."""
+        self._digest = None
+
+    def save(self, path: str | Path) -> None:
+        """Write an ERM directory: encoder/ and ssc.safetensors, then erm_config.json (with their SHA-256) last.
+
+        Each part is written to a temporary name and renamed; since the JSON is renamed last and records
+        the digest of every file, a save killed half-way is reported by :meth:`load`, never silently used.
+        """
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        tmp = path / f".{ENCODER_DIR}.{uuid.uuid4().hex}.tmp"
+        tmp.mkdir()  # unlike mkdtemp's private folder, this follows the umask like the rest of the model
+        try:
+            self.model.save(str(tmp), create_model_card=False, safe_serialization=True)
+            unsafe = [p.name for p in tmp.rglob("*") if p.suffix in _UNSAFE_SUFFIXES]
+            if unsafe:
+                raise ElmdError(f"the base model saved pickle-format files {unsafe}; refusing to keep them")
+            final = path / ENCODER_DIR
+            old = path / f".{ENCODER_DIR}.old"
+            if old.exists():
+                shutil.rmtree(old)
+            if final.exists():
+                os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if self.ssc is not None:
+            save_tensors(path / SSC_FILE, self.ssc.state_dict())
+        else:
+            (path / SSC_FILE).unlink(missing_ok=True)
+        files = {
+            p.relative_to(path).as_posix(): sha256_file(p)
+            for p in sorted((path / ENCODER_DIR).rglob("*"))
+            if p.is_file()
+        }
+        if self.ssc is not None:
+            files[SSC_FILE] = sha256_file(path / SSC_FILE)
+        atomic_write_json(
+            path / CONFIG_FILE,
+            {
+                "format": ERM_FORMAT,
+                "version": ERM_VERSION,
+                "config": asdict(self.config),
+                "base_dim": self.base_dim,
+                "dim": self.dim,
+                "files": files,
+                "weights_sha256": self.fingerprint()["weights_sha256"],
+            },
+        )

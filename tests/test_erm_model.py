@@ -1,0 +1,270 @@
+"""ERM encoder and trainer on a tiny random sentence-transformers model: save/load, errors, training, resume, CLI."""
+
+from __future__ import annotations
+
+import json
+import string
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from elmd_sdk.retrievers.encoder import ERMConfig, ERMEncoder
+from elmd_sdk.trainers import erm as erm_trainer
+from elmd_sdk.trainers.erm import ERMTrainConfig, emotion_match_at_1, epoch_batches, train_erm
+
+from elmd_sdk.data.records import Sample, Turn
+from elmd_sdk.errors import InputError, MismatchError
+
+WORDS = {
+    "happy": ["joy", "glad", "great", "fun", "smile", "yay", "love", "nice"],
+    "sad": ["cry", "tears", "alone", "lost", "sorry", "gloom", "miss", "pain"],
+    "anger": ["rage", "hate", "mad", "shut", "stop", "angry", "damn", "furious"],
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A random 1-layer BERT (hidden 32) with a character vocabulary, saved as a sentence-transformers folder."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.base.modules import Normalize, Transformer
+    from sentence_transformers.sentence_transformer.modules import Pooling
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    root = tmp_path_factory.mktemp("tiny")
+    hf_dir, st_dir = root / "hf", root / "st"
+    hf_dir.mkdir()
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *string.ascii_lowercase]
+    vocab += [f"##{c}" for c in string.ascii_lowercase] + list(".,!?'")
+    (hf_dir / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    BertModel(config).save_pretrained(hf_dir)
+    BertTokenizerFast(vocab_file=str(hf_dir / "vocab.txt")).save_pretrained(hf_dir)
+    transformer = Transformer(str(hf_dir), max_seq_length=48)
+    model = SentenceTransformer(modules=[transformer, Pooling(32, "mean"), Normalize()], device="cpu")
+    model.save(str(st_dir), create_model_card=False)
+    return str(st_dir)
+
+
+def _samples(n_per_emotion: int, offset: int = 0) -> list[Sample]:
+    samples = []
+    for emotion, words in WORDS.items():
+        for i in range(n_per_emotion):
+            k = i + offset
+            text = f"{words[k % 8]} {words[(3 * k + 1) % 8]} {words[(5 * k + 2) % 8]}"
+            samples.append(
+                Sample(
+                    dialogue_id=f"{emotion}{k}",
+                    utterance=Turn("A", text, emotion),
+                    response=Turn("B", "ok", "neutral"),
+                )
+            )
+    return samples
+
+
+def _config(tiny_model: str, **kwargs) -> ERMTrainConfig:
+    erm_keys = {"s", "use_ssc", "use_ert", "freeze_encoder", "tau", "lambda_"}
+    erm = ERMConfig(base_model=tiny_model, **{k: v for k, v in kwargs.items() if k in erm_keys})
+    rest = {k: v for k, v in kwargs.items() if k not in erm_keys}
+    return ERMTrainConfig(erm=erm, **{"batch_size": 8, "lr": 1e-3, "progress": False, **rest})
+
+
+def _weights(encoder: ERMEncoder) -> dict[str, torch.Tensor]:
+    return {f"{i}.{k}": v for i, m in enumerate(encoder.modules()) for k, v in m.state_dict().items()}
+
+
+def test_encode_shapes_and_norms(tiny_model: str) -> None:
+    texts = ["joy glad", "cry tears", "rage"]
+    full = ERMEncoder.create(ERMConfig(base_model=tiny_model, s=4))
+    vecs = full.encode(texts, batch_size=2)
+    assert full.dim == 4 * 32 and vecs.shape == (3, 128) and vecs.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, rtol=1e-5)
+    plain = ERMEncoder.plain(tiny_model)
+    assert plain.dim == 32 and plain.ssc is None and plain.encode(texts).shape == (3, 32)
+    assert full.encode([]).shape == (0, 128)
+
+
+def test_save_load_round_trip(tiny_model: str, tmp_path: Path) -> None:
+    encoder = ERMEncoder.create(ERMConfig(base_model=tiny_model, s=2))
+    texts = ["joy glad great", "cry alone", "hate stop"]
+    encoder.save(tmp_path / "erm")
+    loaded = ERMEncoder.load(tmp_path / "erm")
+    np.testing.assert_array_equal(loaded.encode(texts), encoder.encode(texts))
+    assert loaded.fingerprint() == encoder.fingerprint()
+    assert json.loads(json.dumps(loaded.fingerprint())) == loaded.fingerprint()
+    suffixes = {p.suffix for p in (tmp_path / "erm").rglob("*") if p.is_file()}
+    assert suffixes <= {".json", ".safetensors"}, suffixes
+    other = ERMEncoder.create(ERMConfig(base_model=tiny_model, s=2))
+    assert other.fingerprint()["weights_sha256"] != encoder.fingerprint()["weights_sha256"]
+
+
+def test_damaged_erm_dirs_give_clear_errors(tiny_model: str, tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="not an ERM directory"):
+        ERMEncoder.load(tmp_path / "nothing")
+    erm_dir = tmp_path / "erm"
+    ERMEncoder.create(ERMConfig(base_model=tiny_model, s=2)).save(erm_dir)
+    config_path = erm_dir / "erm_config.json"
+    original = config_path.read_text()
+
+    data = (erm_dir / "ssc.safetensors").read_bytes()
+    (erm_dir / "ssc.safetensors").write_bytes(data[:-8] + b"\x00" * 8)
+    with pytest.raises(InputError, match=r"ssc\.safetensors.*damaged"):
+        ERMEncoder.load(erm_dir)
+
+    info = json.loads(original)
+    info["config"]["bogus"] = 1
+    config_path.write_text(json.dumps(info))
+    with pytest.raises(InputError, match="field 'bogus'"):
+        ERMEncoder.load(erm_dir)
+
+    info = json.loads(original)
+    info["format"] = "something-else"
+    config_path.write_text(json.dumps(info))
+    with pytest.raises(MismatchError, match="not an elmd-sdk ERM"):
+        ERMEncoder.load(erm_dir)
+
+    config_path.write_text("{ not json")
+    with pytest.raises(InputError, match=r"erm_config\.json:1: not valid"):
+        ERMEncoder.load(erm_dir)
+    config_path.unlink()
+    with pytest.raises(InputError, match=r"erm_config\.json: file not found"):
+        ERMEncoder.load(erm_dir)
+
+
+def test_unknown_base_model_is_an_input_error(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="field 'base_model'"):
+        ERMEncoder.plain(str(tmp_path / "no-such-model"))
+
+
+def test_epoch_batches_pair_same_emotions_deterministically() -> None:
+    emotions = ["a"] * 5 + ["b"] * 4 + ["c"]  # "c" has no partner: never an anchor
+    batches = epoch_batches(emotions, batch_size=4, seed=3, epoch=1)
+    assert batches == epoch_batches(emotions, batch_size=4, seed=3, epoch=1)
+    assert batches != epoch_batches(emotions, batch_size=4, seed=3, epoch=2)
+    anchors = [b[i] for b in batches for i in range(0, len(b), 2)]
+    assert sorted(anchors) == list(range(9))
+    for batch in batches:
+        for anchor, partner in zip(batch[::2], batch[1::2], strict=True):
+            assert anchor != partner and emotions[anchor] == emotions[partner]
+
+
+def test_emotion_match_at_1_by_hand() -> None:
+    corpus = np.array([[1, 0], [0, 1], [-1, 0]], dtype=np.float32)
+    queries = np.array([[0.9, 0.1], [0.1, 0.9], [-1, 0.2], [0.8, 0.0]], dtype=np.float32)
+    # nearest corpus rows: 0 (x), 1 (y), 2 (z), 0 (x); query emotions x, y, z, y -> hits 1, 1, 1, 0
+    micro, macro = emotion_match_at_1(queries, ["x", "y", "z", "y"], corpus, ["x", "y", "z"])
+    assert micro == pytest.approx(3 / 4)
+    assert macro == pytest.approx((1 + 0.5 + 1) / 3)  # per emotion: x 1/1, y 1/2, z 1/1
+
+
+def test_training_lowers_the_loss_and_saves_safely(tiny_model: str, tmp_path: Path) -> None:
+    train, valid = _samples(8), _samples(3, offset=8)
+    config = _config(tiny_model, epochs=4, s=2)
+    texts = [s.utterance.text for s in train[::2]]
+    labels = torch.tensor([i // 4 for i in range(len(texts))])  # 4 items per emotion, pairs (0,1), (2,3), ...
+
+    def fixed_batch_loss(encoder: ERMEncoder) -> float:
+        for module in encoder.modules():
+            module.eval()
+        with torch.no_grad():
+            return float(erm_trainer.batch_loss(encoder, texts, labels))
+
+    torch.manual_seed(config.seed)  # the same initial weights train_erm starts from
+    before = fixed_batch_loss(ERMEncoder.create(config.erm))
+    result = train_erm(config, train, valid, tmp_path / "erm")
+    assert result.completed and len(result.history) == 4
+    assert fixed_batch_loss(result.encoder) < before
+    assert result.history[-1].train_loss < result.history[0].train_loss
+    last = result.history[-1]
+    assert last.valid_match_micro is not None and 0 <= last.valid_match_micro <= 1
+    assert last.valid_match_macro is not None and 0 <= last.valid_match_macro <= 1
+    out_files = [p for p in (tmp_path / "erm").rglob("*") if p.is_file()]
+    assert {p.suffix for p in out_files} <= {".json", ".safetensors"}
+    assert not (tmp_path / "erm" / "checkpoint").exists()
+    loaded = ERMEncoder.load(tmp_path / "erm")
+    np.testing.assert_array_equal(loaded.encode(texts), result.encoder.encode(texts))
+
+
+def test_resume_after_kill_matches_uninterrupted(tiny_model: str, tmp_path: Path, monkeypatch) -> None:
+    train = _samples(4)  # 12 utterances, batch 8 = 4 pairs -> 3 steps per epoch
+    config = _config(tiny_model, epochs=2, checkpoint_every=2)
+    reference = train_erm(config, train, None, tmp_path / "ref")
+
+    calls = {"n": 0}
+    real_batch_loss = erm_trainer.batch_loss
+
+    def killed_at_step_5(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:  # checkpoints exist after steps 2, 3 (epoch end) and 4
+            raise KeyboardInterrupt
+        return real_batch_loss(*args, **kwargs)
+
+    monkeypatch.setattr(erm_trainer, "batch_loss", killed_at_step_5)
+    with pytest.raises(KeyboardInterrupt):
+        train_erm(config, train, None, tmp_path / "run")
+    monkeypatch.setattr(erm_trainer, "batch_loss", real_batch_loss)
+    assert json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())["meta"]["global_step"] == 4
+    with pytest.raises(InputError, match="unfinished run"):
+        train_erm(config, train, None, tmp_path / "run")
+    torch.manual_seed(123)  # a new process starts from another RNG state
+    resumed = train_erm(config, train, None, tmp_path / "run", resume=True)
+    ref_w, res_w = _weights(reference.encoder), _weights(resumed.encoder)
+    assert ref_w.keys() == res_w.keys()
+    for key in ref_w:
+        torch.testing.assert_close(res_w[key], ref_w[key], rtol=0, atol=0)
+    assert [h.train_loss for h in resumed.history] == [h.train_loss for h in reference.history]
+
+
+def test_max_steps_then_resume_and_changed_settings(tiny_model: str, tmp_path: Path) -> None:
+    train = _samples(4)
+    config = _config(tiny_model, epochs=2, max_steps=2)
+    partial = train_erm(config, train, None, tmp_path / "erm")
+    assert not partial.completed and (tmp_path / "erm" / "checkpoint").is_dir()
+    with pytest.raises(MismatchError, match="lr"):
+        train_erm(_config(tiny_model, epochs=2, lr=5e-5), train, None, tmp_path / "erm", resume=True)
+    done = train_erm(_config(tiny_model, epochs=2), train, None, tmp_path / "erm", resume=True)
+    assert done.completed and done.history[-1].global_step == 6
+    again = train_erm(_config(tiny_model, epochs=2), train, None, tmp_path / "erm", resume=True)
+    assert again.history == done.history and again.encoder.fingerprint() == done.encoder.fingerprint()
+    with pytest.raises(InputError, match="already finished"):
+        train_erm(_config(tiny_model, epochs=3), train, None, tmp_path / "erm", resume=True)
+
+
+def test_ablation_switches(tiny_model: str, tmp_path: Path) -> None:
+    train = _samples(4)
+    no_ssc = train_erm(_config(tiny_model, use_ssc=False, max_steps=1), train, None, tmp_path / "a").encoder
+    assert no_ssc.ssc is None and no_ssc.dim == 32 and not (tmp_path / "a" / "ssc.safetensors").exists()
+    no_ert = train_erm(_config(tiny_model, use_ert=False, max_steps=1), train, None, tmp_path / "b").encoder
+    assert no_ert.ssc is not None and no_ert.dim == 128
+    base = _weights(ERMEncoder.plain(tiny_model))
+    frozen = train_erm(_config(tiny_model, freeze_encoder=True, max_steps=2), train, None, tmp_path / "c").encoder
+    for key, value in frozen.model.state_dict().items():
+        torch.testing.assert_close(value, base[f"0.{key}"], rtol=0, atol=0)
+    with pytest.raises(InputError, match="nothing to train"):
+        train_erm(_config(tiny_model, freeze_encoder=True, use_ssc=False), train, None, tmp_path / "d")
+    with pytest.raises(InputError, match="at least one of ERT and SSC"):
+        train_erm(_config(tiny_model, use_ert=False, use_ssc=False), train, None, tmp_path / "e")
+
+
+def test_cli_train_erm(tiny_model: str, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from elmd_sdk.cli.main import app
+
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(s.to_dict()) + "\n" for s in _samples(4)))
+    args = ["train", "erm", "--data", str(data), "--out", str(tmp_path / "erm"), "--valid", str(data)]
+    args += ["--base-model", tiny_model, "--batch-size", "8", "--s", "2", "--lambda", "0.5", "--no-ert"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "valid match@1" in result.output
+    loaded = ERMEncoder.load(tmp_path / "erm")
+    assert (loaded.config.s, loaded.config.lambda_, loaded.config.use_ert) == (2, 0.5, False)
