@@ -1,1 +1,15 @@
 """Emotional Retrieval Module (paper 3.3): SSC encoder, FAISS index storage and the LangChain retriever."""
+
+from elmd_sdk.retrievers.encoder import ERMEncoder
+from elmd_sdk.retrievers.index import EncoderSource, IndexConfig, IndexEntry, build_index, load_index
+from elmd_sdk.retrievers.retriever import EmotionalRetriever
+
+__all__ = [
+    "ERMEncoder",
+    "EmotionalRetriever",
+    "EncoderSource",
+    "IndexConfig",
+    "IndexEntry",
+    "build_index",
+    "load_index",
+]

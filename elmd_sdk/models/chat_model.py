@@ -36,7 +36,9 @@ from elmd_sdk.errors import ElmdError, InputError
 from elmd_sdk.models.splice import VIDEO_PLACEHOLDER, splice_video_embeds, tokenize_pieces
 from elmd_sdk.paths import DEFAULT_LLM_GGUF
 
-__all__ = ["VIDEO_PLACEHOLDER", "ELMDChatModel"]
+__all__ = ["DEFAULT_MODEL_LABEL", "VIDEO_PLACEHOLDER", "ELMDChatModel"]
+
+DEFAULT_MODEL_LABEL = f"{DEFAULT_LLM_GGUF} (embedded default)"  # how the default LLM is named to users
 
 _CALL_OPTIONS = frozenset({"do_sample", "temperature", "top_p", "top_k", "max_new_tokens", "max_tokens", "seed"})
 _POLL_SECONDS = 0.1  # how often a waiting stream consumer wakes up, so Ctrl-C is seen promptly

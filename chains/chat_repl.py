@@ -1,0 +1,185 @@
+"""The terminal conversation behind ``elmd-sdk chat``: reads turns, streams replies with their emotion, keeps history.
+
+Commands: ``/video PATH`` (attach a clip to the next turn), ``/background TEXT``, ``/reset``, ``/help``, ``/exit``.
+Ctrl-C during a reply stops that reply and keeps the session; Ctrl-D (end of input) or ``/exit`` ends it. Any
+error in a turn (a bad video, an input too long for the model) is printed as one line and the session goes on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+from elmd_sdk.chains.chain import ELMDChain
+from elmd_sdk.chains.prompt import wording
+
+from elmd_sdk.errors import ElmdError
+
+HELP = """commands:
+  /video PATH        attach a video clip to your next turn
+  /background TEXT   set the dialogue background (empty: clear it)
+  /reset             forget the conversation so far
+  /help              show this help
+  /exit              quit (or Ctrl-D); Ctrl-C stops a reply that is being written"""
+
+PROMPT = "you> "
+BOT = "bot"
+
+
+class ChatREPL:
+    """One terminal conversation with an :class:`ELMDChain` (input and output are injectable for tests)."""
+
+    def __init__(
+        self,
+        chain: ELMDChain,
+        *,
+        background: str | None = None,
+        video: str | Path | None = None,
+        read_line: Callable[[str], str] = input,
+        out: TextIO | None = None,
+    ) -> None:
+        self.chain = chain
+        self.background = background
+        self.history: list[dict[str, str]] = []
+        self.pending_video: str | None = None
+        self.read_line = read_line
+        self.out = out if out is not None else sys.stdout
+        words = wording(chain.language)
+        self.user_name, self.assistant_name = words.user_name, words.assistant_name
+        if video is not None:
+            self.attach_video(str(video))
+
+    def say(self, text: str = "", end: str = "\n") -> None:
+        """Write to the terminal at once."""
+        self.out.write(text + end)
+        self.out.flush()
+
+    def run(self) -> None:
+        """Read and answer turns until ``/exit`` or end of input."""
+        while True:
+            try:
+                line = self.read_line(PROMPT)
+            except EOFError:
+                self.say()
+                self.say("bye")
+                return
+            except KeyboardInterrupt:
+                self.say()
+                self.say("(Ctrl-D or /exit quits)")
+                continue
+            if not self.handle(line):
+                self.say("bye")
+                return
+
+    def handle(self, line: str) -> bool:
+        """Act on one input line; False means the session should end."""
+        text = line.strip()
+        if not text:
+            return True
+        if not text.startswith("/"):
+            self.reply(text)
+            return True
+        command, _, argument = text.partition(" ")
+        argument = argument.strip()
+        if command in ("/exit", "/quit"):
+            return False
+        if command == "/help":
+            self.say(HELP)
+        elif command == "/reset":
+            self.history.clear()
+            self.pending_video = None
+            kept = f" (background kept: {self.background})" if self.background else ""
+            self.say(f"conversation reset{kept}")
+        elif command == "/background":
+            self.background = argument or None
+            self.say(f"background set: {argument}" if argument else "background cleared")
+        elif command == "/video":
+            if argument:
+                self.attach_video(argument)
+            else:
+                self.say("usage: /video PATH")
+        else:
+            self.say(f"unknown command {command}; /help lists the commands")
+        return True
+
+    def attach_video(self, path: str) -> None:
+        """Check a clip and attach it to the next turn (or say why it is not used)."""
+        from elmd_sdk.video.frames import sample_frames
+
+        path = str(Path(path.strip().strip("'\"")).expanduser())
+        try:
+            sample_frames(path, m=1)
+        except ElmdError as error:
+            self.say(f"error: {_one_line(error)}")
+            return
+        if not self.chain.video_enabled:
+            reason = (
+                "video is switched off" if not self.chain.use_video else "this bundle has no trained video projector"
+            )
+            self.say(f"note: {reason}, so the clip is ignored; your next turn runs without video")
+            return
+        self.pending_video = path
+        self.say(f"video attached to your next turn: {path}")
+
+    def reply(self, utterance: str) -> None:
+        """Stream the reply to one user turn; on success the turn and the reply join the history."""
+        request: dict[str, Any] = {
+            "utterance": utterance,
+            "history": list(self.history),
+            "background": self.background,
+            "video": self.pending_video,
+            "speaker": self.user_name,
+        }
+        response: list[str] = []
+        started = False
+        stream = self.chain.stream(request)
+        try:
+            for chunk in stream:
+                if not started:
+                    label = f" ({chunk.emotion})" if chunk.emotion else ""
+                    self.say(f"{BOT}{label}: ", end="")
+                    started = True
+                if chunk.response:
+                    response.append(chunk.response)
+                    self.say(chunk.response, end="")
+        except KeyboardInterrupt:
+            self.say(" [stopped]" if started else "[stopped]")
+            return
+        except ElmdError as error:
+            self.say(("\n" if started else "") + f"error: {_one_line(error)}")
+            return
+        except Exception as error:  # a client must not crash on one bad turn
+            self.say(("\n" if started else "") + f"error: {type(error).__name__}: {_one_line(error)}")
+            return
+        finally:
+            with contextlib.suppress(Exception):
+                stream.close()  # type: ignore[attr-defined]
+        self.say("" if response else "(no reply)")
+        self.pending_video = None
+        self.history.append({"speaker": self.user_name, "text": utterance})
+        self.history.append({"speaker": self.assistant_name, "text": "".join(response)})
+
+
+def describe(chain: ELMDChain) -> str:
+    """One status line saying what was loaded."""
+    from elmd_sdk.models.chat_model import DEFAULT_MODEL_LABEL
+
+    manifest = chain.manifest
+    name = manifest.name if manifest is not None else "custom chain"
+    model = (manifest.base_llm or DEFAULT_MODEL_LABEL) if manifest is not None else type(chain.chat_model).__name__
+    retrieval = "on" if chain.use_retrieval and chain.retriever is not None else "off"
+    if chain.video_enabled:
+        video = "on"
+    elif not chain.use_video:
+        video = "off"
+    else:
+        video = "off (no trained projector)"
+    return f"bundle '{name}': {model}, {len(chain.labels)} emotions, retrieval {retrieval}, video {video}"
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

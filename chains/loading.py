@@ -1,0 +1,155 @@
+"""Load what a bundle names: the base LLM (+ p-tuning prefix), the video projector with its visual encoder, and
+the ERM with its index, each checked against the manifest before use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from os import PathLike
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from elmd_sdk.bundle import GENERATION_SETTINGS, BundleManifest, BundlePaths, load_bundle, verify_components
+from elmd_sdk.errors import InputError, MismatchError
+from elmd_sdk.io import load_tensors, read_json, sha256_file
+
+if TYPE_CHECKING:
+    from elmd_sdk.retrievers import EmotionalRetriever
+    from elmd_sdk.retrievers.encoder import ERMEncoder
+
+    from elmd_sdk.models.chat_model import ELMDChatModel
+
+
+@dataclass(frozen=True)
+class BundleParts:
+    """A bundle's loaded components."""
+
+    manifest: BundleManifest
+    paths: BundlePaths
+    chat_model: ELMDChatModel
+    retriever: EmotionalRetriever | None
+
+
+def load_parts(
+    bundle: str | PathLike[str],
+    *,
+    use_retrieval: bool = True,
+    use_video: bool = True,
+    k: int = 1,
+    device: str | None = None,
+    **generation: Any,
+) -> BundleParts:
+    """Load and cross-check every component of a bundle (parts switched off by the ablations are skipped)."""
+    manifest, paths = load_bundle(bundle)
+    source = paths.root / "bundle.json"
+    settings = {**manifest.generation, **_check_generation(generation)}
+    chat = _load_chat_model(manifest, paths, use_video=use_video, device=device, settings=settings, source=source)
+    retriever = None
+    if use_retrieval and paths.index is not None:
+        from elmd_sdk.retrievers import EmotionalRetriever
+
+        encoder = load_erm(paths.erm) if paths.erm is not None else None
+        retriever = EmotionalRetriever.load(paths.index, k=k, encoder=encoder)
+    return BundleParts(manifest=manifest, paths=paths, chat_model=chat, retriever=retriever)
+
+
+def _load_chat_model(
+    manifest: BundleManifest,
+    paths: BundlePaths,
+    *,
+    use_video: bool,
+    device: str | None,
+    settings: dict[str, Any],
+    source: Path,
+) -> ELMDChatModel:
+    """The base LLM checked against the manifest, with the bundle's prefix and (if used) projector."""
+    from elmd_sdk.models.chat_model import ELMDChatModel
+    from elmd_sdk.models.llm import llm_fingerprint, load_llm
+
+    model, tokenizer = load_llm(paths.base_llm, device=device)
+    fingerprint = llm_fingerprint(model)
+    verify_components(manifest, llm_fingerprint=fingerprint, source=source)
+    if paths.prefix is not None:
+        from elmd_sdk.models.prefix import PrefixEncoder, attach_prefix
+
+        prefix = PrefixEncoder.load(paths.prefix, model=model)
+        verify_components(manifest, pre_seq_len=prefix.config.pre_seq_len, source=source)
+        attach_prefix(model, prefix.eval())  # eval: no prefix dropout at inference
+    projector = visual = None
+    if use_video and paths.projector is not None:
+        from elmd_sdk.video import VideoProjector, load_visual_encoder
+
+        visual = load_visual_encoder(manifest.visual_encoder, **({"device": device} if device else {}))
+        verify_components(manifest, visual_encoder_fingerprint=visual.fingerprint(), source=source)
+        projector = VideoProjector.load(paths.projector, encoder=visual.fingerprint())
+        trained_for = projector.config.llm.get("config_sha256")
+        if trained_for != fingerprint["config_sha256"]:
+            raise MismatchError(
+                f"{paths.projector}: field 'llm.config_sha256' disagrees: the projector was trained for another "
+                "base LLM than the bundle's"
+            )
+        projector.to(next(model.parameters()).device)
+    return ELMDChatModel(
+        model_name=manifest.base_llm,
+        prefix_path=str(paths.prefix) if paths.prefix is not None else None,
+        projector_path=str(paths.projector) if projector is not None else None,
+        visual_encoder_name=manifest.visual_encoder if visual is not None else None,
+        hf_model=model,
+        tokenizer=tokenizer,
+        projector=projector,
+        visual_encoder=visual,
+        **settings,
+    )
+
+
+def _check_generation(settings: dict[str, Any]) -> dict[str, Any]:
+    """Decoding overrides with known names (an :class:`InputError` names an unknown one); None values dropped."""
+    for key in settings:
+        if key not in GENERATION_SETTINGS:
+            raise InputError(f"unknown generation setting (known: {', '.join(GENERATION_SETTINGS)})", field=key)
+    return {key: value for key, value in settings.items() if value is not None}
+
+
+def load_erm(path: str | Path) -> ERMEncoder:
+    """Load a bundle's ERM folder.
+
+    A full ERM folder (with ``encoder/``) goes to ``ERMEncoder.load``. A folder without ``encoder/`` holds an
+    ERM trained with a frozen base encoder: ``erm_config.json`` and ``ssc.safetensors`` only, the base encoder
+    being re-loaded by the name its config records ("default" = the bundled MiniLM). This keeps such a bundle
+    a few MB; the index's fingerprint check then proves the re-assembled encoder is the one it was built with.
+    """
+    from elmd_sdk.retrievers.encoder import (
+        CONFIG_FILE,
+        ENCODER_DIR,
+        ERM_FORMAT,
+        SSC_FILE,
+        ERMConfig,
+        ERMEncoder,
+        load_sentence_transformer,
+    )
+    from elmd_sdk.retrievers.ssc import SelfSeparation
+
+    path = Path(path)
+    if (path / ENCODER_DIR).is_dir():
+        return ERMEncoder.load(path)
+    config_file = path / CONFIG_FILE
+    info = read_json(config_file)
+    if not isinstance(info, dict) or info.get("format") != ERM_FORMAT:
+        raise InputError(f"not an elmd-sdk ERM config (format must be '{ERM_FORMAT}')", file=config_file)
+    config = ERMConfig.from_dict(info.get("config"), file=config_file)
+    if not config.freeze_encoder:
+        raise InputError(f"missing {ENCODER_DIR}/ (only a frozen-encoder ERM may omit it)", file=path)
+    files = info.get("files")
+    if not isinstance(files, dict) or set(files) != ({SSC_FILE} if config.use_ssc else set()):
+        raise InputError(f"must list exactly the SSC weights ({SSC_FILE})", file=config_file, field="files")
+    ssc = None
+    if config.use_ssc:
+        weights = path / SSC_FILE
+        if not weights.is_file() or sha256_file(weights) != files[SSC_FILE]:
+            raise InputError("missing, or does not match erm_config.json", file=path / SSC_FILE)
+        ssc = SelfSeparation(int(info["base_dim"]), config.s)
+        ssc.load_state_dict(load_tensors(weights))
+    model = load_sentence_transformer(config.base_model)
+    if ssc is not None:
+        ssc.to(model.device)
+    return ERMEncoder(model, config, ssc)

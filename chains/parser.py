@@ -1,0 +1,387 @@
+"""Turn the model's answer ("Emotion: <label>" then "Response: <text>") into a typed :class:`ELMDResult`.
+
+Generations slip: other cases, synonyms ("joy" for happy), Chinese labels and colons, markdown, a
+missing emotion line, a bracketed label, extra turns the model invents after its reply. The parser
+accepts all of these and never raises: what it cannot read as an emotion becomes ``emotion=None``,
+and without any answer key the whole text is the response.
+
+One incremental state machine (:class:`StreamingAnswerParser`) serves both ``parse`` and streaming, so
+a streamed answer concatenates to exactly what ``parse`` returns for the full text. It waits only
+while the text seen so far could still turn into an answer key, then streams the response, holding
+back just the tail that could still become a stop marker, a closing quote or trailing space.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from elmd_sdk.chains.prompt import label_name, render_answer, wording
+from langchain_core.documents import Document
+from langchain_core.messages import BaseMessage
+from langchain_core.output_parsers.transform import BaseTransformOutputParser
+
+from elmd_sdk.data.labels import EMOTIONS
+
+# Words accepted for each of the seven labels (lower case), English and Chinese.
+SYNONYMS: dict[str, tuple[str, ...]] = {
+    "happy": (
+        "happy", "happiness", "joy", "joyful", "joyous", "glad", "cheerful", "delighted", "pleased", "excited",
+        "excitement", "amused", "开心", "高兴", "快乐", "喜悦", "愉快", "兴奋", "幸福", "欣喜",
+    ),
+    "surprise": (
+        "surprise", "surprised", "surprising", "amazed", "amazement", "astonished", "astonishment", "shocked",
+        "惊讶", "惊喜", "吃惊", "震惊", "意外", "诧异",
+    ),
+    "sad": (
+        "sad", "sadness", "unhappy", "sorrow", "sorrowful", "upset", "depressed", "grief", "melancholy",
+        "伤心", "悲伤", "难过", "悲哀", "忧伤", "沮丧", "失落",
+    ),
+    "disgust": ("disgust", "disgusted", "disgusting", "revulsion", "revolted", "厌恶", "恶心", "讨厌", "反感", "嫌弃"),
+    "anger": (
+        "anger", "angry", "mad", "annoyed", "annoyance", "furious", "fury", "irritated", "rage", "frustrated",
+        "生气", "愤怒", "气愤", "恼火", "发火",
+    ),
+    "fear": (
+        "fear", "fearful", "afraid", "scared", "frightened", "terrified", "anxious", "worried", "nervous",
+        "害怕", "恐惧", "担心", "惊恐", "紧张", "焦虑",
+    ),
+    "neutral": ("neutral", "neutrality", "calm", "no emotion", "中性", "中立", "平静", "平和"),
+}  # fmt: skip
+
+_LEAD = r"[\s>*_#`\-]*"  # markdown decoration a line may start with
+_EMOTION_KEYS = ("response emotion", "predicted emotion", "emotion label", "emotion", "回复情感", "情感", "情绪")
+_RESPONSE_KEYS = ("response", "reply", "answer", "回复", "回答")
+_STOP_KEYS = (
+    "user", "human", "assistant", "system", "emotion", "response", "reply", "utterance", "current utterance",
+    "background", "dialogue history", "history", "reference reply", "用户", "助手", "情感", "情绪", "回复", "背景",
+    "历史对话", "当前话语", "参考回复",
+)  # fmt: skip
+_EMOTION_LINE = re.compile(
+    rf"{_LEAD}(?:{'|'.join(_EMOTION_KEYS)})(?:\*\*|__)?[ \t]*(?:[:：=]|-(?=\s))(?:\*\*|__)?[ \t]*", re.IGNORECASE
+)
+_RESPONSE_LINE = re.compile(rf"{_LEAD}(?:{'|'.join(_RESPONSE_KEYS)})(?:\*\*|__)?[ \t]*[:：](?:\*\*|__)?", re.IGNORECASE)
+_RESPONSE_INLINE = re.compile(
+    rf"(?:^|[\s,;，；|.。]){_LEAD}(?:{'|'.join(_RESPONSE_KEYS)})(?:\*\*|__)?[ \t]*[:：](?:\*\*|__)?", re.IGNORECASE
+)
+_BRACKETED = re.compile(rf"{_LEAD}[\[(（【<]\s*([^\])）】>\n]{{1,24}}?)\s*[\])）】>][ \t]*[:：\-]?", re.IGNORECASE)
+_LABEL_COLON = re.compile(rf"{_LEAD}([A-Za-z\u4e00-\u9fff][A-Za-z\u4e00-\u9fff ]{{0,19}}?)[ \t]*[:：]", re.IGNORECASE)
+_STOP_LINE = re.compile(
+    rf"\n[ \t]*[>*_#`\-]*[ \t]*(?:{'|'.join(_STOP_KEYS)})(?:\*\*|__)?[ \t]*[:：(（]|\n[ \t]*###", re.IGNORECASE
+)
+_STOP_TOKEN = re.compile(r"<\||</s>|\[/?INST\]")
+_DECORATION = re.compile(r"^[\s>*_#`\-]+")
+_QUOTES = {'"': '"', "“": "”", "「": "」", "『": "』"}
+_VALUE_STRIP = " \t\r\n*_`'\"“”「」『』[]()（）【】<>.,;:!?。，；：！？-"
+_WORD = re.compile(r"[a-z]+(?: [a-z]+)?")
+
+_KEY_CANDIDATES = tuple(
+    key.replace(" ", "") + sep for key in (*_EMOTION_KEYS, *_RESPONSE_KEYS) for sep in (":", "：", "=", "-")
+)
+_RESPONSE_CANDIDATES = tuple(key.replace(" ", "") + colon for key in _RESPONSE_KEYS for colon in (":", "："))
+_STOP_CANDIDATES = (*(key.replace(" ", "") for key in _STOP_KEYS), "###")
+_LABEL_WORDS = tuple(word for words in SYNONYMS.values() for word in words)
+
+
+@dataclass(frozen=True)
+class ELMDResult:
+    """What the chain returns: the predicted response emotion (None if the model gave none), the response, and
+    the retrieved demonstration R used in the prompt (None without retrieval).
+
+    Stream chunks are ELMDResults too and add up (``a + b``): responses concatenate, the first known
+    emotion and demonstration are kept.
+    """
+
+    emotion: str | None
+    response: str
+    demonstration: Document | None = None
+
+    def __add__(self, other: ELMDResult) -> ELMDResult:
+        """Concatenate two stream chunks."""
+        if not isinstance(other, ELMDResult):
+            return NotImplemented
+        return ELMDResult(
+            emotion=self.emotion if self.emotion is not None else other.emotion,
+            response=self.response + other.response,
+            demonstration=self.demonstration if self.demonstration is not None else other.demonstration,
+        )
+
+
+def match_label(value: str, labels: Sequence[str] = EMOTIONS, *, exact: bool = False) -> str | None:
+    """The label of ``labels`` that ``value`` names (the label itself, a synonym, a Chinese name), else None.
+
+    With ``exact=False`` a value that starts with such a word ("happy, because ...") also counts.
+    """
+    v = value.strip(_VALUE_STRIP).lower().replace("**", "").strip(_VALUE_STRIP)
+    if not v:
+        return None
+    by_lower = {label.lower(): label for label in labels}
+    candidates = [v]
+    if not exact:
+        words = _WORD.match(v)
+        if words:
+            candidates += [words.group(0), words.group(0).split(" ")[0]]
+        candidates += [word for word in _LABEL_WORDS if not word.isascii() and v.startswith(word)]
+    for candidate in candidates:
+        if candidate in by_lower:
+            return by_lower[candidate]
+        for canonical, synonyms in SYNONYMS.items():
+            if candidate in synonyms:
+                if canonical in labels:
+                    return canonical
+                for label in labels:
+                    if label.lower() in synonyms:
+                        return label
+    return None
+
+
+def _squash(text: str) -> str:
+    """Lower case, with leading markdown and all spaces, ``*`` and ``_`` removed: the form prefix checks compare."""
+    return re.sub(r"[\s*_]", "", _DECORATION.sub("", text)).lower()
+
+
+def _could_become(partial: str, candidates: Sequence[str]) -> bool:
+    """Whether the unfinished line ``partial`` may still grow into one of ``candidates`` (squashed forms)."""
+    squashed = _squash(partial)
+    return any(candidate.startswith(squashed) for candidate in candidates)
+
+
+@dataclass(frozen=True)
+class _Header:
+    """Where the answer's header ends: the emotion it named, where the response starts, the rest of its line."""
+
+    emotion: str | None
+    body_start: int
+    remainder: str = ""
+
+
+class StreamingAnswerParser:
+    """Incremental parser of one answer: ``feed`` text pieces, then ``finish``; both return result chunks.
+
+    The first chunk carries the emotion (as soon as the header is read); later chunks carry response text.
+    ``done`` turns True once the response has ended (a stop marker such as an invented next turn), so the
+    caller may stop generating.
+    """
+
+    def __init__(self, labels: Sequence[str] = EMOTIONS) -> None:
+        self.labels = tuple(labels)
+        self._text = ""
+        self._header: _Header | None = None
+        self._emitted = ""
+        self._quote: str | None = None  # the closing quote to drop, once an opening one was dropped
+        self.done = False
+
+    @property
+    def emotion(self) -> str | None:
+        """The emotion read from the header (None before the header is complete or when it names none)."""
+        return self._header.emotion if self._header is not None else None
+
+    def feed(self, piece: str) -> list[ELMDResult]:
+        """Add generated text; returns the chunks that are now certain."""
+        if self.done or not piece:
+            return []
+        self._text += piece
+        return self._advance(final=False)
+
+    def finish(self) -> list[ELMDResult]:
+        """End of generation: returns the remaining chunks (at least one chunk overall is always produced)."""
+        if self.done and self._header is not None:
+            return []
+        chunks = self._advance(final=True)
+        self.done = True
+        return chunks
+
+    def _advance(self, final: bool) -> list[ELMDResult]:
+        chunks: list[ELMDResult] = []
+        if self._header is None:
+            self._header = self._decide(final)
+            if self._header is None:
+                return chunks
+            chunks.append(ELMDResult(self._header.emotion, ""))
+        body = self._text[self._header.body_start :]
+        cut = _stop_position(body)
+        if cut is not None:
+            body, self.done, final = body[:cut], True, True
+        visible = self._visible(body, final)
+        if visible.startswith(self._emitted) and len(visible) > len(self._emitted):
+            chunks.append(ELMDResult(self._header.emotion, visible[len(self._emitted) :]))
+            self._emitted = visible
+        return chunks
+
+    def _visible(self, body: str, final: bool) -> str:
+        """The part of ``body`` that belongs to the final response for sure (all of it when ``final``)."""
+        if not final:
+            newline = body.rfind("\n")
+            if newline != -1 and _could_become(body[newline + 1 :], _STOP_CANDIDATES):
+                body = body[:newline]
+        text = body.lstrip()
+        if self._quote is None and text[:1] in _QUOTES:
+            self._quote = _QUOTES[text[0]]
+        if self._quote is not None:
+            text = text[1:]
+        if final:
+            text = text.rstrip()
+            if self._quote is not None and text.endswith(self._quote):
+                text = text[: -len(self._quote)].rstrip()
+            if not text and not self._emitted and self._header is not None and self._header.remainder:
+                text = self._header.remainder
+            return text
+        bracket = text.rfind("<")
+        if bracket != -1 and len(text) - bracket < 12 and not re.search(r"[\s>]", text[bracket:]):
+            text = text[:bracket]
+        text = text.rstrip()
+        if self._quote is not None:
+            text = text.rstrip(self._quote).rstrip()
+        return text
+
+    def _decide(self, final: bool) -> _Header | None:
+        """Read the header (emotion line, response key, bracketed label...) or None while it may still change."""
+        text = self._text
+        start = len(text) - len(text.lstrip())
+        if start == len(text):
+            return _Header(None, start) if final else None
+        newline = text.find("\n", start)
+        end = newline if newline != -1 else len(text)
+        complete = newline != -1 or final
+        line = text[start:end]
+
+        match = _RESPONSE_LINE.match(line)
+        if match:
+            return None if _tentative(line, match.end(), complete) else _Header(None, start + match.end())
+        match = _EMOTION_LINE.match(line)
+        if match:
+            rest = line[match.end() :]
+            inline = _RESPONSE_INLINE.search(rest)
+            if inline and _tentative(rest, inline.end(), complete):
+                return None
+            if inline:
+                return _Header(match_label(rest[: inline.start()], self.labels), start + match.end() + inline.end())
+            if not complete:
+                return None
+            emotion = match_label(rest, self.labels)
+            return self._after_label_line(end, emotion, _label_remainder(rest), final)
+        if not complete and _could_become(line, _KEY_CANDIDATES):
+            return None
+        match = _BRACKETED.match(line)
+        if match and not complete and match.end() == len(line):
+            return None
+        if match:
+            emotion = match_label(match.group(1), self.labels, exact=True)
+            if emotion is not None:
+                return _Header(emotion, start + match.end())
+        elif not complete and re.match(rf"{_LEAD}[\[(（【<][^\n]{{0,24}}$", line):
+            return None
+        match = _LABEL_COLON.match(line)
+        if match:
+            emotion = match_label(match.group(1), self.labels, exact=True)
+            if emotion is not None:
+                return _Header(emotion, start + match.end())
+        if complete:
+            emotion = match_label(line, self.labels, exact=True)
+            if emotion is not None:
+                return self._after_label_line(end, emotion, "", final)
+        elif _could_be_label(line):
+            return None
+        return _Header(None, start)
+
+    def _after_label_line(self, end: int, emotion: str | None, remainder: str, final: bool) -> _Header | None:
+        """Header ending with an emotion line: the response starts on the next non-blank line (after its key)."""
+        text = self._text
+        start = end
+        while start < len(text) and text[start].isspace():
+            start += 1
+        if start == len(text):
+            return _Header(emotion, start, remainder) if final else None
+        newline = text.find("\n", start)
+        line = text[start : newline if newline != -1 else len(text)]
+        match = _RESPONSE_LINE.match(line)
+        if match and _tentative(line, match.end(), newline != -1 or final):
+            return None
+        if match:
+            return _Header(emotion, start + match.end(), remainder)
+        if newline == -1 and not final and _could_become(line, _RESPONSE_CANDIDATES):
+            return None
+        return _Header(emotion, start, remainder)
+
+
+def _tentative(line: str, key_end: int, complete: bool) -> bool:
+    """Whether a key match ending at ``key_end`` may still grow (its closing ``**`` not yet generated)."""
+    return not complete and line[key_end:] in ("", "*", "_")
+
+
+def _could_be_label(partial: str) -> bool:
+    """Whether an unfinished first line may still become a bare label ("happy") or a label key ("Happy:")."""
+    core = _DECORATION.sub("", partial).strip(_VALUE_STRIP).lower().replace("**", "").strip(_VALUE_STRIP)
+    return len(partial) <= 32 and any(word.startswith(core) for word in _LABEL_WORDS)
+
+
+def _label_remainder(value: str) -> str:
+    """Text after the label word on an emotion line ("happy. Great news!" -> "Great news!"), used as a fallback."""
+    stripped = value.strip()
+    match = re.match(r"[*_`\[(（【<\"']*[A-Za-z\u4e00-\u9fff]+[*_`\])）】>\"']*[\s.,;:!?。，；：！？\-—–|]+", stripped)
+    return stripped[match.end() :].strip() if match else ""
+
+
+def _stop_position(body: str) -> int | None:
+    """Where the response ends: the first invented next turn, answer key or special token, if any."""
+    positions = [m.start() for m in (_STOP_LINE.search(body), _STOP_TOKEN.search(body)) if m is not None]
+    return min(positions) if positions else None
+
+
+class ELMDOutputParser(BaseTransformOutputParser[ELMDResult]):
+    """LangChain output parser for the ELMD answer format; streams :class:`ELMDResult` chunks."""
+
+    labels: tuple[str, ...] = EMOTIONS
+    """The bundle's label set; emotions outside it (after synonym mapping) parse as None."""
+    language: str = "en"
+    """Prompt language, used for the format instructions."""
+
+    def parse(self, text: str) -> ELMDResult:
+        """Parse a complete generation; never raises."""
+        machine = StreamingAnswerParser(self.labels)
+        result = ELMDResult(None, "")
+        for chunk in [*machine.feed(text), *machine.finish()]:
+            result = result + chunk
+        return result
+
+    def get_format_instructions(self) -> str:
+        """The answer format, as the prompt's instruction asks for it."""
+        words = wording(self.language)
+        shown = words.label_separator.join(label_name(label, self.language) for label in self.labels)
+        return f"{render_answer('<emotion>', '<response>', self.language)}\n({words.emotion_key}: {shown})"
+
+    def _transform(self, input: Iterator[str | BaseMessage]) -> Iterator[ELMDResult]:
+        machine = StreamingAnswerParser(self.labels)
+        for piece in input:
+            yield from machine.feed(_piece_text(piece))
+            if machine.done:
+                break
+        yield from machine.finish()
+
+    async def _atransform(self, input: AsyncIterator[str | BaseMessage]) -> AsyncIterator[ELMDResult]:
+        machine = StreamingAnswerParser(self.labels)
+        async for piece in input:
+            for chunk in machine.feed(_piece_text(piece)):
+                yield chunk
+            if machine.done:
+                break
+        for chunk in machine.finish():
+            yield chunk
+
+    @property
+    def _type(self) -> str:
+        return "elmd_output_parser"
+
+
+def _piece_text(piece: str | BaseMessage | Any) -> str:
+    """Text of a streamed piece: a string or a message (chunk)."""
+    if isinstance(piece, BaseMessage):
+        return str(piece.text)
+    return str(piece)
+
+
+def with_demonstration(result: ELMDResult, demonstration: Document | None) -> ELMDResult:
+    """``result`` with the demonstration the chain used attached."""
+    return replace(result, demonstration=demonstration)

@@ -1,0 +1,155 @@
+"""``EmotionalRetriever``: the ERM as a LangChain retriever returning demonstration responses r' (paper 3.3)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from elmd_sdk.retrievers.index import (
+    MANIFEST_FILE,
+    EncoderSource,
+    TextEncoder,
+    load_index,
+    read_manifest,
+    resolve_source,
+)
+from langchain_community.vectorstores import FAISS
+from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, CallbackManagerForRetrieverRun
+from langchain_core.documents import Document
+from langchain_core.retrievers import BaseRetriever
+from langchain_core.runnables.config import run_in_executor
+from pydantic import ConfigDict, Field, PrivateAttr
+
+from elmd_sdk.errors import InputError
+
+
+def encoder_from_source(source: EncoderSource | None, index_dir: Path) -> TextEncoder:
+    """Re-create the encoder an index manifest records (a trained ERM folder or a plain sentence encoder)."""
+    from elmd_sdk.retrievers.encoder import ERMEncoder
+
+    manifest_path = index_dir / MANIFEST_FILE
+    if source is None:
+        raise InputError("the index records no encoder; pass encoder= explicitly", file=manifest_path)
+    if source.kind == "erm":
+        if source.path is None or not Path(source.path).is_dir():
+            raise InputError(
+                f"the ERM folder the index was built with is not there ({source.path}); pass encoder= explicitly",
+                file=manifest_path,
+                field="encoder_source",
+            )
+        return ERMEncoder.load(source.path)
+    return ERMEncoder.plain(source.path)
+
+
+class EmotionalRetriever(BaseRetriever):
+    """Retrieve the k (u', r') pairs whose utterance u' is most similar to the query under the ERM encoder.
+
+    Each returned Document has page_content r' and metadata ``utterance``, ``utterance_emotion``,
+    ``response``, ``response_emotion``, ``dialogue_id`` and ``score`` (inner product of the L2-normalised
+    embeddings, i.e. cosine similarity). Entries of the dialogues in ``exclude_dialogue_ids`` (field, or
+    the ``exclude_dialogue_ids`` keyword of ``invoke``) are never returned, so retrieval over a training
+    corpus does not find the query's own dialogue. ``invoke(query, k=n)`` overrides ``k`` for one call.
+
+    Thread safety: query encoding is serialised by a per-retriever lock (fast tokenizers are not safe to
+    call concurrently); the FAISS search runs unlocked, as FAISS CPU indexes support concurrent searches.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    store: FAISS
+    """The langchain-community FAISS store (inner-product distance) holding the entries."""
+    encoder: TextEncoder
+    """Embeds queries; must be the encoder the index was built with."""
+    k: int = Field(default=1, ge=1)
+    """Number of documents returned."""
+    exclude_dialogue_ids: frozenset[str] = frozenset()
+    """Dialogues whose entries are never returned."""
+
+    _encode_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    @classmethod
+    def load(
+        cls,
+        index: str | Path,
+        k: int = 1,
+        encoder: TextEncoder | None = None,
+        *,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+        **kwargs: Any,
+    ) -> EmotionalRetriever:
+        """Open an index folder made by ``build_index`` / ``elmd-sdk index build``.
+
+        ``encoder=None`` loads the encoder recorded in the manifest; a given encoder must match the
+        recorded fingerprint (MismatchError otherwise). ``nprobe`` (IVF) and ``ef_search`` (HNSW) trade
+        speed for recall; other keywords (``exclude_dialogue_ids``, ``tags``, ...) go to the constructor.
+        """
+        index_dir = Path(index)
+        if encoder is None:
+            encoder = encoder_from_source(resolve_source(read_manifest(index_dir), index_dir), index_dir)
+        loaded = load_index(index_dir, encoder, nprobe=nprobe, ef_search=ef_search)
+        return cls(store=loaded.store, encoder=encoder, k=k, **kwargs)
+
+    def embed_query(self, query: str) -> np.ndarray:
+        """The query's embedding (dim,), computed under the encoder lock."""
+        with self._encode_lock:
+            return np.asarray(self.encoder.encode([query]), dtype=np.float32)[0]
+
+    def search_by_vector(
+        self, vector: np.ndarray, k: int | None = None, exclude_dialogue_ids: Iterable[str] | None = None
+    ) -> list[Document]:
+        """The top-k documents for an embedding (dim,), skipping excluded dialogues, with ``score`` metadata."""
+        k = self.k if k is None else k
+        if not isinstance(k, int) or k < 1:
+            raise InputError(f"must be a positive integer, got {k!r}", field="k")
+        excluded = self.exclude_dialogue_ids | frozenset(exclude_dialogue_ids or ())
+        embedding = np.asarray(vector, dtype=np.float32).tolist()
+        if not excluded:
+            pairs = self.store.similarity_search_with_score_by_vector(embedding, k=k)
+        else:
+            total = self.store.index.ntotal
+            fetch_k = min(total, 4 * k + 16)
+            while True:
+                pairs = self.store.similarity_search_with_score_by_vector(
+                    embedding,
+                    k=k,
+                    filter=lambda metadata: metadata["dialogue_id"] not in excluded,
+                    fetch_k=fetch_k,
+                )
+                if len(pairs) >= k or fetch_k >= total:
+                    break
+                fetch_k = min(total, fetch_k * 4)
+        return [
+            Document(page_content=doc.page_content, metadata={**doc.metadata, "score": float(score)})
+            for doc, score in pairs
+        ]
+
+    def _get_relevant_documents(
+        self,
+        query: str,
+        *,
+        run_manager: CallbackManagerForRetrieverRun,
+        k: int | None = None,
+        exclude_dialogue_ids: Iterable[str] | None = None,
+    ) -> list[Document]:
+        return self.search_by_vector(self.embed_query(query), k=k, exclude_dialogue_ids=exclude_dialogue_ids)
+
+    async def _aget_relevant_documents(
+        self,
+        query: str,
+        *,
+        run_manager: AsyncCallbackManagerForRetrieverRun,
+        k: int | None = None,
+        exclude_dialogue_ids: Iterable[str] | None = None,
+    ) -> list[Document]:
+        return await run_in_executor(
+            None,
+            self._get_relevant_documents,
+            query,
+            run_manager=run_manager.get_sync(),
+            k=k,
+            exclude_dialogue_ids=exclude_dialogue_ids,
+        )

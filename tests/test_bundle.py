@@ -1,0 +1,181 @@
+"""Bundles: manifest round trip, every validation error names its field, mismatched components are refused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from chain_fakes import save_tiny_llm
+
+from elmd_sdk.bundle import MANIFEST_FILE, BundleManifest, load_bundle, save_manifest, verify_components
+from elmd_sdk.data import EMOTIONS
+from elmd_sdk.errors import InputError, MismatchError
+
+
+def _manifest(**fields: Any) -> BundleManifest:
+    return BundleManifest(**{"name": "t", "base_llm_config_sha256": "a" * 64, "labels": list(EMOTIONS), **fields})
+
+
+def _write_raw(bundle: Path, data: dict[str, Any]) -> None:
+    bundle.mkdir(parents=True, exist_ok=True)
+    (bundle / MANIFEST_FILE).write_text(json.dumps(data), encoding="utf-8")
+
+
+def test_manifest_round_trip(tmp_path: Path) -> None:
+    for name in ("erm", "index"):
+        (tmp_path / name).mkdir()
+    manifest = _manifest(
+        erm_dir="erm",
+        index_dir="index",
+        training_data_sha256="f" * 64,
+        generation={"max_new_tokens": 32, "do_sample": False, "temperature": 0.7},
+    )
+    save_manifest(tmp_path, manifest)
+    loaded, paths = load_bundle(tmp_path)
+    assert loaded == manifest
+    assert (paths.erm, paths.index, paths.projector, paths.prefix) == (tmp_path / "erm", tmp_path / "index", None, None)
+    assert paths.base_llm is None
+    raw = json.loads((tmp_path / MANIFEST_FILE).read_text(encoding="utf-8"))
+    assert raw["format"] == "elmd-bundle" and raw["format_version"] == 1 and raw["language"] == "en"
+
+
+def test_relative_base_llm_resolves_inside_the_bundle(tmp_path: Path) -> None:
+    (tmp_path / "llm").mkdir()
+    save_manifest(tmp_path, _manifest(base_llm="llm"))
+    assert load_bundle(tmp_path)[1].base_llm == str(tmp_path / "llm")
+    save_manifest(tmp_path, _manifest(base_llm="org/some-hub-model"))
+    assert load_bundle(tmp_path)[1].base_llm == "org/some-hub-model"
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"language": "fr"}, "language"),
+        ({"labels": []}, "labels"),
+        ({"labels": ["happy", "happy"]}, "labels"),
+        ({"labels": ["happy", ""]}, "labels"),
+        ({"erm_dir": "/abs/erm", "index_dir": "index"}, "erm_dir"),
+        ({"erm_dir": "../erm", "index_dir": "index"}, "erm_dir"),
+        ({"erm_dir": "erm"}, "index_dir"),
+        ({"prefix_dir": "prefix"}, "pre_seq_len"),
+        ({"prefix_dir": "prefix", "pre_seq_len": 0}, "pre_seq_len"),
+        ({"pre_seq_len": 128}, "pre_seq_len"),
+        ({"projector_dir": "projector"}, "visual_encoder_fingerprint"),
+        ({"generation": {"beams": 3}}, "generation"),
+        ({"generation": {"max_new_tokens": "many"}}, "generation"),
+        ({"base_llm_config_sha256": ""}, "base_llm_config_sha256"),
+        ({"format_version": 2}, "format_version"),
+        ({"format": "something-else"}, "format"),
+        ({"surprise_field": 1}, "surprise_field"),
+    ],
+)
+def test_bad_manifest_names_the_field(tmp_path: Path, change: dict[str, Any], field: str) -> None:
+    _write_raw(tmp_path, {**_manifest().to_dict(), **change})
+    with pytest.raises(InputError) as caught:
+        load_bundle(tmp_path)
+    assert caught.value.field == field
+    assert caught.value.file == str(tmp_path / MANIFEST_FILE)
+
+
+def test_missing_field_and_missing_part_are_named(tmp_path: Path) -> None:
+    data = _manifest().to_dict()
+    del data["labels"]
+    _write_raw(tmp_path, data)
+    with pytest.raises(InputError) as caught:
+        load_bundle(tmp_path)
+    assert caught.value.field == "labels"
+    save_manifest(tmp_path, _manifest(index_dir="index"))
+    with pytest.raises(InputError, match="index_dir") as caught:
+        load_bundle(tmp_path)
+    assert "missing" in str(caught.value)
+
+
+def test_missing_folder_or_manifest(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="bundle folder not found"):
+        load_bundle(tmp_path / "nope")
+    with pytest.raises(InputError, match="file not found"):
+        load_bundle(tmp_path)
+
+
+def test_verify_components_names_the_disagreeing_field() -> None:
+    manifest = _manifest(
+        visual_encoder_fingerprint={"backend": "fer", "o": 1, "q": 64},
+        prefix_dir="prefix",
+        pre_seq_len=128,
+    )
+    verify_components(
+        manifest,
+        llm_fingerprint={"config_sha256": "a" * 64},
+        visual_encoder_fingerprint={"backend": "fer", "o": 1, "q": 64},
+        pre_seq_len=128,
+    )
+    with pytest.raises(MismatchError, match="'base_llm_config_sha256'"):
+        verify_components(manifest, llm_fingerprint={"config_sha256": "b" * 64, "name_or_path": "other"})
+    with pytest.raises(MismatchError, match=r"'visual_encoder_fingerprint'.*q"):
+        verify_components(manifest, visual_encoder_fingerprint={"backend": "fer", "o": 1, "q": 32})
+    with pytest.raises(MismatchError, match=r"'pre_seq_len'.*128.*64"):
+        verify_components(manifest, pre_seq_len=64)
+
+
+def _tiny_bundle(root: Path, *, pre_seq_len: int = 4, recorded_pre_seq_len: int | None = None) -> Path:
+    """A bundle with a tiny random LLM inside it and a p-tuning prefix, no retrieval."""
+    from elmd_sdk.models.llm import llm_fingerprint, load_llm
+    from elmd_sdk.models.prefix import PrefixConfig, PrefixEncoder
+
+    save_tiny_llm(root / "llm")
+    model, _ = load_llm(root / "llm")
+    PrefixEncoder(PrefixConfig.for_model(model, pre_seq_len)).save(root / "prefix")
+    save_manifest(
+        root,
+        _manifest(
+            base_llm="llm",
+            base_llm_config_sha256=llm_fingerprint(model)["config_sha256"],
+            prefix_dir="prefix",
+            pre_seq_len=recorded_pre_seq_len or pre_seq_len,
+            generation={"do_sample": False, "max_new_tokens": 6},
+        ),
+    )
+    return root
+
+
+def test_from_bundle_loads_llm_and_prefix(tmp_path: Path) -> None:
+    from elmd_sdk.chains import ELMDChain, ELMDResult
+
+    from elmd_sdk.models.prefix import prefix_encoder_of
+
+    chain = ELMDChain.from_bundle(_tiny_bundle(tmp_path / "b"), max_new_tokens=4)
+    assert chain.manifest is not None and chain.manifest.pre_seq_len == 4
+    assert prefix_encoder_of(chain.chat_model.hf_model).config.pre_seq_len == 4  # type: ignore[attr-defined,union-attr]
+    assert chain.chat_model.do_sample is False and chain.chat_model.max_new_tokens == 4  # type: ignore[attr-defined]
+    assert chain.retriever is None and not chain.video_enabled
+    assert isinstance(chain.invoke("hello"), ELMDResult)
+
+
+def test_bundle_for_another_base_model_is_refused(tmp_path: Path) -> None:
+    from elmd_sdk.chains import ELMDChain
+
+    bundle = _tiny_bundle(tmp_path / "b")
+    save_tiny_llm(bundle / "other", layers=3)  # same tokenizer, another architecture
+    manifest, _ = load_bundle(bundle)
+    manifest.base_llm = "other"
+    save_manifest(bundle, manifest)
+    with pytest.raises(MismatchError, match="'base_llm_config_sha256'"):
+        ELMDChain.from_bundle(bundle)
+
+
+def test_bundle_with_another_pre_seq_len_is_refused(tmp_path: Path) -> None:
+    from elmd_sdk.chains import ELMDChain
+
+    bundle = _tiny_bundle(tmp_path / "b", pre_seq_len=4, recorded_pre_seq_len=8)
+    with pytest.raises(MismatchError, match="'pre_seq_len'"):
+        ELMDChain.from_bundle(bundle)
+
+
+def test_unknown_generation_override_is_refused(tmp_path: Path) -> None:
+    from elmd_sdk.chains import ELMDChain
+
+    with pytest.raises(InputError) as caught:
+        ELMDChain.from_bundle(_tiny_bundle(tmp_path / "b"), beams=4)
+    assert caught.value.field == "beams"

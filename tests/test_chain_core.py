@@ -1,0 +1,254 @@
+"""ELMDChain on a tiny random LLM: six-part prompt, Runnable API, ablations, input checks and context fitting."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import warnings
+from typing import Any
+
+import pytest
+from chain_fakes import FixedRetriever, tiny_llm
+from elmd_sdk.chains import ELMDChain, ELMDResult
+from elmd_sdk.chains.prompt import VIDEO_PLACEHOLDER
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+from langchain_core.outputs import ChatGeneration, LLMResult
+from langchain_core.runnables import RunnableLambda, RunnablePassthrough
+
+from elmd_sdk.errors import InputError
+from elmd_sdk.models.chat_model import ELMDChatModel
+
+INPUT = {
+    "utterance": "I finally got the job!",
+    "history": ["Hi there.", "Hello! How did the interview go?"],
+    "background": "Two friends meet in a cafe.",
+}
+
+
+@pytest.fixture(scope="module")
+def chat() -> ELMDChatModel:
+    model, tokenizer = tiny_llm()
+    return ELMDChatModel(hf_model=model, tokenizer=tokenizer, do_sample=False, max_new_tokens=12)
+
+
+@pytest.fixture
+def chain(chat: ELMDChatModel) -> ELMDChain:
+    return ELMDChain(chat_model=chat, retriever=FixedRetriever())
+
+
+def test_video_placeholder_is_the_chat_models() -> None:
+    from elmd_sdk.models.chat_model import VIDEO_PLACEHOLDER as MODEL_PLACEHOLDER
+
+    assert VIDEO_PLACEHOLDER == MODEL_PLACEHOLDER
+
+
+def test_prompt_holds_the_six_parts(chain: ELMDChain) -> None:
+    demo = FixedRetriever().invoke("x")[0]
+    system, reference, answer, human = chain.build_messages(INPUT, demo)
+    assert isinstance(system, SystemMessage) and isinstance(human, HumanMessage)
+    assert "happy, surprise, sad, disgust, anger, fear, neutral" in system.text  # I, with the label set
+    assert "Emotion: <one of the emotions>\nResponse: <your reply>" in system.text
+    assert "do not copy it" in system.text
+    # R: the retrieved pair as an example exchange, marked as a reference, answered in the answer format
+    assert isinstance(reference, HumanMessage) and isinstance(answer, AIMessage)
+    assert reference.text == "(Reference from a similar situation, not to be copied)\nCurrent utterance: I got promoted"
+    assert answer.text == "Emotion: happy\nResponse: Congratulations, you earned it!"
+    text = human.text
+    assert text.startswith("Background: Two friends meet in a cafe.")  # B
+    assert "Dialogue history:\nUser: Hi there.\nAssistant: Hello! How did the interview go?" in text  # H
+    assert text.endswith("Current utterance (User): I finally got the job!")  # u
+    assert VIDEO_PLACEHOLDER not in text  # no video given
+
+
+def test_chinese_wording(chat: ELMDChatModel) -> None:
+    chain = ELMDChain(chat_model=chat, language="zh")
+    system, human = chain.build_messages({"utterance": "我拿到工作了", "history": ["你好"]})
+    demo = FixedRetriever().invoke("x")[0]
+    assert chain.build_messages({"utterance": "我拿到工作了"}, demo)[2].text == "情感：开心\n回复：" + demo.page_content
+    assert "开心、惊讶、伤心、厌恶、生气、害怕、中性" in system.text and "情感：<情感>" in system.text
+    assert "历史对话：\n助手：你好" in human.text and "当前话语（用户）：我拿到工作了" in human.text
+
+
+def test_invoke_returns_typed_result_with_demonstration(chain: ELMDChain) -> None:
+    result = chain.invoke(INPUT)
+    assert isinstance(result, ELMDResult)
+    assert result.demonstration is not None and result.demonstration.page_content == "Congratulations, you earned it!"
+    assert result.emotion is None or result.emotion in chain.labels
+    assert chain.invoke(INPUT["utterance"]).response == chain.invoke({"utterance": INPUT["utterance"]}).response
+
+
+def test_batch_equals_separate_invokes_with_greedy_decoding(chain: ELMDChain) -> None:
+    inputs: list[Any] = [INPUT, {"utterance": "My cat is sick."}, "What a day.", {**INPUT, "history": []}]
+    assert chain.batch(inputs) == [chain.invoke(x) for x in inputs]
+
+
+def test_stream_adds_up_to_invoke_and_first_chunk_has_demonstration(chain: ELMDChain) -> None:
+    chunks = list(chain.stream(INPUT))
+    assert chunks[0].demonstration is not None
+    total = chunks[0]
+    for chunk in chunks[1:]:
+        total = total + chunk
+    assert total == chain.invoke(INPUT)
+
+
+def test_async_matches_sync(chain: ELMDChain) -> None:
+    async def run() -> tuple[ELMDResult, list[ELMDResult]]:
+        return await chain.ainvoke(INPUT), [chunk async for chunk in chain.astream(INPUT)]
+
+    result, chunks = asyncio.run(run())
+    assert result == chain.invoke(INPUT)
+    assert "".join(c.response for c in chunks) == result.response
+
+
+def test_stopping_a_stream_early_stops_generation(chain: ELMDChain) -> None:
+    stream = chain.stream(INPUT)
+    next(stream)
+    stream.close()  # type: ignore[attr-defined]
+    assert not [t for t in threading.enumerate() if t.name == "elmd-generate"]
+
+
+def test_composes_with_other_runnables(chain: ELMDChain) -> None:
+    pipeline = {"utterance": RunnablePassthrough()} | chain | RunnableLambda(lambda r: r.response.upper())
+    assert pipeline.invoke("I finally got the job!") == chain.invoke("I finally got the job!").response.upper()
+
+
+def test_as_tool(chain: ELMDChain) -> None:
+    tool = chain.as_tool()
+    assert tool.name == "emotional_reply"
+    assert {"utterance", "history", "background", "video"} <= set(tool.args)
+    answer = tool.invoke({"utterance": "I finally got the job!"})
+    assert isinstance(answer, str) and "Response: " in answer
+
+
+def test_without_retrieval_ablation(chat: ELMDChatModel) -> None:
+    retriever = FixedRetriever()
+    chain = ELMDChain(chat_model=chat, retriever=retriever, use_retrieval=False)
+    result = chain.invoke(INPUT)
+    assert result.demonstration is None and retriever.calls == 0
+    assert [m.type for m in chain.build_messages(INPUT)] == ["system", "human"]
+
+
+def test_video_without_projector_runs_the_without_video_path(chain: ELMDChain) -> None:
+    assert not chain.video_enabled
+    with pytest.warns(UserWarning, match="no trained video projector"):
+        messages = chain.build_messages({**INPUT, "video": "clip.mp4"})
+    assert VIDEO_PLACEHOLDER not in messages[-1].text and isinstance(messages[-1].content, str)
+
+
+def test_video_tokens_reach_the_model(chat: ELMDChatModel, tmp_path: Any) -> None:
+    import numpy as np
+    import torch
+    from moviepy import ColorClip
+
+    from elmd_sdk.video import ProjectorConfig, VideoProjector, VisualEncoder
+
+    class MeanColour(VisualEncoder):
+        o, q = 2, 3
+
+        def _encode_batch(self, frames: np.ndarray) -> torch.Tensor:
+            colour = torch.from_numpy(frames).float().mean(dim=(1, 2)) / 255  # (b, 3)
+            return torch.stack([colour, 1 - colour], dim=1)  # (b, o, q)
+
+        def fingerprint(self) -> dict[str, Any]:
+            return {"backend": "test"}
+
+    clip = tmp_path / "red.mp4"
+    ColorClip((32, 24), color=(230, 20, 20), duration=1).with_fps(8).write_videofile(str(clip), logger=None)
+    torch.manual_seed(1)
+    projector = VideoProjector(ProjectorConfig(q=3, hidden_size=32))
+    with torch.no_grad():
+        projector.linear.weight.mul_(50.0)
+    video_chat = chat.model_copy(update={"projector": projector, "visual_encoder": MeanColour()})
+    chain = ELMDChain(chat_model=video_chat)
+    assert chain.video_enabled
+    messages = chain.build_messages({"utterance": "Look at this.", "video": str(clip)})
+    assert VIDEO_PLACEHOLDER in messages[-1].text
+    assert messages[-1].content[1] == {"type": "video", "path": str(clip), "start": None, "end": None}
+    usage = _PromptLengths()
+    video_input = {"utterance": "Look at this.", "video": {"path": str(clip), "start": 0.0, "end": 1.0}}
+    chain.invoke(video_input, {"callbacks": [usage]})
+    without = chain.invoke({"utterance": "Look at this."}, {"callbacks": [usage]})
+    # The model saw E_v (m + o = 8 + 2 rows) where the placeholder was: the counts the chain fits with are exact.
+    assert usage.lengths == [chain.count_tokens(messages, with_video=True), chain.count_tokens(chain.build_messages(
+        {"utterance": "Look at this."}))]  # fmt: skip
+    assert chain.count_tokens(messages, with_video=True) == chain.count_tokens(messages) + 8 + 2
+    ablated = ELMDChain(chat_model=video_chat, use_video=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert ablated.invoke({"utterance": "Look at this.", "video": str(clip)}) == without
+
+
+class _PromptLengths(BaseCallbackHandler):
+    """Records the prompt length (input tokens, video rows included) of every chat-model call."""
+
+    def __init__(self) -> None:
+        self.lengths: list[int] = []
+
+    def on_llm_end(self, response: LLMResult, **kwargs: Any) -> None:
+        generation = response.generations[0][0]
+        assert isinstance(generation, ChatGeneration)
+        usage = getattr(generation.message, "usage_metadata", None)
+        assert usage is not None
+        self.lengths.append(usage["input_tokens"])
+
+
+@pytest.mark.parametrize(
+    ("bad", "field"),
+    [
+        ({"utterance": "  "}, "utterance"),
+        ({"history": ["x"]}, "utterance"),
+        ({"utterance": "hi", "history": "not a list"}, "history"),
+        ({"utterance": "hi", "history": ["ok", {"text": "no speaker"}]}, "history[1]"),
+        ({"utterance": "hi", "history": [42]}, "history[0]"),
+        ({"utterance": "hi", "background": 3}, "background"),
+        ({"utterance": "hi", "video": 3}, "video"),
+        ({"utterance": "hi", "video": {"path": "a.mp4", "start": "x"}}, "video.start"),
+        ({"utterance": "hi", "mood": "sad"}, "mood"),
+    ],
+)
+def test_bad_input_names_the_field(chain: ELMDChain, bad: dict[str, Any], field: str) -> None:
+    with pytest.raises(InputError) as caught:
+        chain.invoke(bad)
+    assert caught.value.field == field
+
+
+def _history(n: int) -> list[dict[str, str]]:
+    return [{"speaker": "User" if i % 2 == 0 else "Assistant", "text": f"turn {i}: " + "blah " * 5} for i in range(n)]
+
+
+def test_history_is_cut_from_the_oldest_turn_to_fit(chat: ELMDChatModel) -> None:
+    probe = ELMDChain(chat_model=chat, use_retrieval=False)
+    bare = probe.count_tokens(probe.build_messages({"utterance": "Hello?"}))
+    window = bare + chat.max_new_tokens + 60  # room for a few history turns
+    chain = ELMDChain(chat_model=chat, context_window=window)
+    history = _history(20)
+    messages = chain.build_messages({"utterance": "Hello?", "history": history})
+    text = messages[-1].text
+    kept = [turn for turn in history if turn["text"] in text]
+    assert 0 < len(kept) < len(history)
+    assert kept == history[len(history) - len(kept) :]  # the newest turns, whole
+    assert f"{kept[0]['speaker']}: {kept[0]['text']}" in text
+    assert chain.count_tokens(messages) + chat.max_new_tokens <= window
+    unlimited = ELMDChain(chat_model=chat, context_window=10**6)
+    one_more = unlimited.build_messages({"utterance": "Hello?", "history": history[-len(kept) - 1 :]})
+    assert unlimited.count_tokens(one_more) + chat.max_new_tokens > window  # one more turn would not have fitted
+
+
+def test_long_history_never_passes_the_models_limit(chat: ELMDChatModel) -> None:
+    chain = ELMDChain(chat_model=chat)  # the tiny model has 2048 positions
+    history = _history(300)
+    messages = chain.build_messages({"utterance": "Hello?", "history": history})
+    assert 2048 - 100 < chain.count_tokens(messages) + chat.max_new_tokens <= 2048
+    assert isinstance(chain.invoke({"utterance": "Hello?", "history": history}), ELMDResult)
+
+
+def test_over_long_utterance_is_a_clear_error(chain: ELMDChain) -> None:
+    with pytest.raises(InputError, match="too long for the model") as caught:
+        chain.invoke({"utterance": "word " * 2000})
+    assert caught.value.field == "utterance"
+
+
+def test_unknown_language_is_refused(chat: ELMDChatModel) -> None:
+    with pytest.raises(ValueError, match="supported: en, zh"):
+        ELMDChain(chat_model=chat, language="fr")

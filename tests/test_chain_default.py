@@ -1,0 +1,60 @@
+"""The embedded default bundle on the real SmolLM2 and MiniLM: it loads, retrieves, and batch/stream match invoke."""
+
+from __future__ import annotations
+
+import pytest
+from elmd_sdk.chains import ELMDChain, ELMDResult, default_bundle_path
+
+from elmd_sdk.bundle import data_sha256, load_bundle
+from elmd_sdk.data import EMOTIONS, read_jsonl
+
+pytestmark = pytest.mark.slow
+
+INPUTS = [
+    {"utterance": "I finally got the job offer from the bakery downtown!"},
+    {"utterance": "Someone scratched my car in the parking lot and just drove off.", "background": "A busy street."},
+    {"utterance": "Guess what, my sister is getting married next month.", "history": ["Hi!", "Hey, what's new?"]},
+]
+
+
+@pytest.fixture(scope="module")
+def chain(elmd_home: str) -> ELMDChain:
+    return ELMDChain.default(max_new_tokens=20, do_sample=False)
+
+
+def test_committed_bundle_matches_the_committed_corpus() -> None:
+    manifest, paths = load_bundle(default_bundle_path())
+    corpus = default_bundle_path().parent / "default_corpus.jsonl"
+    assert manifest.training_data_sha256 == data_sha256([corpus]), (
+        "the default bundle is stale: rebuild it with python -m elmd_sdk.trainers.default_bundle"
+    )
+    assert manifest.labels == list(EMOTIONS) and manifest.language == "en"
+    assert manifest.projector_dir is None and manifest.prefix_dir is None  # nothing untrained is shipped
+    assert paths.erm is not None and paths.index is not None
+
+
+def test_default_chain_loads_with_retrieval_and_without_video(chain: ELMDChain) -> None:
+    assert chain.manifest is not None and chain.manifest.name == "default"
+    assert chain.retriever is not None and not chain.video_enabled
+    assert chain.labels == EMOTIONS
+
+
+def test_demonstration_comes_from_the_corpus(chain: ELMDChain) -> None:
+    responses = {s.response.text for s in read_jsonl(default_bundle_path().parent / "default_corpus.jsonl")}
+    result = chain.invoke(INPUTS[0])
+    assert isinstance(result, ELMDResult)
+    assert result.demonstration is not None and result.demonstration.page_content in responses
+    assert result.demonstration.metadata["response_emotion"] in EMOTIONS
+    assert result.emotion is None or result.emotion in EMOTIONS
+
+
+def test_batch_equals_separate_invokes_with_greedy_decoding(chain: ELMDChain) -> None:
+    assert chain.batch(INPUTS) == [chain.invoke(x) for x in INPUTS]
+
+
+def test_stream_adds_up_to_invoke(chain: ELMDChain) -> None:
+    chunks = list(chain.stream(INPUTS[1]))
+    total = chunks[0]
+    for chunk in chunks[1:]:
+        total = total + chunk
+    assert total == chain.invoke(INPUTS[1])

@@ -1,0 +1,154 @@
+"""The ELMD answer parser: well-formed and malformed generations, streaming equals parsing, never raises."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from elmd_sdk.chains.parser import ELMDOutputParser, ELMDResult, StreamingAnswerParser, match_label
+from elmd_sdk.chains.prompt import render_answer
+from langchain_core.documents import Document
+from langchain_core.messages import AIMessageChunk
+
+# (generation, expected emotion, expected response)
+CASES: list[tuple[str, str | None, str]] = [
+    ("Emotion: happy\nResponse: Great news!", "happy", "Great news!"),
+    ('emotion : JOY.\nresponse: "Wow, congrats!"\nUser: thanks', "happy", "Wow, congrats!"),
+    ("**Emotion:** Sad\n**Response:** I am sorry.", "sad", "I am sorry."),
+    ("Response: only this", None, "only this"),
+    ("Just text here.", None, "Just text here."),
+    ("", None, ""),
+    ("   \n\n  ", None, ""),
+    ("情感：开心\n回复：太好了！", "happy", "太好了！"),
+    ("情感: 生气。回复: 你太过分了", "anger", "你太过分了"),
+    ("[angry] Get out!", "anger", "Get out!"),
+    ("(Surprised) No way!", "surprise", "No way!"),
+    ("(laughs) That's funny.", None, "(laughs) That's funny."),
+    ("Happy: yes!", "happy", "yes!"),
+    ("happy\nThat is great", "happy", "That is great"),
+    ("Emotion: happy Response: hi there", "happy", "hi there"),
+    ("Emotion: happy, Response: hi there", "happy", "hi there"),
+    ("Emotion: fear", "fear", ""),
+    ("Emotion: happy. That is great!", "happy", "That is great!"),
+    ("Emotion: bored\nResponse: meh", None, "meh"),
+    ("Emotion: happy\nResponse: Hi<|im_end|>junk", "happy", "Hi"),
+    ("Happy birthday to you!", None, "Happy birthday to you!"),
+    ("Response: Sure.\n\nEmotion: happy", None, "Sure."),
+    ("   \n Emotion - surprise\n Wow!", "surprise", "Wow!"),
+    ("EMOTION: NEUTRAL\nRESPONSE: Okay.", "neutral", "Okay."),
+    ("Response emotion: scared\nReply: I don't like this.", "fear", "I don't like this."),
+    ("Emotion: disgusted\n\nResponse:\nEw, gross.", "disgust", "Ew, gross."),
+    ("Emotion: sad\nResponse: I miss her.\nAssistant: Emotion: sad", "sad", "I miss her."),
+    ("Emotion: happy\nResponse: Line one.\nLine two.", "happy", "Line one.\nLine two."),
+    ("Emotion: happy\nResponse: “That’s wonderful!”", "happy", "That’s wonderful!"),
+    ("Emotion: happy\nResponse: Wait for it ### the end", "happy", "Wait for it ### the end"),
+    ("Emotion: happy\nResponse: Good.\n### Next", "happy", "Good."),
+    ("Emotion: anger\nResponse: Stop it.\n\nCurrent utterance (User): hi", "anger", "Stop it."),
+    ("Emotion:\nResponse: no label given", None, "no label given"),
+    ("Emotion: happy (joy)\nResponse: Yay", "happy", "Yay"),
+    ("Emotion: <surprise>\nResponse: Really?", "surprise", "Really?"),
+    ("I feel happy for you. Emotion: happy", None, "I feel happy for you. Emotion: happy"),
+    ("Emotion: 惊讶\n回复：真的吗？", "surprise", "真的吗？"),
+    ("情绪：害怕\n回复：我有点怕。\n用户：别怕", "fear", "我有点怕。"),
+    ("Emotion: happy\nResponse: a < b and c > d", "happy", "a < b and c > d"),
+    ("Emotion: happy\nResponse: see <b>this</b>", "happy", "see <b>this</b>"),
+    ("Emotion: happy\nResponse: ok </s> more", "happy", "ok"),
+    ("Emotional support matters.", None, "Emotional support matters."),
+    ("Response: Emotion is hard.", None, "Emotion is hard."),
+]
+
+
+@pytest.mark.parametrize(("text", "emotion", "response"), CASES)
+def test_parse_cases(text: str, emotion: str | None, response: str) -> None:
+    result = ELMDOutputParser().parse(text)
+    assert result == ELMDResult(emotion, response)
+
+
+def _random_cuts(rng: random.Random, text: str, most: int) -> list[int]:
+    """Sorted distinct split points strictly inside ``text`` (none for texts shorter than 2)."""
+    inside = range(1, len(text))
+    return sorted(rng.sample(inside, k=min(len(inside), rng.randint(0, most))))
+
+
+def _stream(text: str, cuts: list[int]) -> ELMDResult:
+    machine = StreamingAnswerParser()
+    chunks: list[ELMDResult] = []
+    last = 0
+    for cut in [*cuts, len(text)]:
+        chunks += machine.feed(text[last:cut])
+        last = cut
+    chunks += machine.finish()
+    assert chunks, "a stream always yields at least one chunk"
+    total = chunks[0]
+    for chunk in chunks[1:]:
+        total = total + chunk
+    return total
+
+
+@pytest.mark.parametrize(("text", "emotion", "response"), CASES)
+def test_streaming_equals_parse_for_any_chunking(text: str, emotion: str | None, response: str) -> None:
+    rng = random.Random(text)
+    splits = [list(range(1, len(text)))]  # one character at a time
+    for _ in range(5):
+        splits.append(_random_cuts(rng, text, 6))
+    for cuts in splits:
+        assert _stream(text, cuts) == ELMDResult(emotion, response), cuts
+
+
+def test_emotion_is_known_before_response_text() -> None:
+    machine = StreamingAnswerParser()
+    assert machine.feed("Emotion: sad\nRes") == []
+    first = machine.feed("ponse: I'm")
+    assert first[0] == ELMDResult("sad", "")
+    assert "".join(c.response for c in first) == "I'm"
+    assert all(c.emotion == "sad" for c in first)
+
+
+def test_stream_stops_at_invented_turn() -> None:
+    machine = StreamingAnswerParser()
+    machine.feed("Emotion: happy\nResponse: Sure thing.\nUser: and then")
+    assert machine.done
+    assert machine.feed("more text") == []
+
+
+def test_parser_transform_streams_message_chunks() -> None:
+    parser = ELMDOutputParser()
+    pieces = ["Emo", "tion: ", "joy\nRes", "ponse: Hel", "lo!", "\nUser: x"]
+    chunks = list(parser.transform(iter(AIMessageChunk(content=p) for p in pieces)))
+    assert chunks[0].emotion == "happy"
+    assert "".join(c.response for c in chunks) == "Hello!"
+    assert parser.invoke(AIMessageChunk(content="".join(pieces))) == ELMDResult("happy", "Hello!")
+
+
+def test_labels_restrict_and_synonyms_map_to_bundle_labels() -> None:
+    meld = ("joy", "sadness", "neutral")
+    assert match_label("happy", meld) == "joy"
+    assert match_label("Sad.", meld) == "sadness"
+    assert match_label("fear", meld) is None
+    assert ELMDOutputParser(labels=meld).parse("Emotion: happiness\nResponse: hi").emotion == "joy"
+    assert match_label("高兴", ("happy",)) == "happy"
+
+
+def test_render_answer_round_trips_in_both_languages() -> None:
+    for language in ("en", "zh"):
+        for emotion in ("happy", "surprise", "sad", "disgust", "anger", "fear", "neutral"):
+            text = render_answer(emotion, "Fine, thanks: really.", language)
+            assert ELMDOutputParser(language=language).parse(text) == ELMDResult(emotion, "Fine, thanks: really.")
+
+
+def test_result_addition_keeps_first_emotion_and_demonstration() -> None:
+    doc = Document(page_content="r'")
+    total = ELMDResult(None, "", doc) + ELMDResult("sad", "a") + ELMDResult("happy", "b")
+    assert total == ELMDResult("sad", "ab", doc)
+
+
+def test_never_raises_on_random_garbage() -> None:
+    rng = random.Random(0)
+    alphabet = 'Emotion:Response：情感回复 \n"[]()<|>*#-happyjoy'
+    parser = ELMDOutputParser()
+    for _ in range(500):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 60)))
+        result = parser.parse(text)
+        assert isinstance(result.response, str)
+        assert result.emotion is None or result.emotion in parser.labels
+        assert _stream(text, _random_cuts(rng, text, 4)) == result

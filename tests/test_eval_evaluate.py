@@ -1,0 +1,200 @@
+"""elmd_sdk.evaluate: chain inputs from samples, generation order, scoring, report JSON, and the real default chain."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from elmd_sdk.chains.parser import ELMDResult
+from langchain_core.documents import Document
+from langchain_core.runnables import RunnableLambda
+
+from elmd_sdk.data import write_jsonl
+from elmd_sdk.data.records import Sample, Turn, VideoRef
+from elmd_sdk.errors import InputError
+from elmd_sdk.evaluate import (
+    EvalSettings,
+    eval_report,
+    evaluate,
+    generate,
+    sample_input,
+    score,
+    write_report,
+)
+from elmd_sdk.metrics import score_generations
+
+SAMPLES = [
+    Sample(
+        "dia1",
+        Turn("Ross", "I got the job at the museum!", "happy"),
+        Turn("Rachel", "that is so great I am proud of you", "happy"),
+        history=[Turn("Rachel", "So how did it go?", "neutral")],
+        background="Central Perk, morning",
+        video=VideoRef("clips/dia1_utt1.mp4", 1.5, 3.0),
+    ),
+    Sample(
+        "dia2",
+        Turn("Joey", "My fish died this morning.", "sad"),
+        Turn("Chandler", "oh no I am so sorry about your fish", "sad"),
+    ),
+    Sample(
+        "dia3",
+        Turn("Monica", "Where is the remote?", "neutral"),
+        Turn("Phoebe", "it is under the couch cushion over there", "neutral"),
+    ),
+]
+# What the fake chain answers per utterance: (predicted emotion, response).
+ANSWERS = {
+    "I got the job at the museum!": ("happy", "that is so great I am proud of you"),
+    "My fish died this morning.": (None, "oh no I am so sorry about your fish"),
+    "Where is the remote?": ("sad", "it is under the couch cushion over there"),
+}
+
+
+def fake_chain(calls: list[dict[str, Any]] | None = None) -> RunnableLambda[dict[str, Any], ELMDResult]:
+    """Answers from ANSWERS, with a demonstration naming the utterance; records the inputs it saw."""
+
+    def answer(inputs: dict[str, Any]) -> ELMDResult:
+        if calls is not None:
+            calls.append(inputs)
+        emotion, response = ANSWERS[inputs["utterance"]]
+        demo = Document(page_content=f"demo for {inputs['utterance']}", metadata={"score": 0.5})
+        return ELMDResult(emotion, f"  {response}\n", demo)
+
+    return RunnableLambda(answer)
+
+
+def test_sample_input_carries_every_part() -> None:
+    assert sample_input(SAMPLES[0]) == {
+        "utterance": "I got the job at the museum!",
+        "speaker": "Ross",
+        "history": [{"speaker": "Rachel", "text": "So how did it go?"}],
+        "background": "Central Perk, morning",
+        "video": {"path": "clips/dia1_utt1.mp4", "start": 1.5, "end": 3.0},
+    }
+    assert sample_input(SAMPLES[1])["video"] is None
+    assert sample_input(SAMPLES[1])["history"] == []
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 5])
+def test_generate_keeps_sample_order_and_references(batch_size: int) -> None:
+    calls: list[dict[str, Any]] = []
+    done: list[int] = []
+    generations = generate(fake_chain(calls), SAMPLES, batch_size=batch_size, on_advance=done.append)
+    assert [g.utterance for g in generations] == [s.utterance.text for s in SAMPLES]
+    assert [g.reference for g in generations] == [s.response.text for s in SAMPLES]
+    assert [g.reference_emotion for g in generations] == ["happy", "sad", "neutral"]
+    assert [g.emotion for g in generations] == ["happy", None, "sad"]
+    assert generations[0].response == "that is so great I am proud of you"  # stripped
+    assert generations[0].demonstration == {"response": "demo for I got the job at the museum!", "score": 0.5}
+    assert sum(done) == 3 and len(done) == -(-3 // batch_size)
+    assert len(calls) == 3
+
+
+def test_evaluate_scores_emotions_by_hand_and_text_against_score_generations() -> None:
+    result = evaluate(fake_chain(), SAMPLES, show_progress=False)
+    metrics = result.metrics
+    # Responses equal the references: BLEU and ROUGE are perfect.
+    assert metrics["bleu_2"] == pytest.approx(100.0)
+    assert metrics["bleu_4"] == pytest.approx(100.0)
+    assert metrics["rouge_1"] == pytest.approx(100.0)
+    assert metrics["rouge_l"] == pytest.approx(100.0)
+    # gold happy/sad/neutral, predicted happy/None/sad: 1 of 3 right; F1 happy 100, sad 0, neutral 0.
+    assert metrics["emotion_accuracy"] == pytest.approx(100 / 3)
+    assert metrics["emotion_macro_f1"] == pytest.approx(100 / 3)
+    assert metrics["emotion_f1"]["happy"] == pytest.approx(100.0)
+    assert metrics["emotion_f1"]["fear"] is None
+    assert metrics["count"] == 3 and metrics["language"] == "en"
+    assert {"tokenization", "meteor_synonyms", "bleu_method", "rouge_method"} <= set(metrics)
+    expected = score_generations(
+        [a[1] for a in ANSWERS.values()], [s.response.text for s in SAMPLES], "en", meteor_synonyms=False
+    )
+    unsynonymed = score(result.generations, "en", meteor_synonyms=False)
+    assert unsynonymed["meteor"] == pytest.approx(expected["meteor"])
+    assert unsynonymed["meteor_synonyms"] is False
+
+
+def test_evaluate_refuses_no_samples_and_names_a_refused_sample() -> None:
+    with pytest.raises(InputError, match="no samples"):
+        evaluate(fake_chain(), [], show_progress=False)
+
+    def refuse_joey(inputs: dict[str, Any]) -> ELMDResult:
+        if inputs["speaker"] == "Joey":
+            raise InputError("must be a non-empty string", field="utterance")
+        return ELMDResult(None, "x")
+
+    with pytest.raises(InputError, match=r"sample 2 \(dialogue dia2\).*utterance"):
+        generate(RunnableLambda(refuse_joey), SAMPLES)
+    with pytest.raises(InputError, match=r"samples 1-2 \(dialogue dia1\)"):
+        generate(RunnableLambda(refuse_joey), SAMPLES, batch_size=2)
+
+
+def test_settings_validate_and_generation_overrides() -> None:
+    assert EvalSettings().generation() == {"seed": 0}
+    assert EvalSettings(max_new_tokens=8, seed=None, do_sample=False).generation() == {
+        "max_new_tokens": 8,
+        "do_sample": False,
+    }
+    with pytest.raises(InputError, match="batch_size"):
+        EvalSettings(batch_size=0).validate()
+    with pytest.raises(InputError, match="limit"):
+        EvalSettings(limit=0).validate()
+
+
+def test_report_json_holds_metrics_settings_bundle_and_every_generation(tmp_path: Path) -> None:
+    data = tmp_path / "test.jsonl"
+    write_jsonl(data, SAMPLES)
+    settings = EvalSettings(limit=3, max_new_tokens=16)
+    result = evaluate(fake_chain(), SAMPLES, show_progress=False)
+    bundle = {"name": "b", "manifest_sha256": "ab" * 32}
+    out = write_report(
+        tmp_path / "r" / "report.json",
+        eval_report(result, settings=settings, data=data, samples_total=5, bundle=bundle),
+    )
+    report = json.loads(out.read_text(encoding="utf-8"))
+    assert report["format"] == "elmd-eval-report" and report["kind"] == "eval"
+    assert report["bundle"] == bundle
+    assert report["data"]["samples_total"] == 5 and report["data"]["samples_used"] == 3
+    assert len(report["data"]["sha256"]) == 64
+    assert report["settings"]["max_new_tokens"] == 16 and report["settings"]["seed"] == 0
+    assert report["metrics"]["bleu_4"] == pytest.approx(100.0)
+    assert [g["reference"] for g in report["generations"]] == [s.response.text for s in SAMPLES]
+    first = report["generations"][0]
+    assert first == {
+        "dialogue_id": "dia1",
+        "speaker": "Ross",
+        "utterance": "I got the job at the museum!",
+        "reference": "that is so great I am proud of you",
+        "reference_emotion": "happy",
+        "response": "that is so great I am proud of you",
+        "emotion": "happy",
+        "demonstration": {"response": "demo for I got the job at the museum!", "score": 0.5},
+    }
+    assert not list(out.parent.glob("*.tmp"))
+
+
+def test_real_default_chain_on_two_samples(elmd_home: str) -> None:
+    """Through the embedded default bundle (SmolLM2 + ERM), greedy, few tokens: generations are scored."""
+    from elmd_sdk.chains.chain import default_bundle_path
+
+    from elmd_sdk.evaluate import load_chain
+
+    if not (default_bundle_path() / "bundle.json").is_file():
+        pytest.skip("the embedded default bundle is not built")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        chain = load_chain(default_bundle_path(), EvalSettings(max_new_tokens=6, do_sample=False))
+        with pytest.warns(UserWarning, match="no trained video projector"):  # SAMPLES[0] has a video
+            result = evaluate(chain, SAMPLES[:2], show_progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert len(result.generations) == 2
+    assert all(g.demonstration is not None and g.demonstration["response"] for g in result.generations)
+    assert result.generation_settings["max_new_tokens"] == 6
+    assert result.generation_settings["do_sample"] is False
+    assert 0.0 <= result.metrics["bleu_4"] <= 100.0
+    assert result.metrics["emotion_accuracy"] is not None

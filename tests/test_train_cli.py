@@ -1,0 +1,95 @@
+"""``elmd-sdk train rep`` then ``train eerg`` end to end: tiny Llama and ViT folders, an ERM index on MiniLM."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from elmd_sdk.chains import ELMDChain, build_prompt
+from elmd_sdk.retrievers import ERMEncoder, build_index
+from elmd_sdk.retrievers.encoder import ERMConfig
+from elmd_sdk.retrievers.index import EncoderSource
+from elmd_sdk.trainers.examples import prompt_messages
+from train_fakes import COLOURS, colour_samples, save_tiny_llm, write_colour_video
+from typer.testing import CliRunner
+
+from elmd_sdk.bundle import load_bundle
+from elmd_sdk.cli.main import app
+from elmd_sdk.data import read_jsonl, write_jsonl
+from elmd_sdk.errors import InputError
+
+pytestmark = pytest.mark.slow  # the index embeds with the real offline MiniLM
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from transformers import ViTConfig, ViTImageProcessor, ViTModel
+
+    root = tmp_path_factory.mktemp("cli")
+    videos = {e: write_colour_video(root / f"{e}.mp4", c, seconds=2.0) for e, c in COLOURS.items()}
+    train, valid = colour_samples(videos, 2, "t"), colour_samples(videos, 1, "v")
+    write_jsonl(root / "train.jsonl", train)
+    write_jsonl(root / "valid.jsonl", valid)
+    torch.manual_seed(0)
+    vit = ViTConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, image_size=16)
+    ViTModel(vit, add_pooling_layer=False).save_pretrained(root / "vit")
+    ViTImageProcessor(size={"height": 16, "width": 16}).save_pretrained(root / "vit")
+    erm = ERMEncoder.create(ERMConfig(s=2))  # untrained, but a complete ERM folder
+    erm.save(root / "erm")
+    build_index(erm, train, root / "index", source=EncoderSource(kind="erm", path=str(root / "erm")))
+    return {
+        "root": root,
+        "train": root / "train.jsonl",
+        "valid": root / "valid.jsonl",
+        "llm": save_tiny_llm(root / "llm"),
+        "vit": root / "vit",
+        "index": root / "index",
+    }
+
+
+def _common(files: dict[str, Path], out: Path) -> list[str]:
+    return [
+        "--data", str(files["train"]), "--valid", str(files["valid"]), "--out", str(out),
+        "--frames", "2", "--batch-size", "2", "--feature-cache", str(files["root"] / "cache"),
+    ]  # fmt: skip
+
+
+def test_rep_then_eerg_from_the_command_line(files: dict[str, Path]) -> None:
+    rep, eerg = files["root"] / "rep", files["root"] / "eerg"
+    args = ["train", "rep", *_common(files, rep), "--index", str(files["index"]), "--llm", str(files["llm"])]
+    args += ["--visual-encoder", str(files["vit"]), "--lr", "0.01", "--labels", "happy,sad,anger"]
+    result = CliRunner().invoke(app, [*args, "--max-steps", "1"])
+    assert result.exit_code == 0, result.output
+    assert "stopped at --max-steps; continue with --resume" in result.output
+    assert not (rep / "bundle.json").exists()
+    result = CliRunner().invoke(app, [*args, "--resume"])
+    assert result.exit_code == 0, result.output
+    assert "epoch 1: step 3, train loss" in result.output and "emotion accuracy" in result.output
+    manifest, _ = load_bundle(rep)
+    assert manifest.erm_dir == "erm" and manifest.index_dir == "index" and manifest.projector_dir == "projector"
+    assert manifest.visual_encoder == str(files["vit"]) and manifest.labels == ["happy", "sad", "anger"]
+
+    eerg_args = ["--pre-seq-len", "4", "--lr-prefix", "0.02", "--lr-projector", "0.001", "--epochs", "2"]
+    result = CliRunner().invoke(app, ["train", "eerg", "--from", str(rep), *_common(files, eerg), *eerg_args])
+    assert result.exit_code == 0, result.output
+    assert "epoch 2: step 6" in result.output and "EERG bundle saved to" in result.output
+    manifest, _ = load_bundle(eerg)
+    assert manifest.pre_seq_len == 4 and manifest.erm_dir == "erm" and manifest.base_llm == str(files["llm"].resolve())
+
+    chain = ELMDChain.from_bundle(eerg, do_sample=False, max_new_tokens=4)
+    sample = read_jsonl(files["valid"])[1]
+    video = {"path": sample.video.path, "start": sample.video.start, "end": sample.video.end}
+    turn = {"utterance": sample.utterance.text, "speaker": "A", "video": video}
+    [demonstration] = chain.retriever.invoke(sample.utterance.text)
+    template = build_prompt("en", ("happy", "sad", "anger"))
+    trained_on = prompt_messages(template, sample, demonstration.page_content, use_video=True)
+    assert chain.build_messages(turn, demonstration) == trained_on  # inference builds what training built
+    result = chain.invoke(turn)
+    assert result.emotion in (None, "happy", "sad", "anger") and result.demonstration is not None
+
+
+def test_missing_rep_bundle_is_a_clear_error(files: dict[str, Path]) -> None:
+    missing = files["root"] / "no_such_bundle"
+    result = CliRunner().invoke(app, ["train", "eerg", "--from", str(missing), *_common(files, files["root"] / "x")])
+    assert isinstance(result.exception, InputError) and "no_such_bundle" in str(result.exception)

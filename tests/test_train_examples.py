@@ -1,0 +1,136 @@
+"""Training examples: targets, demonstrations from other dialogues, history cutting, metrics, batch order, schedule."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from elmd_sdk.chains.prompt import render_answer
+from elmd_sdk.retrievers import EmotionalRetriever, build_index
+from elmd_sdk.trainers.emotion_eval import emotion_metrics
+from elmd_sdk.trainers.examples import (
+    PromptConfig,
+    answer_ids,
+    build_examples,
+    label_candidates,
+    retrieve_demonstrations,
+)
+from elmd_sdk.trainers.pipeline import samples_sha256
+from elmd_sdk.trainers.stage import epoch_order, lr_factor
+from retriever_fakes import HashEncoder
+from train_fakes import text_samples, tiny_tokenizer
+
+from elmd_sdk.bundle import data_sha256
+from elmd_sdk.data import write_jsonl
+from elmd_sdk.data.records import Sample, Turn, VideoRef
+from elmd_sdk.errors import InputError
+
+LABELS = ("happy", "sad", "anger")
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return tiny_tokenizer()
+
+
+def test_rep_target_is_the_emotion_line_and_eerg_adds_response_and_eos(tokenizer) -> None:
+    [sample] = text_samples(1)
+    config = PromptConfig(labels=LABELS)
+    [rep] = build_examples([sample], [None], tokenizer, config, with_response=False, video_tokens=0)
+    [eerg] = build_examples([sample], [None], tokenizer, config, with_response=True, video_tokens=0)
+    assert tokenizer.decode(list(rep.target)) == render_answer("happy") == "Emotion: happy"
+    assert tokenizer.decode(list(eerg.target)) == render_answer("happy", "That is happy news") + "<|im_end|>"
+    assert eerg.target[-1] == tokenizer.eos_token_id and rep.pieces == eerg.pieces and rep.label == 0
+    assert label_candidates(tokenizer, config) == [answer_ids(tokenizer, e, None, "en") for e in LABELS]
+
+
+def test_prompt_is_the_chat_template_of_the_six_part_prompt(tokenizer) -> None:
+    sample = Sample(
+        "d0",
+        Turn("A", "hi there", "sad"),
+        Turn("B", "oh no", "sad"),
+        [Turn("B", "hello")],
+        "a cafe",
+        VideoRef("clip.mp4", 1.0, 2.0),
+    )
+    [with_video] = build_examples(
+        [sample], ["take care"], tokenizer, PromptConfig(labels=LABELS), with_response=False, video_tokens=3
+    )
+    before, after = (tokenizer.decode(list(p)) for p in with_video.pieces)
+    assert before.startswith("<|im_start|>system\nYou are an empathetic partner")
+    assert "Background: a cafe\n\nDialogue history:\nB: hello\n\nCurrent utterance (A): hi there" in before
+    assert before.endswith("Video of A's scene: ")
+    assert after.startswith('\n\nReference reply: in a similar situation, someone replied "take care"')
+    assert after.endswith("<|im_end|>\n<|im_start|>assistant\n") and with_video.video == sample.video
+    [no_video] = build_examples(
+        [sample], [None], tokenizer, PromptConfig(labels=LABELS, use_video=False), with_response=False, video_tokens=3
+    )
+    assert len(no_video.pieces) == 1 and no_video.video is None
+    assert "Video of" not in tokenizer.decode(list(no_video.pieces[0]))
+    assert "Reference reply" not in tokenizer.decode(list(no_video.pieces[0]))
+
+
+def test_demonstration_comes_from_another_dialogue(tmp_path: Path) -> None:
+    same = Turn("A", "I lost my keys again", "sad")
+    samples = [
+        Sample("mine", same, Turn("B", "my own reply", "sad")),
+        Sample("other", same, Turn("B", "the other reply", "sad")),
+    ]
+    build_index(HashEncoder(), samples, tmp_path / "index")
+    retriever = EmotionalRetriever.load(tmp_path / "index", encoder=HashEncoder())
+    assert retrieve_demonstrations(retriever, samples) == ["the other reply", "my own reply"]
+
+
+def test_history_is_cut_oldest_first_to_fit_max_length(tokenizer) -> None:
+    [sample] = text_samples(1)
+    sample = Sample(
+        sample.dialogue_id, sample.utterance, sample.response, [Turn("A", "first turn words"), Turn("B", "second turn")]
+    )
+    full = build_examples(
+        [sample], [None], tokenizer, PromptConfig(labels=LABELS), with_response=False, video_tokens=0
+    )[0].length(0)
+    one_less = PromptConfig(labels=LABELS, max_length=full - 1)
+    [cut] = build_examples([sample], [None], tokenizer, one_less, with_response=False, video_tokens=0)
+    text = tokenizer.decode(list(cut.pieces[0]))
+    assert "first turn words" not in text and "B: second turn" in text and cut.length(0) < full
+    with pytest.raises(InputError, match=r"sample 1 \(dialogue 'd0'\) needs .* without any history"):
+        build_examples(
+            [sample], [None], tokenizer, PromptConfig(labels=LABELS, max_length=20), with_response=False, video_tokens=0
+        )
+
+
+def test_emotion_outside_the_label_set_is_an_input_error(tokenizer) -> None:
+    samples = text_samples(2, labels=("happy", "fear"))
+    with pytest.raises(InputError, match=r"sample 2 .*emotion 'fear' is not in the label set") as info:
+        build_examples(
+            samples, [None, None], tokenizer, PromptConfig(labels=LABELS), with_response=False, video_tokens=0
+        )
+    assert info.value.field == "response.emotion"
+
+
+def test_emotion_metrics_by_hand() -> None:
+    gold = [0, 0, 1, 1, 2, 2]
+    predicted = [0, 1, 1, 1, 0, 2]
+    accuracy, macro_f1 = emotion_metrics(gold, predicted)
+    # label 0: TP 1, FP 1, FN 1 -> 0.5; label 1: TP 2, FP 1, FN 0 -> 0.8; label 2: TP 1, FP 0, FN 1 -> 2/3
+    assert accuracy == pytest.approx(4 / 6)
+    assert macro_f1 == pytest.approx((0.5 + 0.8 + 2 / 3) / 3)
+    assert emotion_metrics([1, 1], [1, 1]) == (1.0, 1.0)
+
+
+def test_epoch_order_wraps_to_whole_batches_and_depends_on_seed_and_epoch() -> None:
+    order = epoch_order(5, 4, seed=0, epoch=0)
+    assert len(order) == 8 and sorted(order[:5].tolist()) == [0, 1, 2, 3, 4]
+    assert order[5:].tolist() == order[:3].tolist()
+    assert order.tolist() == epoch_order(5, 4, 0, 0).tolist() != epoch_order(5, 4, 0, 1).tolist()
+
+
+def test_linear_schedule_decays_to_zero() -> None:
+    assert [lr_factor(s, 4, "linear") for s in range(4)] == [1.0, 0.75, 0.5, 0.25]
+    assert lr_factor(3, 4, "constant") == 1.0
+
+
+def test_samples_hash_equals_the_bundle_hash_of_the_jsonl_file(tmp_path: Path) -> None:
+    samples = text_samples(3)
+    write_jsonl(tmp_path / "train.jsonl", samples)
+    assert samples_sha256(samples) == data_sha256([tmp_path / "train.jsonl"])

@@ -1,0 +1,82 @@
+"""Write a trained stage as a bundle folder (format: :mod:`elmd_sdk.bundle`) that ``ELMDChain.from_bundle`` loads.
+
+The ERM and index are copied in, so the bundle is self-contained; weights are safetensors + JSON; ``bundle.json`` is
+written last, so a folder without it was never completed.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from elmd_sdk.bundle import BundleManifest, save_manifest
+from elmd_sdk.models.prefix import PrefixEncoder
+from elmd_sdk.video import VideoProjector
+
+ERM_DIR = "erm"
+INDEX_DIR = "index"
+PROJECTOR_DIR = "projector"
+PREFIX_DIR = "prefix"
+
+
+@dataclass
+class BundleParts:
+    """What a stage produced and what it was made with, for the manifest."""
+
+    base_llm: str | None  # the LLM reference the weights were trained on (None = embedded default)
+    base_llm_config_sha256: str
+    language: str
+    labels: Sequence[str]
+    index: Path | None  # index folder of the demonstrations (None: trained without retrieval)
+    erm: Path | None  # ERM folder the index was built with (None: a plain sentence encoder)
+    visual_encoder: str | None
+    visual_encoder_fingerprint: dict[str, Any] | None
+    projector: VideoProjector | None
+    prefix: PrefixEncoder | None
+    training_data_sha256: str
+    description: str
+
+
+def _copy_dir(source: Path, target: Path) -> None:
+    """Replace ``target`` by a copy of ``source`` (through a temporary sibling; nothing to do if they coincide)."""
+    if target.exists() and target.resolve() == source.resolve():
+        return
+    temporary = target.with_name(f".{target.name}.tmp")
+    shutil.rmtree(temporary, ignore_errors=True)
+    shutil.copytree(source, temporary)
+    shutil.rmtree(target, ignore_errors=True)
+    temporary.rename(target)
+
+
+def write_bundle(out_dir: str | Path, parts: BundleParts) -> Path:
+    """Write projector/, prefix/, erm/, index/ and then bundle.json into ``out_dir``; returns the manifest path."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if parts.index is not None:
+        _copy_dir(parts.index, out_dir / INDEX_DIR)
+    if parts.erm is not None:
+        _copy_dir(parts.erm, out_dir / ERM_DIR)
+    if parts.projector is not None:
+        parts.projector.save(out_dir / PROJECTOR_DIR)
+    if parts.prefix is not None:
+        parts.prefix.save(out_dir / PREFIX_DIR)
+    manifest = BundleManifest(
+        name=out_dir.resolve().name,
+        base_llm_config_sha256=parts.base_llm_config_sha256,
+        labels=list(parts.labels),
+        language=parts.language,
+        base_llm=parts.base_llm,
+        erm_dir=ERM_DIR if parts.erm is not None else None,
+        index_dir=INDEX_DIR if parts.index is not None else None,
+        visual_encoder=parts.visual_encoder,
+        visual_encoder_fingerprint=parts.visual_encoder_fingerprint if parts.projector is not None else None,
+        projector_dir=PROJECTOR_DIR if parts.projector is not None else None,
+        prefix_dir=PREFIX_DIR if parts.prefix is not None else None,
+        pre_seq_len=parts.prefix.config.pre_seq_len if parts.prefix is not None else None,
+        training_data_sha256=parts.training_data_sha256,
+        description=parts.description,
+    )
+    return save_manifest(out_dir, manifest)

