@@ -13,6 +13,7 @@ back just the tail that could still become a stop marker, a closing quote or tra
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -29,26 +30,31 @@ from elmd_sdk.data.labels import EMOTIONS
 SYNONYMS: dict[str, tuple[str, ...]] = {
     "happy": (
         "happy", "happiness", "joy", "joyful", "joyous", "glad", "cheerful", "delighted", "pleased", "excited",
-        "excitement", "amused", "开心", "高兴", "快乐", "喜悦", "愉快", "兴奋", "幸福", "欣喜",
+        "excitement", "amused", "thrilled", "grateful", "gratitude", "relief", "relieved", "proud", "pride",
+        "enthusiastic", "enthusiasm", "love", "content", "开心", "高兴", "快乐", "喜悦", "愉快", "兴奋", "幸福", "欣喜",
     ),
     "surprise": (
-        "surprise", "surprised", "surprising", "amazed", "amazement", "astonished", "astonishment", "shocked",
-        "惊讶", "惊喜", "吃惊", "震惊", "意外", "诧异",
+        "surprise", "surprised", "surprising", "amazed", "amazement", "astonished", "astonishment", "shock",
+        "shocked", "unexpected", "startled", "disbelief", "惊讶", "惊喜", "吃惊", "震惊", "意外", "诧异",
     ),
     "sad": (
         "sad", "sadness", "unhappy", "sorrow", "sorrowful", "upset", "depressed", "grief", "melancholy",
-        "伤心", "悲伤", "难过", "悲哀", "忧伤", "沮丧", "失落",
+        "disappointed", "disappointment", "heartbroken", "regret", "lonely", "loneliness", "sympathy",
+        "伤心", "悲伤", "难过", "悲哀", "忧伤", "沮丧", "失落", "失望",
     ),
-    "disgust": ("disgust", "disgusted", "disgusting", "revulsion", "revolted", "厌恶", "恶心", "讨厌", "反感", "嫌弃"),
+    "disgust": (
+        "disgust", "disgusted", "disgusting", "revulsion", "revolted", "repulsed", "gross", "distaste", "contempt",
+        "厌恶", "恶心", "讨厌", "反感", "嫌弃",
+    ),
     "anger": (
-        "anger", "angry", "mad", "annoyed", "annoyance", "furious", "fury", "irritated", "rage", "frustrated",
-        "生气", "愤怒", "气愤", "恼火", "发火",
+        "anger", "angry", "mad", "annoyed", "annoyance", "furious", "fury", "irritated", "irritation", "rage",
+        "frustrated", "frustration", "outrage", "outraged", "resentment", "生气", "愤怒", "气愤", "恼火", "发火",
     ),
     "fear": (
-        "fear", "fearful", "afraid", "scared", "frightened", "terrified", "anxious", "worried", "nervous",
-        "害怕", "恐惧", "担心", "惊恐", "紧张", "焦虑",
+        "fear", "fearful", "afraid", "scared", "frightened", "terrified", "anxious", "anxiety", "worried", "worry",
+        "nervous", "panic", "concern", "concerned", "害怕", "恐惧", "担心", "惊恐", "紧张", "焦虑",
     ),
-    "neutral": ("neutral", "neutrality", "calm", "no emotion", "中性", "中立", "平静", "平和"),
+    "neutral": ("neutral", "neutrality", "calm", "no emotion", "indifferent", "中性", "中立", "平静", "平和"),
 }  # fmt: skip
 
 _LEAD = r"[\s>*_#`\-]*"  # markdown decoration a line may start with
@@ -75,7 +81,7 @@ _STOP_TOKEN = re.compile(r"<\||</s>|\[/?INST\]")
 _DECORATION = re.compile(r"^[\s>*_#`\-]+")
 _QUOTES = {'"': '"', "“": "”", "「": "」", "『": "』"}
 _VALUE_STRIP = " \t\r\n*_`'\"“”「」『』[]()（）【】<>.,;:!?。，；：！？-"
-_WORD = re.compile(r"[a-z]+(?: [a-z]+)?")
+_WORD = re.compile(r"[a-z]+")
 
 _KEY_CANDIDATES = tuple(
     key.replace(" ", "") + sep for key in (*_EMOTION_KEYS, *_RESPONSE_KEYS) for sep in (":", "：", "=", "-")
@@ -112,7 +118,8 @@ class ELMDResult:
 def match_label(value: str, labels: Sequence[str] = EMOTIONS, *, exact: bool = False) -> str | None:
     """The label of ``labels`` that ``value`` names (the label itself, a synonym, a Chinese name), else None.
 
-    With ``exact=False`` a value that starts with such a word ("happy, because ...") also counts.
+    With ``exact=False`` the first such word in a longer value counts too ("shock, surprise" -> surprise,
+    "a mix of sadness and hope" -> sad).
     """
     v = value.strip(_VALUE_STRIP).lower().replace("**", "").strip(_VALUE_STRIP)
     if not v:
@@ -120,10 +127,11 @@ def match_label(value: str, labels: Sequence[str] = EMOTIONS, *, exact: bool = F
     by_lower = {label.lower(): label for label in labels}
     candidates = [v]
     if not exact:
-        words = _WORD.match(v)
-        if words:
-            candidates += [words.group(0), words.group(0).split(" ")[0]]
-        candidates += [word for word in _LABEL_WORDS if not word.isascii() and v.startswith(word)]
+        words = _WORD.findall(v)[:12]
+        pairs = [f"{a} {b}" for a, b in itertools.pairwise(words)]
+        candidates += [phrase for pair in itertools.zip_longest(pairs, words) for phrase in pair if phrase]
+        found = [(v.find(word), word) for word in _LABEL_WORDS if not word.isascii() and word in v]
+        candidates += [word for _, word in sorted(found)]
     for candidate in candidates:
         if candidate in by_lower:
             return by_lower[candidate]

@@ -45,7 +45,9 @@ class EchoChat(BaseChatModel):
     def _generate(
         self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: Any = None, **kwargs: Any
     ) -> ChatResult:
-        found = re.search(r'someone replied "(.*?)"', str(messages[-1].text))
+        # The demonstration R is an example exchange: its answer is an AIMessage before the current turn.
+        demos = [m for m in messages[:-1] if isinstance(m, AIMessage)]
+        found = re.search(r"Response: (.*)", str(demos[0].text)) if demos else None
         text = f"Emotion: happy\nResponse: {found.group(1)}" if found else "Emotion: neutral\nResponse: I do not know."
         return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
 

@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-# The chain/chat section is proposed in README.snippets.md until it is merged into README.md.
-SNIPPETS_FILE = ROOT / "README.snippets.md"
+SNIPPETS_FILE = ROOT / "README.md"
 BLOCK = re.compile(r"^```python readme-test\n(.*?)^```", re.DOTALL | re.MULTILINE)
 
 

@@ -83,7 +83,7 @@ def test_rep_then_eerg_from_the_command_line(files: dict[str, Path]) -> None:
     turn = {"utterance": sample.utterance.text, "speaker": "A", "video": video}
     [demonstration] = chain.retriever.invoke(sample.utterance.text)
     template = build_prompt("en", ("happy", "sad", "anger"))
-    trained_on = prompt_messages(template, sample, demonstration.page_content, use_video=True)
+    trained_on = prompt_messages(template, sample, demonstration, use_video=True, language="en")
     assert chain.build_messages(turn, demonstration) == trained_on  # inference builds what training built
     result = chain.invoke(turn)
     assert result.emotion in (None, "happy", "sad", "anger") and result.demonstration is not None

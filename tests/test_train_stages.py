@@ -22,6 +22,7 @@ from elmd_sdk.trainers.pipeline import samples_sha256
 from elmd_sdk.trainers.rep import RepConfig, train_rep
 from elmd_sdk.trainers.stage import StageResult, TrainConfig
 from elmd_sdk.trainers.stage_model import StageModel
+from langchain_core.documents import Document
 from langchain_core.messages import BaseMessage
 from retriever_fakes import HashEncoder
 from train_fakes import COLOURS, ColourEncoder, colour_samples, save_tiny_llm, write_colour_video
@@ -38,6 +39,8 @@ from elmd_sdk.video import ProjectorConfig, VideoProjector, spatio_temporal_pool
 
 LABELS = ("happy", "sad", "anger")
 FRAMES = 4
+
+DEMO = Document(page_content="I see.", metadata={"utterance": "It rained all day.", "response_emotion": "sad"})
 
 
 @dataclass
@@ -131,7 +134,7 @@ def eerg_run(env: Env, rep_run: Run, prefix_init: Path) -> Run:
 
 
 def _examples(env: Env, tokenizer: Any, samples: list[Sample], with_response: bool) -> list[Any]:
-    demos = ["I see."] * len(samples)
+    demos = [DEMO] * len(samples)
     return build_examples(
         samples, demos, tokenizer, PromptConfig(labels=LABELS), with_response=with_response, video_tokens=FRAMES + 2
     )
@@ -190,7 +193,7 @@ def test_training_inputs_equal_what_the_chat_model_feeds_the_llm(env: Env) -> No
     projector = VideoProjector(ProjectorConfig(q=4, hidden_size=32))
     sample = env.valid[1]
     [example] = _examples(env, tokenizer, [sample], with_response=False)
-    messages: list[BaseMessage] = prompt_messages(build_prompt("en", LABELS), sample, "I see.", True)
+    messages: list[BaseMessage] = prompt_messages(build_prompt("en", LABELS), sample, DEMO, True, "en")
     seen: list[torch.Tensor] = []
     hook = llm.model.register_forward_pre_hook(
         lambda module, args, kwargs: seen.append(kwargs["inputs_embeds"].detach().clone()), with_kwargs=True

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from elmd_sdk.chains.prompt import LANGUAGES, attach_video, build_prompt, prompt_variables, render_answer
+from langchain_core.documents import Document
 from langchain_core.messages import BaseMessage
 from langchain_core.prompts import ChatPromptTemplate
 
@@ -60,7 +61,7 @@ class Example:
         return sum(len(p) for p in self.pieces) + (video_tokens if self.video is not None else 0) + len(self.target)
 
 
-def retrieve_demonstrations(retriever: Any, samples: Sequence[Sample]) -> list[str | None]:
+def retrieve_demonstrations(retriever: Any, samples: Sequence[Sample]) -> list[Document | None]:
     """Part R for each sample: the response r' of the most similar indexed utterance from ANOTHER dialogue.
 
     ``retriever`` is an :class:`~elmd_sdk.retrievers.EmotionalRetriever`; queries are the utterances u, embedded in
@@ -69,20 +70,25 @@ def retrieve_demonstrations(retriever: Any, samples: Sequence[Sample]) -> list[s
     if not samples:
         return []
     vectors = retriever.encoder.encode([s.utterance.text for s in samples])  # (n, dim)
-    found: list[str | None] = []
+    found: list[Document | None] = []
     for sample, vector in zip(samples, vectors, strict=True):
         docs = retriever.search_by_vector(vector, k=1, exclude_dialogue_ids=[sample.dialogue_id])
-        found.append(docs[0].page_content if docs else None)
+        found.append(docs[0] if docs else None)
     return found
 
 
 def prompt_messages(
-    template: ChatPromptTemplate, sample: Sample, demonstration: str | None, use_video: bool
+    template: ChatPromptTemplate, sample: Sample, demonstration: Document | None, use_video: bool, language: str
 ) -> list[BaseMessage]:
     """The chain's messages for ``sample``: system part I, human parts B, H, u, E_v (placeholder + clip) and R."""
     video = use_video and sample.video is not None
     variables = prompt_variables(
-        sample.utterance, sample.history, sample.background, video=video, demonstration=demonstration
+        sample.utterance,
+        sample.history,
+        sample.background,
+        video=video,
+        demonstration=demonstration,
+        language=language,
     )
     messages = template.invoke(variables).to_messages()
     return attach_video(messages, sample.video) if video and sample.video is not None else messages
@@ -116,7 +122,7 @@ def label_candidates(tokenizer: Any, config: PromptConfig) -> list[list[int]]:
 
 def build_examples(
     samples: Sequence[Sample],
-    demonstrations: Sequence[str | None],
+    demonstrations: Sequence[Document | None],
     tokenizer: Any,
     config: PromptConfig,
     *,
@@ -144,7 +150,7 @@ def build_examples(
         history = list(sample.history)
         while True:
             current = dataclasses.replace(sample, history=history)
-            messages = prompt_messages(template, current, demonstration, config.use_video)
+            messages = prompt_messages(template, current, demonstration, config.use_video, config.language)
             pieces = tuple(tuple(p) for p in prompt_pieces(tokenizer, messages))
             example = Example(pieces, sample.video if len(pieces) == 2 else None, target, label_index[emotion])
             if config.max_length is None or example.length(video_tokens) <= config.max_length:

@@ -23,10 +23,12 @@ def command(
     import sys
 
     from rich.console import Console
+    from transformers.utils import logging as hf_logging
 
     from elmd_sdk.chains.chain import ELMDChain, default_bundle_path
     from elmd_sdk.chains.chat_repl import ChatREPL, describe
 
+    hf_logging.disable_progress_bar()  # a status line is shown instead of per-file loading bars
     console = Console(stderr=True)
     source = bundle if bundle is not None else default_bundle_path()
     with console.status(f"Loading bundle {source} (the first run also prepares the language model once)..."):
