@@ -57,7 +57,7 @@ def test_prompt_holds_the_six_parts(chain: ELMDChain) -> None:
     text = human.text
     assert text.startswith("Background: Two friends meet in a cafe.")  # B
     assert "Dialogue history:\nUser: Hi there.\nAssistant: Hello! How did the interview go?" in text  # H
-    assert text.endswith("Current utterance (User): I finally got the job!")  # u
+    assert "Current utterance (User): I finally got the job!\n\nAnswer with the emotion, then the response." in text  # u
     assert VIDEO_PLACEHOLDER not in text  # no video given
 
 
