@@ -391,25 +391,31 @@ class ELMDChain(RunnableSerializable[dict[str, Any] | str, ELMDResult]):
             return attach_video(messages, video) if video is not None else messages
 
         budget = self._prompt_budget()
-        if budget is None:
-            return render(turn.history)
         history = turn.history
-        if self.count_tokens(render([]), video is not None) > budget:
+        if budget is None:
+            return render(history)
+
+        def newest(n: int) -> list[BaseMessage]:
+            return render(history[len(history) - n :])
+
+        if self.count_tokens(newest(len(history)), video is not None) <= budget:
+            return newest(len(history))
+        bare = self.count_tokens(render([]), video is not None)
+        if bare > budget:
             raise InputError(
-                f"too long for the model: the prompt without history needs "
-                f"{self.count_tokens(render([]), video is not None)} tokens, but only {budget} fit "
+                f"too long for the model: the prompt without history needs {bare} tokens, but only {budget} fit "
                 f"(context {self._context_window()} minus {self._max_new_tokens()} for the reply)",
                 field="utterance",
             )
         # Largest number of newest turns that fits (the token count grows with every turn kept).
-        lo, hi = 0, len(history)
+        lo, hi = 0, len(history) - 1
         while lo < hi:
             mid = (lo + hi + 1) // 2
-            if self.count_tokens(render(history[len(history) - mid :]), video is not None) <= budget:
+            if self.count_tokens(newest(mid), video is not None) <= budget:
                 lo = mid
             else:
                 hi = mid - 1
-        return render(history[len(history) - lo :])
+        return newest(lo)
 
     def count_tokens(self, messages: Sequence[BaseMessage], with_video: bool = False) -> int:
         """Prompt length in tokens, as the chat model will see it (video tokens E_v included)."""

@@ -57,7 +57,8 @@ def test_prompt_holds_the_six_parts(chain: ELMDChain) -> None:
     text = human.text
     assert text.startswith("Background: Two friends meet in a cafe.")  # B
     assert "Dialogue history:\nUser: Hi there.\nAssistant: Hello! How did the interview go?" in text  # H
-    assert "Current utterance (User): I finally got the job!\n\nAnswer with the emotion, then the response." in text  # u
+    assert "Current utterance (User): I finally got the job!\n\n" in text  # u
+    assert text.endswith("Answer with the emotion, then the response.")  # the closing format reminder
     assert VIDEO_PLACEHOLDER not in text  # no video given
 
 

@@ -33,8 +33,8 @@ def command(
     source = bundle if bundle is not None else default_bundle_path()
     with console.status(f"Loading bundle {source} (the first run also prepares the language model once)..."):
         chain = ELMDChain.from_bundle(source, max_new_tokens=max_new_tokens, seed=seed)
-    console.print(describe(chain), highlight=False)
-    console.print("/help lists the commands; Ctrl-D quits.", highlight=False)
+    console.print(describe(chain), highlight=False, soft_wrap=True)
+    console.print("/help lists the commands; Ctrl-D quits.", highlight=False, soft_wrap=True)
     if sys.stdin.isatty():
         import readline  # noqa: F401  (line editing and history for input())
     ChatREPL(chain, background=background, video=video).run()
