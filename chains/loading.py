@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from elmd_sdk.bundle import GENERATION_SETTINGS, BundleManifest, BundlePaths, load_bundle, verify_components
-from elmd_sdk.errors import InputError, MismatchError
+from elmd_sdk.errors import InputError
 from elmd_sdk.io import load_tensors, read_json, sha256_file
 
 if TYPE_CHECKING:
@@ -81,13 +81,7 @@ def _load_chat_model(
 
         visual = load_visual_encoder(manifest.visual_encoder, **({"device": device} if device else {}))
         verify_components(manifest, visual_encoder_fingerprint=visual.fingerprint(), source=source)
-        projector = VideoProjector.load(paths.projector, encoder=visual.fingerprint())
-        trained_for = projector.config.llm.get("config_sha256")
-        if trained_for != fingerprint["config_sha256"]:
-            raise MismatchError(
-                f"{paths.projector}: field 'llm.config_sha256' disagrees: the projector was trained for another "
-                "base LLM than the bundle's"
-            )
+        projector = VideoProjector.load(paths.projector, encoder=visual.fingerprint(), llm=fingerprint)
         projector.to(next(model.parameters()).device)
     return ELMDChatModel(
         model_name=manifest.base_llm,

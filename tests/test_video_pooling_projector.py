@@ -129,3 +129,11 @@ def test_missing_or_damaged_files(tmp_path: Path) -> None:
     (tmp_path / WEIGHTS_FILE).unlink()
     with pytest.raises(InputError, match="file not found"):
         VideoProjector.load(tmp_path)
+
+
+def test_projector_matches_the_same_llm_loaded_from_another_path(tmp_path) -> None:
+    llm = {"name_or_path": "/models/a", "config_sha256": "abc", "hidden_size": 4}
+    make_projector(encoder={"name": "enc", "q": 5}, llm=llm).save(tmp_path)
+    VideoProjector.load(tmp_path, llm={**llm, "name_or_path": "/elsewhere/a"})
+    with pytest.raises(MismatchError, match="config_sha256"):
+        VideoProjector.load(tmp_path, llm={**llm, "config_sha256": "def"})

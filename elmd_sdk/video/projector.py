@@ -75,7 +75,7 @@ class VideoProjector(nn.Module):
             _compare(path, "encoder", config.encoder, encoder)
             _compare(path, "q", config.q, encoder.get("q", config.q))
         if llm is not None:
-            _compare(path, "llm", config.llm, llm)
+            _compare(path, "llm", _identity(config.llm), _identity(llm))
             _compare(path, "hidden_size", config.hidden_size, llm.get("hidden_size", config.hidden_size))
         if not weights.is_file():
             raise InputError("file not found", file=weights)
@@ -105,6 +105,14 @@ def _read_config(config_file: Path) -> tuple[ProjectorConfig, str]:
         raise InputError("must be a sha256 hex string", file=config_file, field="weights_sha256")
     config = ProjectorConfig(q=meta["q"], hidden_size=meta["hidden_size"], encoder=meta["encoder"], llm=meta["llm"])
     return config, meta["weights_sha256"]
+
+
+LOCATION_KEYS = frozenset({"name_or_path"})  # where a model was loaded from: not part of what it is
+
+
+def _identity(fingerprint: dict[str, Any]) -> dict[str, Any]:
+    """A fingerprint without its location, so the same model loaded from another path still matches."""
+    return {k: v for k, v in fingerprint.items() if k not in LOCATION_KEYS}
 
 
 def _compare(path: Path, what: str, saved: Any, expected: Any) -> None:
