@@ -68,7 +68,8 @@ def test_prompt_is_the_chat_template_of_the_six_part_prompt(tokenizer) -> None:
     )
     assert before.index("take care") < before.index("Background: a cafe")  # R is an example exchange before u
     assert before.endswith("Video of A's scene: ")
-    assert after == "<|im_end|>\n<|im_start|>assistant\n" and with_video.video == sample.video
+    assert after == "\n\nAnswer with the emotion, then the response.<|im_end|>\n<|im_start|>assistant\n"
+    assert with_video.video == sample.video
     [no_video] = build_examples(
         [sample], [None], tokenizer, PromptConfig(labels=LABELS, use_video=False), with_response=False, video_tokens=3
     )
