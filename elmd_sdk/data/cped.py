@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from elmd_sdk.data.build import Dialogue, Sentence
-from elmd_sdk.data.sources import clean_text, iter_csv_rows, required_cell
+from elmd_sdk.data.sources import csv_sentence, iter_csv_rows, required_cell
 
 CPED_COLUMNS: tuple[str, ...] = ("Dialogue_ID", "Speaker", "Emotion", "Utterance")
 """The columns the loader reads; series and utterance IDs, personality, scene, face and act are ignored."""
@@ -16,13 +16,6 @@ def load_cped(path: str | Path, *, encoding: str = "utf-8") -> list[Dialogue]:
     file = str(path)
     dialogues: dict[str, list[Sentence]] = {}
     for line, row in iter_csv_rows(path, CPED_COLUMNS, encoding=encoding):
-        sentence = Sentence(
-            speaker=required_cell(row, "Speaker", file=file, line=line),
-            text=clean_text(required_cell(row, "Utterance", file=file, line=line)),
-            label=row["Emotion"],
-            file=file,
-            line=line,
-            label_field="Emotion",
-        )
+        sentence = csv_sentence(row, file=file, line=line)
         dialogues.setdefault(required_cell(row, "Dialogue_ID", file=file, line=line), []).append(sentence)
     return [Dialogue(dialogue_id, sentences) for dialogue_id, sentences in dialogues.items()]

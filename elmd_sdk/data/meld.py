@@ -6,7 +6,7 @@ from pathlib import Path
 
 from elmd_sdk.data.build import Dialogue, Sentence
 from elmd_sdk.data.records import VideoRef
-from elmd_sdk.data.sources import clean_text, int_cell, iter_csv_rows, required_cell
+from elmd_sdk.data.sources import csv_sentence, int_cell, iter_csv_rows
 from elmd_sdk.errors import InputError
 
 MELD_COLUMNS: tuple[str, ...] = ("Utterance", "Speaker", "Emotion", "Dialogue_ID", "Utterance_ID")
@@ -29,14 +29,6 @@ def load_meld(path: str | Path, *, video_root: str | Path | None = None, encodin
             raise InputError(f"duplicate utterance {utt} of dialogue {dia}", file=file, line=line, field="Utterance_ID")
         seen.add((dia, utt))
         video = VideoRef(str(Path(video_root) / f"dia{dia}_utt{utt}.mp4")) if video_root is not None else None
-        sentence = Sentence(
-            speaker=required_cell(row, "Speaker", file=file, line=line),
-            text=clean_text(required_cell(row, "Utterance", file=file, line=line)),
-            label=row["Emotion"],
-            file=file,
-            line=line,
-            label_field="Emotion",
-            video=video,
-        )
+        sentence = csv_sentence(row, file=file, line=line, video=video)
         dialogues.setdefault(dia, []).append(sentence)
     return [Dialogue(f"dia{dia}", sentences) for dia, sentences in dialogues.items()]

@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import suppress
 from pathlib import Path
 
+from elmd_sdk.data.build import Sentence
+from elmd_sdk.data.records import VideoRef
 from elmd_sdk.errors import InputError
 
 _JSON_KEY = re.compile(r'"([^"\\]+)"\s*:')
@@ -144,3 +146,16 @@ def clean_text(text: str) -> str:
     The mojibake repair (:func:`_undo_mojibake`) leaves any word that does not re-encode cleanly unchanged.
     """
     return unicodedata.normalize("NFC", " ".join(_undo_mojibake(word) for word in text.split()))
+
+
+def csv_sentence(row: dict[str, str], *, file: str, line: int, video: VideoRef | None = None) -> Sentence:
+    """A sentence from a CSV row with ``Speaker``, ``Utterance`` and ``Emotion`` columns (MELD and CPED)."""
+    return Sentence(
+        speaker=required_cell(row, "Speaker", file=file, line=line),
+        text=clean_text(required_cell(row, "Utterance", file=file, line=line)),
+        label=row["Emotion"],
+        file=file,
+        line=line,
+        label_field="Emotion",
+        video=video,
+    )
