@@ -16,54 +16,26 @@ import pytest
 import torch
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langchain_tests.unit_tests import ChatModelUnitTests
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from llm_fakes import HIDDEN, chatml_tokenizer, tiny_llama
 from torch import nn
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 
 from elmd_sdk.errors import ElmdError, InputError
 from elmd_sdk.models.chat_model import VIDEO_PLACEHOLDER, ELMDChatModel, _cut_at_stop, _stable_length
 from elmd_sdk.models.splice import splice_video_embeds, tokenize_pieces
 
-CHATML = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-HIDDEN = 32
 Q = 4  # feature size of the stand-in visual encoder
 
 
 def _tiny_tokenizer() -> PreTrainedTokenizerFast:
     """A byte-level BPE over printable ASCII with ChatML special tokens and chat template, trained in memory."""
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
     corpus = [string.printable, "hello world how are you today", "the video shows a happy person", "user assistant"]
-    trainer = trainers.BpeTrainer(vocab_size=160, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
-    bpe.train_from_iterator(corpus * 5, trainer)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>", bos_token="<|im_start|>"
-    )
-    tokenizer.chat_template = CHATML
-    return tokenizer
+    return chatml_tokenizer(corpus * 5, 160)
 
 
 def _tiny_llama(tokenizer: PreTrainedTokenizerFast) -> LlamaForCausalLM:
     """A 2-layer random Llama; its EOS logit is pinned to 0 below large random logits, so replies run to the limit."""
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=HIDDEN,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        initializer_range=0.2,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    model = LlamaForCausalLM(config).eval()
+    model = tiny_llama(tokenizer, max_position_embeddings=512, initializer_range=0.2)
     with torch.no_grad():
         model.lm_head.weight[tokenizer.eos_token_id].zero_()
     return model
@@ -119,10 +91,6 @@ def _capture_embeds(model: LlamaForCausalLM) -> tuple[list[torch.Tensor], Any]:
         seen.append(embeds.detach().clone())
 
     return seen, model.model.register_forward_pre_hook(hook, with_kwargs=True)
-
-
-def _generate_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == "elmd-generate"]
 
 
 # --- splicing ----------------------------------------------------------------------------------------------------
@@ -367,25 +335,54 @@ def test_stable_length_holds_back_partial_stop_and_broken_characters() -> None:
     assert _cut_at_stop("one", ["x"]) == ("one", False)
 
 
-def test_closing_a_stream_stops_the_generation_thread(parts: dict[str, Any]) -> None:
-    stream = _chat(parts, max_new_tokens=400).stream("hello")
-    next(stream)
-    stream.close()
-    assert _generate_threads() == []
+def _count_forwards(model: LlamaForCausalLM) -> tuple[list[str], Any]:
+    """Record the name of the thread that runs each forward pass."""
+    calls: list[str] = []
+    return calls, model.register_forward_pre_hook(lambda module, args: calls.append(threading.current_thread().name))
 
 
-def test_keyboard_interrupt_while_streaming_leaves_no_thread(parts: dict[str, Any]) -> None:
+def test_decoding_runs_in_the_consumers_thread(parts: dict[str, Any]) -> None:
+    calls, handle = _count_forwards(parts["hf_model"])
+    try:
+        _chat(parts, max_new_tokens=4).invoke("hello")
+        list(_chat(parts, max_new_tokens=4).stream("hello"))
+    finally:
+        handle.remove()
+    assert calls == [threading.current_thread().name] * 8
+
+
+def test_closing_a_stream_stops_decoding(parts: dict[str, Any]) -> None:
+    calls, handle = _count_forwards(parts["hf_model"])
+    try:
+        stream = _chat(parts, max_new_tokens=400).stream("hello")
+        while not next(stream).content:
+            pass
+        stream.close()
+        done = len(calls)
+        time.sleep(0.1)
+    finally:
+        handle.remove()
+    assert 0 < done < 400
+    assert len(calls) == done
+
+
+def test_keyboard_interrupt_while_streaming_stops_decoding(parts: dict[str, Any]) -> None:
     model = parts["hf_model"]
     slow = model.register_forward_pre_hook(lambda module, args: time.sleep(0.05))
+    calls, handle = _count_forwards(model)
     try:
         stream = _chat(parts, max_new_tokens=400).stream("hello")
         threading.Timer(0.3, _thread.interrupt_main).start()
         with pytest.raises(KeyboardInterrupt):
             for _ in stream:
                 pass
+        done = len(calls)
+        time.sleep(0.2)
+        assert len(calls) == done < 400
     finally:
         slow.remove()
-    assert _generate_threads() == []
+        handle.remove()
+    assert _chat(parts, max_new_tokens=3).invoke("hello").usage_metadata["output_tokens"] == 3
 
 
 def test_error_in_generation_reaches_the_stream_consumer(parts: dict[str, Any]) -> None:
@@ -398,7 +395,6 @@ def test_error_in_generation_reaches_the_stream_consumer(parts: dict[str, Any]) 
             list(_chat(parts).stream("hello"))
     finally:
         handle.remove()
-    assert _generate_threads() == []
 
 
 def test_ai_turns_are_rendered_as_assistant(parts: dict[str, Any]) -> None:

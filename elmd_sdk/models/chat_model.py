@@ -12,7 +12,6 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from os import PathLike
-from queue import Empty, Queue
 from typing import Any
 
 import torch
@@ -29,10 +28,9 @@ from langchain_core.messages import (
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import AliasChoices, ConfigDict, Field, PrivateAttr, model_validator
-from transformers import StoppingCriteria, StoppingCriteriaList
-from transformers.generation.streamers import BaseStreamer
 
 from elmd_sdk.errors import ElmdError, InputError
+from elmd_sdk.models.decoding import Sampling, decode_steps
 from elmd_sdk.models.splice import VIDEO_PLACEHOLDER, splice_video_embeds, tokenize_pieces
 from elmd_sdk.paths import DEFAULT_LLM_GGUF
 
@@ -41,7 +39,6 @@ __all__ = ["DEFAULT_MODEL_LABEL", "VIDEO_PLACEHOLDER", "ELMDChatModel"]
 DEFAULT_MODEL_LABEL = f"{DEFAULT_LLM_GGUF} (embedded default)"  # how the default LLM is named to users
 
 _CALL_OPTIONS = frozenset({"do_sample", "temperature", "top_p", "top_k", "max_new_tokens", "max_tokens", "seed"})
-_POLL_SECONDS = 0.1  # how often a waiting stream consumer wakes up, so Ctrl-C is seen promptly
 _ROLES = ((SystemMessage, "system"), (HumanMessage, "user"), (AIMessage, "assistant"))
 
 
@@ -49,13 +46,9 @@ _ROLES = ((SystemMessage, "system"), (HumanMessage, "user"), (AIMessage, "assist
 class _Settings:
     """Decoding settings of one call: the model's fields overridden by per-call keyword arguments."""
 
-    do_sample: bool
-    temperature: float
-    top_p: float
-    top_k: int
+    sampling: Sampling
     max_new_tokens: int
     stop: tuple[str, ...]
-    seed: int | None
 
 
 @dataclass(frozen=True)
@@ -70,39 +63,6 @@ class _Prompt:
     def length(self) -> int:
         """Number of input positions, video tokens included."""
         return int(self.attention_mask.shape[1])
-
-
-class _StopCriteria(StoppingCriteria):
-    """Ends generation once a stop string appears in the decoded new text, or once the caller cancels."""
-
-    def __init__(self, chat: ELMDChatModel, stop: tuple[str, ...], offset: int, cancel: threading.Event) -> None:
-        self.chat, self.stop, self.offset, self.cancel = chat, stop, offset, cancel
-
-    def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
-        done = self.cancel.is_set()
-        if not done and self.stop:
-            done = _cut_at_stop(self.chat._decode(input_ids[0, self.offset :].tolist()), self.stop)[1]
-        return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)  # type: ignore[return-value]
-
-
-class _TokenQueue(BaseStreamer):
-    """Streamer handing each new token id to a queue; ``generate`` first puts the prompt, which is skipped."""
-
-    def __init__(self, queue: Queue[Any]) -> None:
-        self.queue = queue
-        self.prompt_seen = False
-
-    def put(self, value: torch.Tensor) -> None:
-        """Queue the ids of one decoding step (batch size 1)."""
-        if self.prompt_seen:
-            self.queue.put(value.reshape(-1).tolist())
-        self.prompt_seen = True
-
-    def end(self) -> None:
-        """Nothing to flush: the worker signals the end itself, also when generation fails."""
-
-
-_DONE = object()
 
 
 class ELMDChatModel(BaseChatModel):
@@ -124,11 +84,10 @@ class ELMDChatModel(BaseChatModel):
     ``seed`` makes sampling reproducible without touching the global RNG. All of these, plus ``max_new_tokens``
     (alias ``max_tokens``), can be overridden per call: ``chat.invoke(messages, seed=1, max_new_tokens=32)``.
 
-    Interruption: ``invoke`` generates in the calling thread, so Ctrl-C stops it at once. ``stream`` generates in a
-    background thread; a KeyboardInterrupt in the consumer, or closing the stream iterator, cancels generation
-    before the next token and joins the thread before the exception propagates, so no thread is left running.
-    (CPython closes an abandoned stream iterator itself; ``contextlib.closing`` makes that explicit.)
-    Calls on one instance generate one at a time, so ``batch`` equals separate ``invoke`` calls.
+    Threads: decoding runs token by token in the thread that calls ``invoke`` or pulls the next ``stream`` chunk
+    (no background thread), so Ctrl-C stops it at once and a stream that is no longer iterated, or is closed,
+    computes nothing more. Forward passes of concurrent calls on one instance are serialised step by step, so
+    ``batch`` equals separate ``invoke`` calls.
     """
 
     model_config = ConfigDict(protected_namespaces=())
@@ -297,7 +256,11 @@ class ELMDChatModel(BaseChatModel):
         settings = self._settings(stop, kwargs)
         self.ensure_loaded()
         prompt = self._prepare(messages)
-        ids = self._run_generate(prompt, settings, threading.Event())
+        ids: list[int] = []
+        for token in self._decode_steps(prompt, settings):
+            ids.append(token)
+            if settings.stop and _cut_at_stop(self._decode(ids), settings.stop)[1]:
+                break
         text, stopped = _cut_at_stop(self._decode(ids), settings.stop)
         reason = self._finish_reason(ids, stopped, settings)
         message = AIMessage(
@@ -317,19 +280,12 @@ class ELMDChatModel(BaseChatModel):
         settings = self._settings(stop, kwargs)
         self.ensure_loaded()
         prompt = self._prepare(messages)
-        tokens: Queue[Any] = Queue()
-        cancel = threading.Event()
-        worker = threading.Thread(
-            target=self._stream_worker, args=(prompt, settings, cancel, tokens), name="elmd-generate", daemon=True
-        )
-        worker.start()
+        steps = self._decode_steps(prompt, settings)
         ids: list[int] = []
         emitted = 0
         try:
-            while (item := _next_item(tokens)) is not _DONE:
-                if isinstance(item, BaseException):
-                    raise item
-                ids += item
+            for token in steps:
+                ids.append(token)
                 text, stopped = _cut_at_stop(self._decode(ids), settings.stop)
                 ready = len(text) if stopped else _stable_length(text, settings.stop, self._holds_whitespace())
                 if ready > emitted:
@@ -340,33 +296,20 @@ class ELMDChatModel(BaseChatModel):
                     emitted = ready
                 if stopped:
                     break
-            cancel.set()
-            worker.join()
-            ids += _drain_ids(tokens)
-            text, stopped = _cut_at_stop(self._decode(ids), settings.stop)
-            reason = self._finish_reason(ids, stopped, settings)
-            last = AIMessageChunk(
-                content=text[emitted:],
-                usage_metadata=_usage(prompt.length, len(ids)),
-                response_metadata={"finish_reason": reason, "model_name": self._model_label()},
-                chunk_position="last",
-            )
-            chunk = ChatGenerationChunk(message=last, generation_info={"finish_reason": reason})
-            if run_manager and last.content:
-                run_manager.on_llm_new_token(text[emitted:], chunk=chunk)
-            yield chunk
         finally:
-            cancel.set()
-            worker.join()
-
-    def _stream_worker(self, prompt: _Prompt, settings: _Settings, cancel: threading.Event, tokens: Queue[Any]) -> None:
-        """Background generation for ``_stream``: tokens, then any error, then the end marker go to the queue."""
-        try:
-            self._run_generate(prompt, settings, cancel, streamer=_TokenQueue(tokens))
-        except BaseException as error:
-            tokens.put(error)
-        finally:
-            tokens.put(_DONE)
+            steps.close()
+        text, stopped = _cut_at_stop(self._decode(ids), settings.stop)
+        reason = self._finish_reason(ids, stopped, settings)
+        last = AIMessageChunk(
+            content=text[emitted:],
+            usage_metadata=_usage(prompt.length, len(ids)),
+            response_metadata={"finish_reason": reason, "model_name": self._model_label()},
+            chunk_position="last",
+        )
+        chunk = ChatGenerationChunk(message=last, generation_info={"finish_reason": reason})
+        if run_manager and last.content:
+            run_manager.on_llm_new_token(text[emitted:], chunk=chunk)
+        yield chunk
 
     def _settings(self, stop: list[str] | None, kwargs: dict[str, Any]) -> _Settings:
         """This call's decoding settings; unknown keyword arguments are an error rather than silently ignored."""
@@ -377,15 +320,14 @@ class ELMDChatModel(BaseChatModel):
             raise ElmdError(f"max_new_tokens must be at least 1, got {max_new}")
         temperature = float(kwargs.get("temperature", self.temperature))
         stops = stop if stop is not None else self.stop
-        return _Settings(
+        sampling = Sampling(
             do_sample=bool(kwargs.get("do_sample", self.do_sample)) and temperature > 0,
             temperature=temperature,
             top_p=float(kwargs.get("top_p", self.top_p)),
             top_k=int(kwargs.get("top_k", self.top_k)),
-            max_new_tokens=max_new,
-            stop=tuple(s for s in stops or () if s),
             seed=kwargs.get("seed", self.seed),
         )
+        return _Settings(sampling=sampling, max_new_tokens=max_new, stop=tuple(s for s in stops or () if s))
 
     def _prepare(self, messages: Sequence[BaseMessage]) -> _Prompt:
         """Render the chat template, tokenize around placeholders and splice in each video's tokens."""
@@ -426,37 +368,18 @@ class ELMDChatModel(BaseChatModel):
         weight = next(self.projector.parameters())
         return self.projector(pooled.to(device=weight.device, dtype=weight.dtype))  # (m + o, hidden)
 
-    def _run_generate(
-        self, prompt: _Prompt, settings: _Settings, cancel: threading.Event, streamer: BaseStreamer | None = None
-    ) -> list[int]:
-        """Run ``generate`` and return the new token ids; one call at a time per instance, seeded if asked."""
-        model = self.hf_model
-        eos = self._eos_ids()
-        offset = prompt.length if prompt.input_ids is not None else 0  # inputs_embeds-only output holds new ids only
-        options: dict[str, Any] = {
-            "attention_mask": prompt.attention_mask,
-            "max_new_tokens": settings.max_new_tokens,
-            "do_sample": settings.do_sample,
-            "stopping_criteria": StoppingCriteriaList([_StopCriteria(self, settings.stop, offset, cancel)]),
-            "eos_token_id": eos,
-            "pad_token_id": self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos[0],
-            "streamer": streamer,
-        }
-        if settings.do_sample:
-            options |= {"temperature": settings.temperature, "top_p": settings.top_p, "top_k": settings.top_k}
-        inputs = (
-            {"input_ids": prompt.input_ids} if prompt.input_ids is not None else {"inputs_embeds": prompt.inputs_embeds}
+    def _decode_steps(self, prompt: _Prompt, settings: _Settings) -> Iterator[int]:
+        """New token ids of this prompt, one per ``next()``, decoded in the caller's thread."""
+        return decode_steps(
+            self.hf_model,
+            prompt.attention_mask,
+            input_ids=prompt.input_ids,
+            inputs_embeds=prompt.inputs_embeds,
+            sampling=settings.sampling,
+            max_new_tokens=settings.max_new_tokens,
+            eos_ids=self._eos_ids(),
+            lock=self._generate_lock,
         )
-        device = prompt.attention_mask.device
-        with self._generate_lock:
-            if cancel.is_set():
-                return []
-            cuda = [device] if device.type == "cuda" else []
-            with torch.random.fork_rng(devices=cuda, enabled=settings.seed is not None):
-                if settings.seed is not None:
-                    torch.manual_seed(settings.seed)
-                output = model.generate(**inputs, **options)  # (1, offset + new)
-        return output[0, offset:].tolist()
 
     def _decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
@@ -566,25 +489,6 @@ def _stable_length(text: str, stop: Sequence[str], hold_whitespace: bool) -> int
     head = text[:end]
     held = max((k for s in stop for k in range(1, len(s)) if head.endswith(s[:k])), default=0)
     return end - held
-
-
-def _next_item(tokens: Queue[Any]) -> Any:
-    """Wait for the worker's next item in short slices, so a KeyboardInterrupt reaches the consumer promptly."""
-    while True:
-        try:
-            return tokens.get(timeout=_POLL_SECONDS)
-        except Empty:
-            continue
-
-
-def _drain_ids(tokens: Queue[Any]) -> list[int]:
-    """Token ids still queued after the worker finished (markers and errors after a stop are irrelevant)."""
-    ids: list[int] = []
-    while not tokens.empty():
-        item = tokens.get_nowait()
-        if isinstance(item, list):
-            ids += item
-    return ids
 
 
 def _usage(input_tokens: int, output_tokens: int) -> UsageMetadata:
