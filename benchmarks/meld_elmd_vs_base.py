@@ -22,28 +22,24 @@ and ``meld/dev_sent_emo.csv``; the test split is never read). Subset: ``--sample
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from _common import meld_csv, meld_parser, read_meld
+
 if TYPE_CHECKING:
     from elmd_sdk.data import Sample
     from elmd_sdk.evaluate import EvalResult
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 METRICS = (("BLEU-4", "bleu_4"), ("METEOR", "meteor"), ("ROUGE-L", "rouge_l"), ("emotion acc", "emotion_accuracy"))
 
 
 def parse_args() -> argparse.Namespace:
     """Command-line options; the defaults fit in about 20 minutes of one busy CPU core."""
-    repo = Path(__file__).resolve().parent.parent
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-root", type=Path, default=repo.parent / "shared" / "data", help="folder holding meld/")
+    p = meld_parser(__doc__)
     p.add_argument("--samples", type=int, default=50, help="MELD dev samples evaluated (drawn with --seed)")
     p.add_argument("--seed", type=int, default=0, help="seed of the dev subset, the ERM training and decoding")
     p.add_argument("--max-history", type=int, default=4, help="history turns kept per sample (CPU prompt length)")
@@ -127,13 +123,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from elmd_sdk.chains.chain import ELMDChain
 
-    from elmd_sdk.data import prepare_corpus
     from elmd_sdk.evaluate import eval_report, evaluate, write_report
     from elmd_sdk.models.chat_model import ELMDChatModel
 
-    meld = args.data_root / "meld"
-    train = prepare_corpus("meld", meld / "train_sent_emo.csv", max_history=args.max_history).samples
-    dev = prepare_corpus("meld", meld / "dev_sent_emo.csv", max_history=args.max_history).samples
+    train = read_meld(args.data_root, "train", max_history=args.max_history)
+    dev = read_meld(args.data_root, "dev", max_history=args.max_history)
     subset = dev_subset(dev, args.samples, args.seed)
     print(
         f"MELD train {len(train)} samples (ERM training + index), dev {len(dev)}; evaluating {len(subset)} dev samples"
@@ -162,7 +156,11 @@ def main() -> None:
         eval_settings = EvalSettings(max_new_tokens=args.max_new_tokens, seed=args.seed, do_sample=not args.greedy)
         for name, result in results.items():
             report = eval_report(
-                result, settings=eval_settings, data=meld / "dev_sent_emo.csv", samples_total=len(dev), bundle=None
+                result,
+                settings=eval_settings,
+                data=meld_csv(args.data_root, "dev"),
+                samples_total=len(dev),
+                bundle=None,
             )
             report["benchmark"] = {"system": name, "subset_seed": args.seed, "max_history": args.max_history}
             write_report(args.out / f"meld_{name}.json", report)

@@ -11,7 +11,6 @@ trainer and searched through ``EmotionalRetriever``; ratios are against the plai
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import tempfile
 import time
@@ -19,11 +18,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from _common import meld_parser, read_meld
+
 if TYPE_CHECKING:
     from elmd_sdk.data import Sample
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 VARIANTS = {
     # name: (use_ert, use_ssc); None = the plain sentence encoder, untrained
@@ -37,9 +35,7 @@ TARGET_MACRO_RATIO = 1.3
 
 def parse_args() -> argparse.Namespace:
     """Command-line options; the defaults fit well under 30 minutes on 2 CPU cores."""
-    repo = Path(__file__).resolve().parent.parent
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-root", type=Path, default=repo.parent / "shared" / "data", help="folder holding meld/")
+    p = meld_parser(__doc__)
     p.add_argument("--max-steps", type=int, default=120, help="optimizer steps per trained variant (0 = no cap)")
     p.add_argument("--epochs", type=int, default=1, help="epochs per variant (max-steps stops earlier)")
     p.add_argument("--train-limit", type=int, default=0, help="train the ERM on this many samples (0 = all)")
@@ -73,16 +69,13 @@ def main() -> None:
     args = parse_args()
     import torch
 
-    from elmd_sdk.data import prepare_corpus
-
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    meld = args.data_root / "meld"
     print(f"data: MELD read from --data-root {args.data_root} (train_sent_emo.csv = corpus + ERM training data, ")
     print("      dev_sent_emo.csv = queries; the test split is never read)")
-    corpus = prepare_corpus("meld", meld / "train_sent_emo.csv").samples
-    queries = [s for s in prepare_corpus("meld", meld / "dev_sent_emo.csv").samples if s.utterance.emotion]
+    corpus = read_meld(args.data_root, "train")
+    queries = [s for s in read_meld(args.data_root, "dev") if s.utterance.emotion]
     rng = random.Random(args.seed)
     train = rng.sample(corpus, args.train_limit) if 0 < args.train_limit < len(corpus) else corpus
     if 0 < args.query_limit < len(queries):

@@ -21,10 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
 import numpy as np
+from _common import meld_parser, read_meld
 
 if TYPE_CHECKING:
     from elmd_sdk.data import Sample
@@ -32,9 +30,7 @@ if TYPE_CHECKING:
 
 def parse_args() -> argparse.Namespace:
     """Command-line options."""
-    repo = Path(__file__).resolve().parent.parent
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-root", type=Path, default=repo.parent / "shared" / "data", help="folder holding meld/")
+    p = meld_parser(__doc__)
     p.add_argument("--texts", type=int, default=3000, help="MELD train texts for throughput (0 = skip)")
     p.add_argument("--repeats", type=int, default=2, help="alternating throughput measurements per side")
     p.add_argument("--batch-size", type=int, default=64)
@@ -136,17 +132,14 @@ def main() -> None:
     import faiss
     import torch
 
-    from elmd_sdk.data import prepare_corpus
-
     if args.threads:
         torch.set_num_threads(args.threads)
         faiss.omp_set_num_threads(args.threads)
 
-    meld = args.data_root / "meld"
     print(f"data: MELD read from --data-root {args.data_root} (train utterances for throughput, dev for queries)")
     print(f"cpu cores {os.cpu_count()}, torch threads {torch.get_num_threads()}, load average {os.getloadavg()}")
-    train = prepare_corpus("meld", meld / "train_sent_emo.csv").samples[: args.texts]
-    dev = prepare_corpus("meld", meld / "dev_sent_emo.csv").samples[: args.queries]
+    train = read_meld(args.data_root, "train")[: args.texts]
+    dev = read_meld(args.data_root, "dev")[: args.queries]
     if train:
         with tempfile.TemporaryDirectory(prefix="elmd-retrieval-speed-") as tmp:
             throughput(args, [s.utterance.text for s in train], train, Path(tmp))

@@ -288,19 +288,14 @@ class ELMDChain(RunnableSerializable[dict[str, Any] | str, ELMDResult]):
         child = patch_config(config, callbacks=run_manager.get_child())
         demonstration = self._retrieve(turn, child)
         messages = self._messages(turn, demonstration)
-        machine = StreamingAnswerParser(self.labels)
+        chunks = _ReplyChunks(self.labels, demonstration)
         pieces = self.chat_model.stream(messages, child, stop=self._stops(), **kwargs)
-        first = True
         try:
             for piece in pieces:
-                for chunk in machine.feed(str(piece.text)):
-                    yield with_demonstration(chunk, demonstration) if first else chunk
-                    first = False
-                if machine.done:
+                yield from chunks.feed(str(piece.text))
+                if chunks.done:
                     break
-            for chunk in machine.finish():
-                yield with_demonstration(chunk, demonstration) if first else chunk
-                first = False
+            yield from chunks.finish()
         finally:
             pieces.close()  # type: ignore[attr-defined]  # stops generation when the consumer stops early
 
@@ -316,19 +311,16 @@ class ELMDChain(RunnableSerializable[dict[str, Any] | str, ELMDResult]):
         child = patch_config(config, callbacks=run_manager.get_child())
         demonstration = await self._aretrieve(turn, child)
         messages = self._messages(turn, demonstration)
-        machine = StreamingAnswerParser(self.labels)
+        chunks = _ReplyChunks(self.labels, demonstration)
         pieces = self.chat_model.astream(messages, child, stop=self._stops(), **kwargs)
-        first = True
         try:
             async for piece in pieces:
-                for chunk in machine.feed(str(piece.text)):
-                    yield with_demonstration(chunk, demonstration) if first else chunk
-                    first = False
-                if machine.done:
+                for chunk in chunks.feed(str(piece.text)):
+                    yield chunk
+                if chunks.done:
                     break
-            for chunk in machine.finish():
-                yield with_demonstration(chunk, demonstration) if first else chunk
-                first = False
+            for chunk in chunks.finish():
+                yield chunk
         finally:
             await pieces.aclose()  # type: ignore[attr-defined]
 
@@ -459,6 +451,34 @@ class ELMDChain(RunnableSerializable[dict[str, Any] | str, ELMDResult]):
     def _prompt_budget(self) -> int | None:
         window = self._context_window()
         return None if window is None else window - self._max_new_tokens()
+
+
+class _ReplyChunks:
+    """Streamed reply text -> result chunks (:class:`StreamingAnswerParser`); the first carries the demonstration."""
+
+    def __init__(self, labels: Sequence[str], demonstration: Document | None) -> None:
+        self._parser = StreamingAnswerParser(labels)
+        self._demonstration = demonstration
+        self._first = True
+
+    @property
+    def done(self) -> bool:
+        """Whether the response has ended (nothing more to feed)."""
+        return self._parser.done
+
+    def feed(self, text: str) -> list[ELMDResult]:
+        """The chunks that ``text`` makes certain."""
+        return self._first_tagged(self._parser.feed(text))
+
+    def finish(self) -> list[ELMDResult]:
+        """The remaining chunks at the end of generation."""
+        return self._first_tagged(self._parser.finish())
+
+    def _first_tagged(self, chunks: list[ELMDResult]) -> list[ELMDResult]:
+        if chunks and self._first:
+            self._first = False
+            return [with_demonstration(chunks[0], self._demonstration), *chunks[1:]]
+        return chunks
 
 
 def default_bundle_path() -> Path:

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from llm_fakes import tiny_llama
 from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast
 
 from elmd_sdk.errors import InputError
 from elmd_sdk.models import PrefixConfig, PrefixEncoder, llm_fingerprint, load_llm, prefix_encoder_of
@@ -18,19 +19,8 @@ WORDS = ["<unk>", "<s>", "</s>", "hello", "world", "how", "are", "you", "fine", 
 @pytest.fixture(scope="module")
 def llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("llama")
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(WORDS),
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=0,
-    )
-    LlamaForCausalLM(config).save_pretrained(folder)
+    model = tiny_llama(vocab_size=len(WORDS), intermediate_size=48, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    model.save_pretrained(folder)
     backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>")

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from llm_fakes import tiny_llama
+from transformers import LlamaForCausalLM
 from transformers.generation.streamers import BaseStreamer
 
 from elmd_sdk.errors import InputError, MismatchError
@@ -18,20 +19,17 @@ LAYERS, KV_HEADS, HEAD_DIM = 2, 2, 8
 
 
 def _tiny_llama(seed: int = 0, layers: int = LAYERS) -> LlamaForCausalLM:
-    torch.manual_seed(seed)
-    config = LlamaConfig(
+    return tiny_llama(
+        seed=seed,
         vocab_size=64,
-        hidden_size=32,
         intermediate_size=48,
         num_hidden_layers=layers,
-        num_attention_heads=4,
         num_key_value_heads=KV_HEADS,
         max_position_embeddings=128,
         pad_token_id=0,
         bos_token_id=1,
         eos_token_id=2,
     )
-    return LlamaForCausalLM(config).eval()
 
 
 @pytest.fixture
@@ -152,6 +150,15 @@ def test_streamer_sees_generated_tokens(model: LlamaForCausalLM) -> None:
 def test_gradients_reach_only_the_prefix(model: LlamaForCausalLM, checkpointing: bool) -> None:
     config = PrefixConfig.for_model(model, pre_seq_len=3)
     config.dropout = 0.0
+    grad = _prefix_gradient(model, config, checkpointing)
+    assert grad is not None and grad.abs().sum() > 0
+    assert all(p.grad is None for n, p in model.named_parameters() if not n.startswith("prefix_encoder."))
+    # Same gradient with and without checkpointing (computed again on a fresh model for the other setting).
+    torch.testing.assert_close(_prefix_gradient(_tiny_llama(), config, not checkpointing), grad)
+
+
+def _prefix_gradient(model: LlamaForCausalLM, config: PrefixConfig, checkpointing: bool) -> torch.Tensor | None:
+    """The prefix embedding's gradient of a language-modelling loss, with only the prefix trainable."""
     torch.manual_seed(1)
     encoder = PrefixEncoder(config)
     attach_prefix(model, encoder)
@@ -160,24 +167,10 @@ def test_gradients_reach_only_the_prefix(model: LlamaForCausalLM, checkpointing:
     model.train()
     if checkpointing:
         model.activation_checkpointing_enable()
-    embeds = model.get_input_embeddings()(torch.tensor([[3, 4, 5, 6, 7]])).detach()
-    loss = model(inputs_embeds=embeds, labels=torch.tensor([[3, 4, 5, 6, 7]])).loss
-    loss.backward()
-    grad = encoder.embedding.weight.grad
-    assert grad is not None and grad.abs().sum() > 0
-    assert all(p.grad is None for n, p in model.named_parameters() if not n.startswith("prefix_encoder."))
-    # Same gradient with and without checkpointing (computed again on a fresh model for the other setting).
-    other = _tiny_llama()
-    torch.manual_seed(1)
-    ref_encoder = PrefixEncoder(config)
-    attach_prefix(other, ref_encoder)
-    for name, param in other.named_parameters():
-        param.requires_grad = name.startswith("prefix_encoder.")
-    other.train()
-    if not checkpointing:
-        other.activation_checkpointing_enable()
-    other(inputs_embeds=embeds, labels=torch.tensor([[3, 4, 5, 6, 7]])).loss.backward()
-    torch.testing.assert_close(ref_encoder.embedding.weight.grad, grad)
+    ids = torch.tensor([[3, 4, 5, 6, 7]])
+    embeds = model.get_input_embeddings()(ids).detach()
+    model(inputs_embeds=embeds, labels=ids).loss.backward()
+    return encoder.embedding.weight.grad
 
 
 def test_projection_prefix_shapes(model: LlamaForCausalLM) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from os import PathLike
 from typing import Any
@@ -368,7 +368,7 @@ class ELMDChatModel(BaseChatModel):
         weight = next(self.projector.parameters())
         return self.projector(pooled.to(device=weight.device, dtype=weight.dtype))  # (m + o, hidden)
 
-    def _decode_steps(self, prompt: _Prompt, settings: _Settings) -> Iterator[int]:
+    def _decode_steps(self, prompt: _Prompt, settings: _Settings) -> Generator[int, None, None]:
         """New token ids of this prompt, one per ``next()``, decoded in the caller's thread."""
         return decode_steps(
             self.hf_model,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,7 +40,7 @@ def decode_steps(
     max_new_tokens: int,
     eos_ids: list[int],
     lock: threading.Lock | None = None,
-) -> Iterator[int]:
+) -> Generator[int, None, None]:
     """Yield new token ids one at a time (an EOS id is yielded, then decoding ends); batch size 1.
 
     ``attention_mask`` is (1, T); exactly one of ``input_ids`` (1, T) or ``inputs_embeds`` (1, T, hidden) is the
@@ -81,8 +81,10 @@ def _picker(sampling: Sampling, device: torch.device) -> Any:
         generator = torch.Generator(device=device)
         generator.manual_seed(sampling.seed)
 
+    no_ids = torch.empty(1, 0, dtype=torch.long, device=device)  # the warpers used here ignore past ids
+
     def pick(logits: torch.Tensor) -> torch.Tensor:
-        scores = warpers(torch.empty(1, 0, dtype=torch.long, device=logits.device), logits)
+        scores = warpers(no_ids, logits)  # type: ignore[arg-type]  # transformers annotates LongTensor
         probs = torch.softmax(scores, dim=-1)
         return torch.multinomial(probs, num_samples=1, generator=generator).view(1)
 

@@ -1,0 +1,41 @@
+"""Set-up the MELD benchmarks share: offline Hugging Face, a parser with ``--data-root``, and reading MELD splits.
+
+Importing it sets ``HF_HUB_OFFLINE`` and ``TOKENIZERS_PARALLELISM`` (unless already set), so a script imports it
+before anything that loads a model. The scripts run as ``python benchmarks/<name>.py``, which puts this folder on
+``sys.path``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from elmd_sdk.data import Sample
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+MELD_FILES = {"train": "train_sent_emo.csv", "dev": "dev_sent_emo.csv"}  # the test split is never read
+
+
+def meld_parser(description: str | None) -> argparse.ArgumentParser:
+    """A parser showing ``description`` as written, with ``--data-root`` (default: ``../shared/data``)."""
+    repo = Path(__file__).resolve().parent.parent
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-root", type=Path, default=repo.parent / "shared" / "data", help="folder holding meld/")
+    return p
+
+
+def meld_csv(data_root: Path, split: str) -> Path:
+    """The CSV file of MELD ``split`` ("train" or "dev") under ``data_root``."""
+    return data_root / "meld" / MELD_FILES[split]
+
+
+def read_meld(data_root: Path, split: str, **options: Any) -> list[Sample]:
+    """The samples of MELD ``split`` (``options``: more ``prepare_corpus`` settings, such as ``max_history``)."""
+    from elmd_sdk.data import prepare_corpus
+
+    return prepare_corpus("meld", meld_csv(data_root, split), **options).samples
