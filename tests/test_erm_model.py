@@ -268,3 +268,39 @@ def test_cli_train_erm(tiny_model: str, tmp_path: Path) -> None:
     assert "valid match@1" in result.output
     loaded = ERMEncoder.load(tmp_path / "erm")
     assert (loaded.config.s, loaded.config.lambda_, loaded.config.use_ert) == (2, 0.5, False)
+
+
+def test_cli_run_killed_with_sigkill_resumes_to_the_uninterrupted_weights(tiny_model: str, tmp_path: Path) -> None:
+    """A real ``kill -9`` of ``elmd-sdk train erm`` at an arbitrary moment (perhaps mid-checkpoint) loses nothing."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(s.to_dict()) + "\n" for s in _samples(8)))  # 24 utterances: 3 steps/epoch
+    args = ["train", "erm", "--data", str(data), "--base-model", tiny_model, "--batch-size", "8", "--s", "2"]
+    args += ["--epochs", "15", "--lr", "1e-3", "--checkpoint-every", "1"]
+    command = [sys.executable, "-m", "elmd_sdk.cli.main", *args]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    subprocess.run([*command, "--out", str(tmp_path / "ref")], check=True, env=env, capture_output=True)
+
+    run = tmp_path / "run"
+    child = subprocess.Popen([*command, "--out", str(run)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not (run / "checkpoint" / "state.json").is_file() and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    time.sleep(0.3)  # let it train (and write checkpoints) a little longer before the kill
+    assert child.poll() is None, "the run ended before it could be killed"
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert not (run / "erm_config.json").exists()  # killed before the end: no final ERM yet
+
+    resumed = subprocess.run([*command, "--out", str(run), "--resume"], env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    reference, result = _weights(ERMEncoder.load(tmp_path / "ref")), _weights(ERMEncoder.load(run))
+    assert reference.keys() == result.keys()
+    for key in reference:
+        torch.testing.assert_close(result[key], reference[key], rtol=0, atol=0)
+    assert not (run / "checkpoint").exists()
