@@ -9,14 +9,14 @@
 # Steps (each command is the project's own CLI; a step whose output is already complete is skipped on a re-run):
 #   1. ERMs (Eq. 4): full, w/o ERT (--no-ert: Eq. 3 only), w/o SSC (--no-ssc: Eq. 2 only).
 #   2. One index of the train (u', r') pairs per ERM.
-#   3. The full bundle: REP (Eq. 10) with the full index, then EERG (Eq. 11) from it.
+#   3. The full bundle: REP (Eq. 10) with the full index, then EERG (Eq. 11) from it; and the w/o REP bundle:
+#      EERG alone with the full index, its projector freshly initialised (`train eerg` without --from).
 #   4. With FAITHFUL=1, bundles trained end to end with each ablated part (the paper's setting: the ERM variant
 #      also feeds the demonstrations seen in REP/EERG training; w/o ERM and w/o V retrained without retrieval /
 #      video). Without it, w/o ERT / w/o SSC swap their index into the full bundle at inference time, and
 #      w/o ERM / w/o V are inference-time switches of the full bundle (the eval report says which source).
 #   5. `elmd-sdk eval --ablations` on test.jsonl -> OUT_DIR/table3.json and the printed table.
-# w/o REP needs a bundle whose EERG did not start from a REP projector: set WO_REP_BUNDLE=DIR to include it;
-# the trainers have no switch for that yet, so by default the row is printed as "not provided".
+# WO_REP_BUNDLE=DIR uses that bundle for the w/o REP row instead of training one.
 # EVAL_OPTS (e.g. "--limit 200 --max-new-tokens 64") go to the eval call.
 set -euo pipefail
 
@@ -60,6 +60,11 @@ train_pair() {
 EXTRA=("$@")
 
 train_pair full --index "$OUT/index_full" --
+wo_rep=${WO_REP_BUNDLE:-$OUT/bundle_wo_rep}
+if [[ ! -f $wo_rep/bundle.json ]]; then
+    $ELMD train eerg --index "$OUT/index_full" --data "$DATA/train.jsonl" --valid "$DATA/valid.jsonl" \
+        --out "$wo_rep" "${EXTRA[@]}"
+fi
 variants=()
 if [[ ${FAITHFUL:-0} == 1 ]]; then
     train_pair wo_ert --index "$OUT/index_wo_ert" --
@@ -70,9 +75,7 @@ if [[ ${FAITHFUL:-0} == 1 ]]; then
 else
     variants+=(--variant "wo_ert=$OUT/index_wo_ert" --variant "wo_ssc=$OUT/index_wo_ssc")
 fi
-if [[ -n ${WO_REP_BUNDLE:-} ]]; then
-    variants+=(--variant "wo_rep=$WO_REP_BUNDLE")
-fi
+variants+=(--variant "wo_rep=$wo_rep")
 
 # shellcheck disable=SC2086  # EVAL_OPTS is a list of options
 $ELMD eval --ablations --bundle "$OUT/bundle_full" --data "$DATA/test.jsonl" --out "$OUT/table3.json" \

@@ -343,6 +343,21 @@ def _result_json(result: EvalResult) -> dict[str, Any]:
     }
 
 
+def _report_head(
+    kind: str, bundle: Mapping[str, Any] | None, data: dict[str, Any], settings: EvalSettings
+) -> dict[str, Any]:
+    """The fields every report starts with: format and version, kind, SDK version, bundle, data and settings."""
+    return {
+        "format": REPORT_FORMAT,
+        "format_version": REPORT_VERSION,
+        "kind": kind,
+        "elmd_sdk_version": __version__,
+        "bundle": dict(bundle) if bundle is not None else None,
+        "data": data,
+        "settings": asdict(settings),
+    }
+
+
 def eval_report(
     result: EvalResult,
     *,
@@ -352,16 +367,8 @@ def eval_report(
     bundle: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
     """The JSON report of one evaluation: metrics with metadata, settings, bundle identity, every generation."""
-    return {
-        "format": REPORT_FORMAT,
-        "format_version": REPORT_VERSION,
-        "kind": "eval",
-        "elmd_sdk_version": __version__,
-        "bundle": dict(bundle) if bundle is not None else None,
-        "data": _data_identity(data, samples_total, len(result.generations), settings.limit),
-        "settings": asdict(settings),
-        **_result_json(result),
-    }
+    data_identity = _data_identity(data, samples_total, len(result.generations), settings.limit)
+    return {**_report_head("eval", bundle, data_identity, settings), **_result_json(result)}
 
 
 def ablation_report(
@@ -375,14 +382,9 @@ def ablation_report(
     variants: Sequence[Variant],
 ) -> dict[str, Any]:
     """The JSON report of a Table 3 run: one entry per row (metrics and generations, or "not provided")."""
+    data_identity = _data_identity(data, samples_total, samples_used, settings.limit)
     return {
-        "format": REPORT_FORMAT,
-        "format_version": REPORT_VERSION,
-        "kind": "ablations",
-        "elmd_sdk_version": __version__,
-        "bundle": dict(bundle),
-        "data": _data_identity(data, samples_total, samples_used, settings.limit),
-        "settings": asdict(settings),
+        **_report_head("ablations", bundle, data_identity, settings),
         "variants": {v.key: {"kind": v.kind, "path": str(v.path)} for v in variants},
         "rows": [
             {
@@ -515,8 +517,10 @@ def _row_chain(
 
     ``full()`` loads the full bundle's chain on first use (a run of variant bundles only never loads it).
     """
-    if variant is not None and variant.kind == "bundle":
-        return load_chain(variant.path, settings), f"bundle {variant.path}", ""
+    if variant is not None and variant.kind == "bundle":  # its description says how it was trained (e.g. w/o REP)
+        from elmd_sdk.bundle import load_bundle
+
+        return load_chain(variant.path, settings), f"bundle {variant.path}", load_bundle(variant.path)[0].description
     if key == "full":
         return full(), "full bundle", ""
     if key == "wo_erm":
@@ -540,7 +544,7 @@ def _row_chain(
     needs = {
         "wo_ert": "an ERM trained with --no-ert: --variant wo_ert=INDEX_DIR or BUNDLE_DIR",
         "wo_ssc": "an ERM trained with --no-ssc: --variant wo_ssc=INDEX_DIR or BUNDLE_DIR",
-        "wo_rep": "a bundle whose EERG did not start from REP: --variant wo_rep=BUNDLE_DIR",
+        "wo_rep": "a bundle whose EERG did not start from REP (train eerg without --from): --variant wo_rep=BUNDLE_DIR",
     }
     return None, "", f"needs {needs[key]}"
 

@@ -93,3 +93,24 @@ def test_missing_rep_bundle_is_a_clear_error(files: dict[str, Path]) -> None:
     missing = files["root"] / "no_such_bundle"
     result = CliRunner().invoke(app, ["train", "eerg", "--from", str(missing), *_common(files, files["root"] / "x")])
     assert isinstance(result.exception, InputError) and "no_such_bundle" in str(result.exception)
+
+
+def test_eerg_without_rep_from_the_command_line(files: dict[str, Path]) -> None:
+    out = files["root"] / "eerg_no_rep"
+    args = ["train", "eerg", *_common(files, out), "--index", str(files["index"]), "--llm", str(files["llm"])]
+    args += ["--visual-encoder", str(files["vit"]), "--labels", "happy,sad,anger", "--pre-seq-len", "2"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    manifest, paths = load_bundle(out)
+    assert paths.projector is not None and manifest.erm_dir == "erm" and manifest.labels == ["happy", "sad", "anger"]
+    assert "without REP, from a freshly initialised projector" in manifest.description
+    chain = ELMDChain.from_bundle(out, do_sample=False, max_new_tokens=4)
+    assert chain.video_enabled and chain.retriever is not None
+
+
+def test_eerg_without_rep_bundle_or_index_is_a_clear_error(tmp_path: Path) -> None:
+    args = ["train", "eerg", "--data", str(tmp_path / "train.jsonl"), "--out", str(tmp_path / "out")]
+    result = CliRunner().invoke(app, args)
+    assert isinstance(result.exception, InputError)
+    assert "--from" in str(result.exception) and "--index" in str(result.exception)
+    assert "--no-retrieval" in str(result.exception)

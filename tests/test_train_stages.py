@@ -30,7 +30,7 @@ from train_fakes import COLOURS, ColourEncoder, colour_samples, save_tiny_llm, w
 from elmd_sdk.bundle import load_bundle, verify_components
 from elmd_sdk.data.records import Sample
 from elmd_sdk.errors import InputError, MismatchError
-from elmd_sdk.io import load_tensors, save_tensors
+from elmd_sdk.io import load_tensors, read_json, save_tensors
 from elmd_sdk.models import llm_fingerprint, load_llm, prefix_encoder_of
 from elmd_sdk.models.chat_model import ELMDChatModel
 from elmd_sdk.models.prefix import PrefixConfig, PrefixEncoder, attach_prefix
@@ -84,8 +84,14 @@ def _rep(env: Env, out: Path, resume: bool = False, **overrides: Any) -> StageRe
     return train_rep(config, env.train, env.valid, out, resume=resume, visual_encoder=encoder, retriever=retriever)
 
 
-def _eerg_config(env: Env, rep_out: Path, **overrides: Any) -> EergConfig:
-    fields = {"from_bundle": str(rep_out), "frames": FRAMES, "feature_cache": str(env.root / "cache"), "lr": 0.05}
+def _eerg_config(env: Env, rep_out: Path | None, **overrides: Any) -> EergConfig:
+    """EERG from the REP bundle ``rep_out`` (None: without REP)."""
+    fields = {
+        "from_bundle": str(rep_out) if rep_out else None,
+        "frames": FRAMES,
+        "feature_cache": str(env.root / "cache"),
+        "lr": 0.05,
+    }
     engine = {k: overrides.pop(k) for k in list(overrides) if k in {f.name for f in dataclasses.fields(TrainConfig)}}
     return EergConfig(**{**fields, **overrides}, train=_train(**engine))
 
@@ -272,6 +278,31 @@ def test_eerg_without_video_trains_the_prefix_alone(env: Env, rep_run: Run) -> N
     assert result.model.projector is None and result.completed
     manifest, paths = load_bundle(out)
     assert paths.projector is None and manifest.visual_encoder_fingerprint is None and manifest.pre_seq_len == 2
+
+
+def test_eerg_without_rep_starts_from_a_fresh_projector_and_says_so(env: Env, eerg_run: Run) -> None:
+    out = env.root / "eerg_no_rep"
+    config = _eerg_config(env, None, index=str(env.index), llm=str(env.llm), labels=LABELS, pre_seq_len=2)
+    result = _eerg(env, config, out)
+    losses = [h.train_loss for h in result.history]
+    assert result.completed and losses[-1] < losses[0]
+    manifest, paths = load_bundle(out)
+    assert paths.projector is not None and paths.prefix is not None and paths.index is not None
+    assert manifest.labels == list(LABELS) and manifest.base_llm == str(env.llm.resolve())
+    assert manifest.description.endswith("without REP, from a freshly initialised projector")
+    identity = read_json(out / "training.json")["identity"]
+    assert identity["from_rep"] is False and identity["rep_projector"] is None
+    assert read_json(eerg_run.out / "training.json")["identity"]["from_rep"] is True
+
+
+def test_eerg_without_rep_needs_an_index_or_no_retrieval(env: Env, rep_run: Run) -> None:
+    with pytest.raises(InputError, match=r"without a REP bundle to start from \(--from\), give .*--index"):
+        _eerg_config(env, None).validate()
+    with pytest.raises(InputError, match="exclude each other"):
+        _eerg_config(env, None, index=str(env.index), use_retrieval=False).validate()
+    _eerg_config(env, None, use_retrieval=False).validate()
+    with pytest.raises(InputError, match="field 'labels'"):
+        _eerg(env, _eerg_config(env, rep_run.out, labels=("happy", "sad")), env.root / "eerg_other_labels")
 
 
 def test_bundle_round_trip_reproduces_the_training_scores(env: Env, eerg_run: Run) -> None:

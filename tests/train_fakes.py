@@ -9,18 +9,13 @@ from typing import Any
 import numpy as np
 import torch
 from elmd_sdk.chains.prompt import ENGLISH, build_prompt, prompt_variables
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from llm_fakes import chatml_tokenizer, save_llm, tiny_llama
+from transformers import PreTrainedTokenizerFast
 
 from elmd_sdk.data.labels import EMOTIONS
 from elmd_sdk.data.records import Sample, Turn, VideoRef
 from elmd_sdk.video.encoders import VisualEncoder
 
-CHATML = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-HIDDEN = 32
 # Three emotions told apart by colour only (RGB of the whole frame).
 COLOURS: dict[str, tuple[int, int, int]] = {"happy": (230, 40, 40), "sad": (40, 40, 230), "anger": (40, 230, 40)}
 
@@ -46,41 +41,18 @@ def system_text(labels: tuple[str, ...]) -> str:
 
 def tiny_tokenizer() -> PreTrainedTokenizerFast:
     """Byte-level BPE trained in memory, with the instruction and fixed prompt phrases as single tokens."""
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
     answers = [f"Emotion: {label}\nResponse: I see." for label in EMOTIONS] * 10  # labels become single tokens
     corpus = [string.printable, ENGLISH.instruction, ENGLISH.human, *answers]
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
-    bpe.train_from_iterator(corpus * 5, trainer)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>", bos_token="<|im_start|>"
-    )
+    tokenizer = chatml_tokenizer(corpus * 5, 400)
     tokenizer.add_tokens([*(system_text(labels) for labels in LABEL_SETS), *PHRASES])
-    tokenizer.chat_template = CHATML
     return tokenizer
 
 
 def save_tiny_llm(folder: Path, seed: int = 0, layers: int = 2) -> Path:
     """A random 2-layer Llama (hidden 32, 2 key/value heads) and its tokenizer saved as a checkpoint folder."""
     tokenizer = tiny_tokenizer()
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=HIDDEN,
-        intermediate_size=64,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-        initializer_range=0.2,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    model = tiny_llama(tokenizer, seed, num_hidden_layers=layers, max_position_embeddings=1024, initializer_range=0.2)
+    return save_llm(folder, model, tokenizer)
 
 
 class ColourEncoder(VisualEncoder):

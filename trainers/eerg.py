@@ -2,9 +2,10 @@
 
 Starts from a REP bundle: its projector (Eq. 9) keeps training together with a new p-tuning v2 prefix (trainable
 key/values in every layer, ``pre_seq_len`` 128 as in ChatGLM2's recipe, in ChatGLM2's native multi-query layout for
-ChatGLM2) or one loaded from ``prefix_init`` (our format or ChatGLM2's official p-tuning checkpoint). The input is the
-same six-part prompt as REP; the target is the emotion followed by the response. Paper defaults: batch 16, lr 2e-2,
-AdamW; the prefix and the projector may have their own learning rates.
+ChatGLM2) or one loaded from ``prefix_init`` (our format or ChatGLM2's official p-tuning checkpoint). Without a REP
+bundle (Table 3's "w/o REP") the projector starts freshly initialised, as REP's does, and the configuration names the
+parts REP would have fixed. The input is the same six-part prompt as REP; the target is the emotion followed by the
+response. Paper defaults: batch 16, lr 2e-2, AdamW; the prefix and the projector may have their own learning rates.
 """
 
 from __future__ import annotations
@@ -14,33 +15,27 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from elmd_sdk.retrievers.index import MANIFEST_FILE as INDEX_MANIFEST
-from elmd_sdk.trainers.bundle_writer import PREFIX_DIR, PROJECTOR_DIR, BundleParts, write_bundle
+from elmd_sdk.trainers.bundle_writer import BundleParts
 from elmd_sdk.trainers.examples import PromptConfig
 from elmd_sdk.trainers.feature_cache import FeatureCache
 from elmd_sdk.trainers.pipeline import (
-    context_limit,
+    fit_prompt,
+    fresh_projector,
     index_erm_dir,
     load_frozen_llm,
+    open_feature_cache,
     open_retriever,
     prepare_data,
     resolve_llm_name,
     samples_sha256,
+    stage_identity,
 )
-from elmd_sdk.trainers.stage import (
-    ParamGroup,
-    Stage,
-    StageResult,
-    TrainConfig,
-    finish_stage,
-    finished_run,
-    make_accelerator,
-    run_identity,
-    run_stage,
-)
+from elmd_sdk.trainers.stage import ParamGroup, Stage, StageResult, TrainConfig, make_accelerator
+from elmd_sdk.trainers.stage_bundle import train_to_bundle
 from elmd_sdk.trainers.stage_model import StageModel
 
 from elmd_sdk.bundle import MANIFEST_FILE, load_bundle, verify_components
+from elmd_sdk.data.labels import EMOTIONS
 from elmd_sdk.data.records import Sample
 from elmd_sdk.errors import InputError, MismatchError
 from elmd_sdk.io import sha256_file
@@ -56,10 +51,15 @@ DEFAULT_PRE_SEQ_LEN = 128
 class EergConfig:
     """What EERG trains on and how (defaults: paper 4.3 and ChatGLM2's p-tuning recipe)."""
 
-    from_bundle: str  # the REP bundle: base LLM, encoder, language, labels, index and the projector to continue
-    index: str | None = None  # demonstration index; None = the REP bundle's
-    llm: str | None = None  # None = the REP bundle's base LLM (another one is refused)
-    visual_encoder: str | None = None  # None = the REP bundle's (another one is refused)
+    # The REP bundle: base LLM, encoder, language, labels, index and the projector to continue; None = "w/o REP",
+    # a fresh projector, the other parts from the fields below (their defaults as in RepConfig).
+    from_bundle: str | None = None
+    index: str | None = None  # demonstration index; None = the REP bundle's (without one: required, or no retrieval)
+    use_retrieval: bool = True  # False: no demonstrations, the "w/o ERM" ablation
+    llm: str | None = None  # None = the REP bundle's base LLM (another one is refused), else the embedded default
+    visual_encoder: str | None = None  # None = the REP bundle's (another one is refused), else the offline default
+    language: str | None = None  # prompt wording; None = the REP bundle's, else "en" (must match the REP bundle's)
+    labels: tuple[str, ...] | None = None  # response emotions; None = the REP bundle's, else the seven
     frames: int = 8  # m frames per clip; use REP's
     feature_cache: str | None = None  # folder of cached X; None = elmd-sdk's cache folder (shared with REP)
     use_video: bool = True  # False: the "w/o V" ablation, only the prefix trains
@@ -84,6 +84,109 @@ class EergConfig:
             raise InputError("must be at least 1", field="frames")
         if self.pre_seq_len is not None and self.pre_seq_len < 1:
             raise InputError("must be at least 1", field="pre_seq_len")
+        if self.index is not None and not self.use_retrieval:
+            raise InputError("a demonstration index and no retrieval exclude each other", field="index")
+        if self.from_bundle is None and self.index is None and self.use_retrieval:
+            raise InputError(
+                "without a REP bundle to start from (--from), give the demonstration index (--index) or train "
+                "without retrieval (--no-retrieval)",
+                field="from_bundle",
+            )
+
+
+@dataclass
+class _Start:
+    """What EERG starts from: the frozen LLM, prompt wording, demonstrations, and the projector (REP's or fresh)."""
+
+    llm_name: str | None
+    llm: Any
+    tokenizer: Any
+    llm_fp: dict[str, Any]
+    language: str
+    labels: tuple[str, ...]
+    index: Path | None
+    erm: Path | None
+    encoder_name: str | None
+    cache: FeatureCache | None
+    projector: VideoProjector | None
+    rep_projector: str | None  # sha256 of the REP projector's weights continued (None: fresh or no projector)
+    origin: str  # for the bundle description: "from REP bundle NAME", or how it started without one
+
+
+def _from_rep(
+    config: EergConfig, source: Path, out_dir: Path, accelerator: Any, visual_encoder: VisualEncoder | None
+) -> _Start:
+    """Load the REP bundle ``source`` and check the configuration's LLM, encoder, language and labels against it."""
+    if out_dir.resolve() == source.resolve():
+        raise InputError("the EERG bundle must go to another folder than the REP bundle it starts from", file=out_dir)
+    manifest, paths = load_bundle(source)
+    if config.language is not None and config.language != manifest.language:
+        raise InputError(f"the REP bundle's is {manifest.language!r}", file=source / MANIFEST_FILE, field="language")
+    if config.labels is not None and list(config.labels) != manifest.labels:
+        raise InputError(f"the REP bundle's are {manifest.labels}", file=source / MANIFEST_FILE, field="labels")
+    llm_name = resolve_llm_name(config.llm) if config.llm is not None else paths.base_llm
+    llm, tokenizer = load_frozen_llm(llm_name, accelerator, config.trust_remote_code)
+    llm_fp = llm_fingerprint(llm)
+    verify_components(manifest, llm_fingerprint=llm_fp, source=source / MANIFEST_FILE)
+    encoder_name = config.visual_encoder if config.visual_encoder is not None else manifest.visual_encoder
+    cache, projector = None, None
+    if config.use_video:
+        if paths.projector is None:
+            raise InputError(
+                "the REP bundle has no projector (trained with --no-video): train it with video, or EERG with "
+                "--no-video",
+                file=source / MANIFEST_FILE,
+                field="projector_dir",
+            )
+        cache = open_feature_cache(visual_encoder, encoder_name, config.frames, config.feature_cache)
+        verify_components(manifest, visual_encoder_fingerprint=cache.fingerprint, source=source / MANIFEST_FILE)
+        projector = VideoProjector.load(paths.projector, encoder=cache.fingerprint)
+        if projector.config.llm.get("config_sha256") != llm_fp["config_sha256"]:  # the LLM is checked by its config
+            raise MismatchError(f"{paths.projector}: field 'llm.config_sha256': projector trained for another LLM")
+    index = Path(config.index) if config.index is not None else paths.index
+    erm = index_erm_dir(config.index) if config.index is not None else paths.erm
+    return _Start(
+        llm_name=llm_name,
+        llm=llm,
+        tokenizer=tokenizer,
+        llm_fp=llm_fp,
+        language=manifest.language,
+        labels=tuple(manifest.labels),
+        index=index if config.use_retrieval else None,
+        erm=erm if config.use_retrieval else None,
+        encoder_name=encoder_name,
+        cache=cache,
+        projector=projector,
+        rep_projector=sha256_file(paths.projector / PROJECTOR_WEIGHTS) if paths.projector and projector else None,
+        origin=f"from REP bundle {manifest.name}",
+    )
+
+
+def _without_rep(config: EergConfig, accelerator: Any, visual_encoder: VisualEncoder | None) -> _Start:
+    """The parts the configuration names (defaults as ``train rep``'s), with a projector initialised as REP's is."""
+    llm_name = resolve_llm_name(config.llm)
+    llm, tokenizer = load_frozen_llm(llm_name, accelerator, config.trust_remote_code)
+    llm_fp = llm_fingerprint(llm)
+    cache, projector = None, None
+    if config.use_video:
+        cache = open_feature_cache(visual_encoder, config.visual_encoder, config.frames, config.feature_cache)
+        projector = fresh_projector(cache, llm_fp, config.train.seed)
+    index = Path(config.index) if config.index is not None else None
+    return _Start(
+        llm_name=llm_name,
+        llm=llm,
+        tokenizer=tokenizer,
+        llm_fp=llm_fp,
+        language=config.language or "en",
+        labels=config.labels or EMOTIONS,
+        index=index,
+        erm=index_erm_dir(index) if index is not None else None,
+        encoder_name=config.visual_encoder,
+        cache=cache,
+        projector=projector,
+        rep_projector=None,
+        origin="without REP, from a freshly initialised projector" if projector else "without REP (no projector)",
+    )
 
 
 def _make_prefix(config: EergConfig, llm: Any) -> PrefixEncoder:
@@ -105,69 +208,42 @@ def train_eerg(
     retriever: Any = None,
     data_sha256: str | None = None,
 ) -> StageResult:
-    """Train prefix and projector (Eq. 11) from the REP bundle ``config.from_bundle``; write the bundle ``out_dir``.
+    """Train prefix and projector (Eq. 11) from the REP bundle ``config.from_bundle``, or without REP from a fresh
+    projector (``from_bundle`` None); write the bundle ``out_dir``.
 
     Raises :class:`~elmd_sdk.errors.MismatchError` when the LLM or visual encoder differ from the REP bundle's.
     """
     config.validate()
     out_dir = Path(out_dir)
-    source = Path(config.from_bundle)
-    if out_dir.resolve() == source.resolve():
-        raise InputError("the EERG bundle must go to another folder than the REP bundle it starts from", file=out_dir)
-    manifest, paths = load_bundle(source)
     accelerator = make_accelerator(config.train)
-    llm_name = resolve_llm_name(config.llm) if config.llm is not None else paths.base_llm
-    llm, tokenizer = load_frozen_llm(llm_name, accelerator, config.trust_remote_code)
-    llm_fp = llm_fingerprint(llm)
-    verify_components(manifest, llm_fingerprint=llm_fp, source=source / MANIFEST_FILE)
-    encoder_name = config.visual_encoder if config.visual_encoder is not None else manifest.visual_encoder
-    cache, projector = None, None
-    if config.use_video:
-        if paths.projector is None:
-            raise InputError(
-                "the REP bundle has no projector (trained with --no-video): train it with video, or EERG with "
-                "--no-video",
-                file=source / MANIFEST_FILE,
-                field="projector_dir",
-            )
-        if visual_encoder is None:
-            from elmd_sdk.video import load_visual_encoder
-
-            visual_encoder = load_visual_encoder(encoder_name)
-        cache = FeatureCache(visual_encoder, config.frames, config.feature_cache)
-        verify_components(manifest, visual_encoder_fingerprint=cache.fingerprint, source=source / MANIFEST_FILE)
-        projector = VideoProjector.load(paths.projector, encoder=cache.fingerprint)
-        if projector.config.llm.get("config_sha256") != llm_fp["config_sha256"]:  # the LLM is checked by its config
-            raise MismatchError(f"{paths.projector}: field 'llm.config_sha256': projector trained for another LLM")
+    if config.from_bundle is not None:
+        start = _from_rep(config, Path(config.from_bundle), out_dir, accelerator, visual_encoder)
+    else:
+        start = _without_rep(config, accelerator, visual_encoder)
+    llm, llm_fp, cache, projector, index = start.llm, start.llm_fp, start.cache, start.projector, start.index
+    prompt = PromptConfig(start.language, start.labels, config.use_video, config.max_length)
+    prompt.validate()
+    prompt = fit_prompt(prompt, llm)
     from accelerate.utils import set_seed
 
     set_seed(config.train.seed)
     prefix = _make_prefix(config, llm)
     attach_prefix(llm, prefix)
-    index = Path(config.index) if config.index is not None else paths.index
-    erm = index_erm_dir(config.index) if config.index is not None else paths.erm
-    if retriever is None:
-        retriever = open_retriever(index, erm)
-    prompt = PromptConfig(manifest.language, tuple(manifest.labels), config.use_video, config.max_length)
-    if prompt.max_length is None:
-        prompt = PromptConfig(prompt.language, prompt.labels, prompt.use_video, context_limit(llm))
+    if not config.use_retrieval:
+        retriever = None  # not even one handed in
+    elif retriever is None:
+        retriever = open_retriever(index, start.erm)
     data_hash = data_sha256 or samples_sha256(train)
-    identity = {
-        "stage": "eerg",
-        "llm": llm_fp["config_sha256"],
-        "precision": str(accelerator.mixed_precision),
-        "visual_encoder": cache.fingerprint if cache is not None else None,
-        "frames": config.frames,
-        "prompt": asdict(prompt),
-        "rep_projector": sha256_file(paths.projector / PROJECTOR_WEIGHTS) if paths.projector and projector else None,
-        "prefix": asdict(prefix.config),
-        "prefix_init": config.prefix_init,
-        "lr": [config.lr, config.lr_prefix, config.lr_projector],
-        "index": sha256_file(index / INDEX_MANIFEST) if index is not None else None,
-        "data": data_hash,
-    }
+    identity = stage_identity(
+        "eerg", llm_fp, accelerator, cache, config.frames, prompt, index, data_hash,
+        from_rep=config.from_bundle is not None,
+        rep_projector=start.rep_projector,
+        prefix=asdict(prefix.config),
+        prefix_init=config.prefix_init,
+        lr=[config.lr, config.lr_prefix, config.lr_projector],
+    )  # fmt: skip
     data = prepare_data(
-        accelerator, train, valid, tokenizer, prompt, retriever, cache, with_response=True,
+        accelerator, train, valid, start.tokenizer, prompt, retriever, cache, with_response=True,
         progress=config.train.progress,
     )  # fmt: skip
     groups = [ParamGroup("prefix", list(prefix.parameters()), config.lr_prefix or config.lr)]
@@ -176,35 +252,22 @@ def train_eerg(
     model = StageModel(llm, projector)
     stage = Stage("eerg", model, groups, data.train, data.valid, data.candidates, data.video_features, identity)
 
-    finished = finished_run(out_dir, "eerg", run_identity(identity, config.train)) if resume else None
-    if finished is not None:  # killed after it had finished: the bundle holds the result
-        prefix.load_state_dict(PrefixEncoder.load(out_dir / PREFIX_DIR, model=llm).state_dict())
-        if projector is not None:
-            projector.load_state_dict(VideoProjector.load(out_dir / PROJECTOR_DIR).state_dict())
-        return StageResult(model.eval(), finished[0], finished[1], finished[1])
-    result = run_stage(accelerator, stage, config.train, out_dir, resume)
-    if result.completed and accelerator.is_main_process:
-        write_bundle(
-            out_dir,
-            BundleParts(
-                base_llm=llm_name,
-                base_llm_config_sha256=llm_fp["config_sha256"],
-                language=prompt.language,
-                labels=prompt.labels,
-                index=index,
-                erm=erm,
-                visual_encoder=encoder_name,
-                visual_encoder_fingerprint=cache.fingerprint if cache is not None else None,
-                projector=projector,
-                prefix=prefix,
-                training_data_sha256=data_hash,
-                description=(
-                    f"EERG (Eq. 11): prefix (pre_seq_len {prefix.config.pre_seq_len})"
-                    f"{' and projector' if projector is not None else ''} trained on {len(train)} samples "
-                    f"for {config.train.epochs} epochs from REP bundle {manifest.name}"
-                ),
-            ),
-        )
-        finish_stage(out_dir, "eerg", run_identity(identity, config.train), result)
-    accelerator.wait_for_everyone()
-    return result
+    parts = BundleParts(
+        base_llm=start.llm_name,
+        base_llm_config_sha256=llm_fp["config_sha256"],
+        language=prompt.language,
+        labels=prompt.labels,
+        index=index,
+        erm=start.erm,
+        visual_encoder=start.encoder_name,
+        visual_encoder_fingerprint=cache.fingerprint if cache is not None else None,
+        projector=projector,
+        prefix=prefix,
+        training_data_sha256=data_hash,
+        description=(
+            f"EERG (Eq. 11): prefix (pre_seq_len {prefix.config.pre_seq_len})"
+            f"{' and projector' if projector is not None else ''} trained on {len(train)} samples "
+            f"for {config.train.epochs} epochs {start.origin}"
+        ),
+    )
+    return train_to_bundle(accelerator, stage, config.train, out_dir, resume, parts)

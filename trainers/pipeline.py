@@ -5,11 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
+from elmd_sdk.retrievers.index import MANIFEST_FILE as INDEX_MANIFEST
 from elmd_sdk.trainers.examples import (
     Example,
     PromptConfig,
@@ -22,6 +23,8 @@ from elmd_sdk.trainers.stage import llm_dtype
 
 from elmd_sdk.data.records import Sample, VideoRef
 from elmd_sdk.errors import InputError
+from elmd_sdk.io import sha256_file
+from elmd_sdk.video import ProjectorConfig, VideoProjector, VisualEncoder
 
 
 def resolve_llm_name(name: str | None) -> str | None:
@@ -54,6 +57,33 @@ def context_limit(llm: Any) -> int | None:
     return None
 
 
+def fit_prompt(prompt: PromptConfig, llm: Any) -> PromptConfig:
+    """``prompt`` with ``max_length`` filled in from the LLM's context length when it is unset."""
+    return prompt if prompt.max_length is not None else replace(prompt, max_length=context_limit(llm))
+
+
+def open_feature_cache(
+    visual_encoder: VisualEncoder | None, name: str | None, frames: int, folder: str | None
+) -> FeatureCache:
+    """The feature cache of ``visual_encoder``, loaded by ``name`` when not given already loaded."""
+    if visual_encoder is None:
+        from elmd_sdk.video import load_visual_encoder
+
+        visual_encoder = load_visual_encoder(name)
+    return FeatureCache(visual_encoder, frames, folder)
+
+
+def fresh_projector(cache: FeatureCache, llm_fp: dict[str, Any], seed: int) -> VideoProjector:
+    """A newly initialised projector (Eq. 9) from ``cache``'s encoder to the LLM, seeded: where REP starts."""
+    from accelerate.utils import set_seed
+
+    set_seed(seed)
+    config = ProjectorConfig(
+        q=cache.encoder.q, hidden_size=llm_fp["hidden_size"], encoder=cache.fingerprint, llm=llm_fp
+    )
+    return VideoProjector(config)
+
+
 def open_retriever(index: str | Path | None, erm: str | Path | None = None) -> Any:
     """The EmotionalRetriever over ``index`` (k = 1), with the ERM in ``erm`` or the one the index records."""
     if index is None:
@@ -79,6 +109,31 @@ def samples_sha256(samples: Sequence[Sample]) -> str:
     """Training-data hash: for a file in the native JSONL form this equals ``bundle.data_sha256([file])``."""
     text = "".join(json.dumps(s.to_dict(), ensure_ascii=False) + "\n" for s in samples)
     return hashlib.sha256(hashlib.sha256(text.encode("utf-8")).hexdigest().encode("ascii")).hexdigest()
+
+
+def stage_identity(
+    stage: str,
+    llm_fp: dict[str, Any],
+    accelerator: Any,
+    cache: FeatureCache | None,
+    frames: int,
+    prompt: PromptConfig,
+    index: str | Path | None,
+    data_hash: str,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The settings of a run that a resume must share: the common ones of both stages plus the stage's ``extra``."""
+    return {
+        "stage": stage,
+        "llm": llm_fp["config_sha256"],
+        "precision": str(accelerator.mixed_precision),
+        "visual_encoder": cache.fingerprint if cache is not None else None,
+        "frames": frames,
+        "prompt": asdict(prompt),
+        **extra,
+        "index": sha256_file(Path(index) / INDEX_MANIFEST) if index is not None else None,
+        "data": data_hash,
+    }
 
 
 @dataclass

@@ -9,41 +9,32 @@ trains: the run reports the frozen LLM's validation scores, the "w/o V" baseline
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from elmd_sdk.retrievers.index import MANIFEST_FILE as INDEX_MANIFEST
-from elmd_sdk.trainers.bundle_writer import PROJECTOR_DIR, BundleParts, write_bundle
+from elmd_sdk.trainers.bundle_writer import BundleParts
 from elmd_sdk.trainers.examples import PromptConfig
-from elmd_sdk.trainers.feature_cache import FeatureCache
 from elmd_sdk.trainers.pipeline import (
-    context_limit,
+    fit_prompt,
+    fresh_projector,
     index_erm_dir,
     load_frozen_llm,
+    open_feature_cache,
     open_retriever,
     prepare_data,
     resolve_llm_name,
     samples_sha256,
+    stage_identity,
 )
-from elmd_sdk.trainers.stage import (
-    ParamGroup,
-    Stage,
-    StageResult,
-    TrainConfig,
-    finish_stage,
-    finished_run,
-    make_accelerator,
-    run_identity,
-    run_stage,
-)
+from elmd_sdk.trainers.stage import ParamGroup, Stage, StageResult, TrainConfig, make_accelerator
+from elmd_sdk.trainers.stage_bundle import train_to_bundle
 from elmd_sdk.trainers.stage_model import StageModel
 
 from elmd_sdk.data.records import Sample
 from elmd_sdk.errors import InputError
-from elmd_sdk.io import sha256_file
 from elmd_sdk.models.llm import llm_fingerprint
-from elmd_sdk.video import ProjectorConfig, VideoProjector, VisualEncoder
+from elmd_sdk.video import VisualEncoder
 
 
 @dataclass
@@ -92,70 +83,36 @@ def train_rep(
     llm_name = resolve_llm_name(config.llm)
     llm, tokenizer = load_frozen_llm(llm_name, accelerator, config.trust_remote_code)
     llm_fp = llm_fingerprint(llm)
-    prompt = config.prompt
-    if prompt.max_length is None:
-        prompt = PromptConfig(prompt.language, prompt.labels, prompt.use_video, context_limit(llm))
+    prompt = fit_prompt(config.prompt, llm)
     cache = None
     if prompt.use_video:
-        if visual_encoder is None:
-            from elmd_sdk.video import load_visual_encoder
-
-            visual_encoder = load_visual_encoder(config.visual_encoder)
-        cache = FeatureCache(visual_encoder, config.frames, config.feature_cache)
+        cache = open_feature_cache(visual_encoder, config.visual_encoder, config.frames, config.feature_cache)
     if retriever is None:
         retriever = open_retriever(config.index)
     data_hash = data_sha256 or samples_sha256(train)
-    identity = {
-        "stage": "rep",
-        "llm": llm_fp["config_sha256"],
-        "precision": str(accelerator.mixed_precision),
-        "visual_encoder": cache.fingerprint if cache is not None else None,
-        "frames": config.frames,
-        "prompt": asdict(prompt),
-        "lr": config.lr,
-        "index": sha256_file(Path(config.index) / INDEX_MANIFEST) if config.index is not None else None,
-        "data": data_hash,
-    }
+    identity = stage_identity(
+        "rep", llm_fp, accelerator, cache, config.frames, prompt, config.index, data_hash, lr=config.lr
+    )
     data = prepare_data(
         accelerator, train, valid, tokenizer, prompt, retriever, cache, with_response=False,
         progress=config.train.progress,
     )  # fmt: skip
-    projector = None
-    if cache is not None:
-        from accelerate.utils import set_seed
-
-        set_seed(config.train.seed)
-        projector = VideoProjector(
-            ProjectorConfig(q=cache.encoder.q, hidden_size=llm_fp["hidden_size"], encoder=cache.fingerprint, llm=llm_fp)
-        )
+    projector = fresh_projector(cache, llm_fp, config.train.seed) if cache is not None else None
     model = StageModel(llm, projector)
     groups = [ParamGroup("projector", list(projector.parameters()), config.lr)] if projector is not None else []
     stage = Stage("rep", model, groups, data.train, data.valid, data.candidates, data.video_features, identity)
-
-    finished = finished_run(out_dir, "rep", run_identity(identity, config.train)) if resume else None
-    if finished is not None:  # killed after it had finished: the bundle holds the result
-        if projector is not None:
-            projector.load_state_dict(VideoProjector.load(out_dir / PROJECTOR_DIR).state_dict())
-        return StageResult(model.eval(), finished[0], finished[1], finished[1])
-    result = run_stage(accelerator, stage, config.train, out_dir, resume)
-    if result.completed and accelerator.is_main_process:
-        write_bundle(
-            out_dir,
-            BundleParts(
-                base_llm=llm_name,
-                base_llm_config_sha256=llm_fp["config_sha256"],
-                language=prompt.language,
-                labels=prompt.labels,
-                index=Path(config.index) if config.index is not None else None,
-                erm=index_erm_dir(config.index) if config.index is not None else None,
-                visual_encoder=config.visual_encoder,
-                visual_encoder_fingerprint=cache.fingerprint if cache is not None else None,
-                projector=projector,
-                prefix=None,
-                training_data_sha256=data_hash,
-                description=f"REP (Eq. 10): projector trained on {len(train)} samples for {config.train.epochs} epochs",
-            ),
-        )
-        finish_stage(out_dir, "rep", run_identity(identity, config.train), result)
-    accelerator.wait_for_everyone()
-    return result
+    parts = BundleParts(
+        base_llm=llm_name,
+        base_llm_config_sha256=llm_fp["config_sha256"],
+        language=prompt.language,
+        labels=prompt.labels,
+        index=Path(config.index) if config.index is not None else None,
+        erm=index_erm_dir(config.index) if config.index is not None else None,
+        visual_encoder=config.visual_encoder,
+        visual_encoder_fingerprint=cache.fingerprint if cache is not None else None,
+        projector=projector,
+        prefix=None,
+        training_data_sha256=data_hash,
+        description=f"REP (Eq. 10): projector trained on {len(train)} samples for {config.train.epochs} epochs",
+    )
+    return train_to_bundle(accelerator, stage, config.train, out_dir, resume, parts)

@@ -1,11 +1,22 @@
-"""Command-line options ``train rep`` and ``train eerg`` share (data, engine, video), declared once."""
+"""Command-line options ``train rep`` and ``train eerg`` share (data, engine, video), declared once.
+
+:func:`stage_command` gives a command, declared with only its own options and a ``shared: SharedOptions``
+argument, the shared ones as well; :meth:`SharedOptions.run` reads the data, trains and reports.
+"""
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, get_type_hints
 
 import typer
+
+if TYPE_CHECKING:
+    from elmd_sdk.trainers.stage import StageResult, TrainConfig
 
 Data = Annotated[Path, typer.Option("--data", help="Training samples (native JSONL).")]
 Valid = Annotated[
@@ -26,6 +37,11 @@ GradientCheckpointing = Annotated[
     bool, typer.Option("--gradient-checkpointing", help="Recompute LLM activations in backward to save memory.")
 ]
 Frames = Annotated[int, typer.Option(help="Frames m sampled per clip.")]
+Language = Annotated[str, typer.Option(help="Prompt wording: en, or zh (ChatGLM2, as in the paper).")]
+Labels = Annotated[
+    str | None,
+    typer.Option(help="Comma-separated response emotions offered (default: the seven; eerg --from: the REP bundle's)."),
+]
 FeatureCacheDir = Annotated[
     Path | None, typer.Option("--feature-cache", help="Folder of cached video features (default: elmd-sdk's cache).")
 ]
@@ -43,3 +59,108 @@ LrSchedule = Annotated[str, typer.Option(help="linear (decay to 0) or constant."
 TrustRemoteCode = Annotated[
     bool, typer.Option("--trust-remote-code", help="Let the LLM checkpoint run its own Python code.")
 ]
+
+
+@dataclass
+class SharedOptions:
+    """The options both stages take, as parsed; ``data``, ``out`` and ``valid`` lead the help, the rest follow."""
+
+    data: Data
+    out: Out
+    valid: Valid = None
+    visual_encoder: VisualEncoderName = None
+    epochs: Epochs = 1
+    batch_size: BatchSize = 16
+    grad_accum: GradAccum = 1
+    mixed_precision: MixedPrecision = None
+    gradient_checkpointing: GradientCheckpointing = False
+    frames: Frames = 8
+    feature_cache: FeatureCacheDir = None
+    no_video: NoVideo = False
+    max_length: MaxLength = None
+    seed: Seed = 0
+    resume: Resume = False
+    max_steps: MaxSteps = None
+    checkpoint_every: CheckpointEvery = 100
+    eval_batch_size: EvalBatchSize = 16
+    max_grad_norm: MaxGradNorm = 1.0
+    lr_schedule: LrSchedule = "linear"
+    trust_remote_code: TrustRemoteCode = False
+
+    @property
+    def feature_cache_dir(self) -> str | None:
+        """``--feature-cache`` as the stage configs take it."""
+        return str(self.feature_cache) if self.feature_cache is not None else None
+
+    def train_config(self) -> TrainConfig:
+        """The engine settings (``--max-grad-norm 0`` turns clipping off)."""
+        from elmd_sdk.trainers.stage import TrainConfig
+
+        return TrainConfig(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            grad_accum=self.grad_accum,
+            mixed_precision=self.mixed_precision,
+            gradient_checkpointing=self.gradient_checkpointing,
+            seed=self.seed,
+            max_steps=self.max_steps,
+            checkpoint_every=self.checkpoint_every,
+            eval_batch_size=self.eval_batch_size,
+            max_grad_norm=self.max_grad_norm or None,
+            lr_schedule=self.lr_schedule,
+        )
+
+    def run(self, stage: str, train: Callable[..., StageResult], config: Any) -> None:
+        """Validate ``config``, train on ``--data`` (``--valid``) into ``--out``; report on the main process."""
+        from accelerate import PartialState
+
+        from elmd_sdk.bundle import data_sha256
+        from elmd_sdk.data import read_jsonl
+
+        config.validate()
+        samples = read_jsonl(self.data)
+        valid = read_jsonl(self.valid) if self.valid is not None else []
+        result = train(config, samples, valid, self.out, resume=self.resume, data_sha256=data_sha256([self.data]))
+        if PartialState().is_main_process:
+            for stats in result.history:
+                typer.echo(stats.summary())
+            state = "done" if result.completed else "stopped at --max-steps; continue with --resume"
+            typer.echo(f"{stage} bundle {'saved to' if result.completed else 'checkpoint in'} {self.out} ({state})")
+
+
+_LEADING = ("data", "out", "valid")
+
+
+def label_tuple(labels: str | None) -> tuple[str, ...] | None:
+    """``--labels a,b,c`` as a tuple (None when not given)."""
+    return tuple(x.strip() for x in labels.split(",")) if labels else None
+
+
+def stage_command(command: Callable[..., None]) -> Callable[..., None]:
+    """``command(own options..., shared: SharedOptions)`` as a typer command with the shared options added."""
+    hints = get_type_hints(SharedOptions, include_extras=True)
+    shared = [
+        inspect.Parameter(
+            f.name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=inspect.Parameter.empty if f.default is MISSING else f.default,
+            annotation=hints[f.name],
+        )
+        for f in fields(SharedOptions)
+    ]
+    own = [
+        p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+        for p in inspect.signature(command, eval_str=True).parameters.values()
+        if p.name != "shared"
+    ]
+    leading = [p for p in shared if p.name in _LEADING]
+    params = [*leading, *own, *(p for p in shared if p.name not in _LEADING)]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> None:
+        options = SharedOptions(**{p.name: kwargs.pop(p.name) for p in shared})
+        command(**kwargs, shared=options)
+
+    wrapper.__signature__ = inspect.Signature(params, return_annotation=None)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    return wrapper

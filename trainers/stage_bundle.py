@@ -1,0 +1,48 @@
+"""The end REP and EERG share: run a prepared stage, write its bundle and record the run (or, on resume, reload it).
+
+A run killed after its bundle was written but before the checkpoint was dropped is found complete by
+:func:`~elmd_sdk.trainers.stage.finished_run`; its trained weights are then read back from the bundle.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from elmd_sdk.trainers.bundle_writer import PREFIX_DIR, PROJECTOR_DIR, BundleParts, write_bundle
+from elmd_sdk.trainers.stage import (
+    Stage,
+    StageResult,
+    TrainConfig,
+    finish_stage,
+    finished_run,
+    run_identity,
+    run_stage,
+)
+
+from elmd_sdk.models.prefix import PrefixEncoder
+from elmd_sdk.video import VideoProjector
+
+
+def train_to_bundle(
+    accelerator: Any, stage: Stage, config: TrainConfig, out_dir: Path, resume: bool, parts: BundleParts
+) -> StageResult:
+    """Train ``stage`` (see :func:`~elmd_sdk.trainers.stage.run_stage`); once complete, write ``parts`` to ``out_dir``.
+
+    ``parts.projector`` and ``parts.prefix`` are the modules ``stage`` trains: their weights are what the bundle gets.
+    """
+    identity = run_identity(stage.identity, config)
+    finished = finished_run(out_dir, stage.name, identity) if resume else None
+    if finished is not None:  # killed after it had finished: the bundle holds the result
+        if parts.prefix is not None:
+            loaded = PrefixEncoder.load(out_dir / PREFIX_DIR, model=stage.model.llm)
+            parts.prefix.load_state_dict(loaded.state_dict())
+        if parts.projector is not None:
+            parts.projector.load_state_dict(VideoProjector.load(out_dir / PROJECTOR_DIR).state_dict())
+        return StageResult(stage.model.eval(), finished[0], finished[1], finished[1])
+    result = run_stage(accelerator, stage, config, out_dir, resume)
+    if result.completed and accelerator.is_main_process:
+        write_bundle(out_dir, parts)
+        finish_stage(out_dir, stage.name, identity, result)
+    accelerator.wait_for_everyone()
+    return result
