@@ -92,6 +92,7 @@ def _load_chat_model(
         tokenizer=tokenizer,
         projector=projector,
         visual_encoder=visual,
+        **({"frames": manifest.frames} if projector is not None and manifest.frames else {}),
         **settings,
     )
 

@@ -58,6 +58,7 @@ class BundleManifest:
     visual_encoder: str | None = None  # load_visual_encoder name or path; None = the offline default
     visual_encoder_fingerprint: dict[str, Any] | None = None  # what the projector was trained on
     projector_dir: str | None = None
+    frames: int | None = None  # m frames per clip the projector was trained with (paper 3.4); None without one
     prefix_dir: str | None = None
     pre_seq_len: int | None = None  # p-tuning v2 prefix length (section 3.5); None without a prefix
     training_data_sha256: str | None = None  # hash of the data the bundle's weights were trained on
@@ -124,6 +125,12 @@ class BundleManifest:
             "must be a positive integer or null",
         )
         need((pre is None) == (self.prefix_dir is None), "pre_seq_len", "must be given exactly when prefix_dir is")
+        m = self.frames
+        need(
+            m is None or (isinstance(m, int) and not isinstance(m, bool) and m > 0),
+            "frames",
+            "must be a positive integer or null",
+        )
         need(self.erm_dir is None or self.index_dir is not None, "index_dir", "an ERM needs its index")
         need(
             self.projector_dir is None or fingerprint is not None,

@@ -63,6 +63,8 @@ def test_relative_base_llm_resolves_inside_the_bundle(tmp_path: Path) -> None:
         ({"prefix_dir": "prefix", "pre_seq_len": 0}, "pre_seq_len"),
         ({"pre_seq_len": 128}, "pre_seq_len"),
         ({"projector_dir": "projector"}, "visual_encoder_fingerprint"),
+        ({"frames": 0}, "frames"),
+        ({"frames": "eight"}, "frames"),
         ({"generation": {"beams": 3}}, "generation"),
         ({"generation": {"max_new_tokens": "many"}}, "generation"),
         ({"base_llm_config_sha256": ""}, "base_llm_config_sha256"),

@@ -78,6 +78,7 @@ def test_rep_then_eerg_from_the_command_line(files: dict[str, Path]) -> None:
     assert manifest.pre_seq_len == 4 and manifest.erm_dir == "erm" and manifest.base_llm == str(files["llm"].resolve())
 
     chain = ELMDChain.from_bundle(eerg, do_sample=False, max_new_tokens=4)
+    assert manifest.frames == chain.chat_model.frames == 2  # inference samples as many frames as training did
     sample = read_jsonl(files["valid"])[1]
     video = {"path": sample.video.path, "start": sample.video.start, "end": sample.video.end}
     turn = {"utterance": sample.utterance.text, "speaker": "A", "video": video}

@@ -232,6 +232,7 @@ def test_rep_trains_only_the_projector_and_writes_a_bundle(env: Env, rep_run: Ru
     assert all(h.valid_accuracy is not None and h.valid_macro_f1 is not None for h in result.history)
     manifest, paths = load_bundle(out)
     assert manifest.labels == list(LABELS) and manifest.language == "en" and manifest.prefix_dir is None
+    assert manifest.frames == FRAMES  # m the projector was trained with; a chain loaded from the bundle samples as many
     assert manifest.base_llm == str(env.llm.resolve())
     assert manifest.base_llm_config_sha256 == llm_fingerprint(fresh)["config_sha256"]
     assert manifest.visual_encoder_fingerprint == ColourEncoder().fingerprint()
@@ -303,6 +304,8 @@ def test_eerg_without_rep_needs_an_index_or_no_retrieval(env: Env, rep_run: Run)
     _eerg_config(env, None, use_retrieval=False).validate()
     with pytest.raises(InputError, match="field 'labels'"):
         _eerg(env, _eerg_config(env, rep_run.out, labels=("happy", "sad")), env.root / "eerg_other_labels")
+    with pytest.raises(InputError, match="field 'frames'"):
+        _eerg(env, _eerg_config(env, rep_run.out, frames=FRAMES + 1), env.root / "eerg_other_frames")
 
 
 def test_bundle_round_trip_reproduces_the_training_scores(env: Env, eerg_run: Run) -> None:

@@ -35,6 +35,7 @@ class BundleParts:
     visual_encoder: str | None
     visual_encoder_fingerprint: dict[str, Any] | None
     projector: VideoProjector | None
+    frames: int  # m frames per clip the projector saw in training
     prefix: PrefixEncoder | None
     training_data_sha256: str
     description: str
@@ -74,6 +75,7 @@ def write_bundle(out_dir: str | Path, parts: BundleParts) -> Path:
         visual_encoder=parts.visual_encoder,
         visual_encoder_fingerprint=parts.visual_encoder_fingerprint if parts.projector is not None else None,
         projector_dir=PROJECTOR_DIR if parts.projector is not None else None,
+        frames=parts.frames if parts.projector is not None else None,
         prefix_dir=PREFIX_DIR if parts.prefix is not None else None,
         pre_seq_len=parts.prefix.config.pre_seq_len if parts.prefix is not None else None,
         training_data_sha256=parts.training_data_sha256,

@@ -124,6 +124,9 @@ def _from_rep(
         raise InputError(f"the REP bundle's is {manifest.language!r}", file=source / MANIFEST_FILE, field="language")
     if config.labels is not None and list(config.labels) != manifest.labels:
         raise InputError(f"the REP bundle's are {manifest.labels}", file=source / MANIFEST_FILE, field="labels")
+    if manifest.frames is not None and config.frames != manifest.frames:
+        problem = f"the REP projector was trained with {manifest.frames} frames per clip, not {config.frames}"
+        raise InputError(problem, file=source / MANIFEST_FILE, field="frames")
     llm_name = resolve_llm_name(config.llm) if config.llm is not None else paths.base_llm
     llm, tokenizer = load_frozen_llm(llm_name, accelerator, config.trust_remote_code)
     llm_fp = llm_fingerprint(llm)
@@ -262,6 +265,7 @@ def train_eerg(
         visual_encoder=start.encoder_name,
         visual_encoder_fingerprint=cache.fingerprint if cache is not None else None,
         projector=projector,
+        frames=config.frames,
         prefix=prefix,
         training_data_sha256=data_hash,
         description=(

@@ -111,6 +111,7 @@ def train_rep(
         visual_encoder=config.visual_encoder,
         visual_encoder_fingerprint=cache.fingerprint if cache is not None else None,
         projector=projector,
+        frames=config.frames,
         prefix=None,
         training_data_sha256=data_hash,
         description=f"REP (Eq. 10): projector trained on {len(train)} samples for {config.train.epochs} epochs",
