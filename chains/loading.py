@@ -83,6 +83,8 @@ def _load_chat_model(
         verify_components(manifest, visual_encoder_fingerprint=visual.fingerprint(), source=source)
         projector = VideoProjector.load(paths.projector, encoder=visual.fingerprint(), llm=fingerprint)
         projector.to(next(model.parameters()).device)
+    if projector is not None and manifest.frames is not None:
+        settings = {"frames": manifest.frames, **settings}  # sample the m frames the projector was trained with
     return ELMDChatModel(
         model_name=manifest.base_llm,
         prefix_path=str(paths.prefix) if paths.prefix is not None else None,
@@ -92,7 +94,6 @@ def _load_chat_model(
         tokenizer=tokenizer,
         projector=projector,
         visual_encoder=visual,
-        **({"frames": manifest.frames} if projector is not None and manifest.frames else {}),
         **settings,
     )
 
