@@ -317,6 +317,7 @@ def test_cli_run_killed_with_sigkill_resumes_to_the_uninterrupted_weights(tiny_m
     child.send_signal(signal.SIGKILL)
     child.wait()
     assert not (run / "erm_config.json").exists()  # killed before the end: no final ERM yet
+    assert (run / "checkpoint" / "state.json").is_file()  # resume has something to continue from
 
     resumed = subprocess.run([*command, "--out", str(run), "--resume"], env=env, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr

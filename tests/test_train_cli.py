@@ -115,3 +115,41 @@ def test_eerg_without_rep_bundle_or_index_is_a_clear_error(tmp_path: Path) -> No
     assert isinstance(result.exception, InputError)
     assert "--from" in str(result.exception) and "--index" in str(result.exception)
     assert "--no-retrieval" in str(result.exception)
+
+
+def test_train_rep_killed_with_sigkill_resumes_to_the_uninterrupted_weights(files: dict[str, Path]) -> None:
+    """A real ``kill -9`` of ``elmd-sdk train rep`` at an arbitrary moment (perhaps mid-checkpoint) loses nothing."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from elmd_sdk.io import load_tensors
+
+    def command(out: Path) -> list[str]:
+        args = ["train", "rep", *_common(files, out), "--index", str(files["index"]), "--llm", str(files["llm"])]
+        args += ["--visual-encoder", str(files["vit"]), "--lr", "0.01", "--epochs", "12", "--checkpoint-every", "1"]
+        return [sys.executable, "-m", "elmd_sdk.cli.main", *args]
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    reference, run = files["root"] / "rep_reference", files["root"] / "rep_killed"
+    subprocess.run(command(reference), check=True, env=env, capture_output=True)
+    child = subprocess.Popen(command(run), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (run / "checkpoints").is_dir() and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    time.sleep(0.5)  # let it train (and write checkpoints) a little longer before the kill
+    assert child.poll() is None, "the run ended before it could be killed"
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert not (run / "bundle.json").exists()
+    assert (run / "checkpoints" / "checkpoint" / "state.json").is_file()  # resume has something to continue from
+
+    resumed = subprocess.run([*command(run), "--resume"], env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    expected = load_tensors(reference / "projector" / "projector.safetensors")
+    result = load_tensors(run / "projector" / "projector.safetensors")
+    assert expected.keys() == result.keys()
+    for key in expected:
+        torch.testing.assert_close(result[key], expected[key], rtol=0, atol=0)
