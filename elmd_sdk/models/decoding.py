@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import threading
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,7 +67,7 @@ def decode_steps(
         mask = torch.cat([mask, mask.new_ones(1, 1)], dim=1)  # (1, T + step)
 
 
-def _picker(sampling: Sampling, device: torch.device) -> Any:
+def _picker(sampling: Sampling, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
     """Function from last-position logits (1, vocab) to the next token id (1,)."""
     if not sampling.do_sample:
         return lambda logits: logits.argmax(dim=-1)
