@@ -513,9 +513,8 @@ def _row_chain(
     ``full()`` loads the full bundle's chain on first use (a run of variant bundles only never loads it).
     """
     if variant is not None and variant.kind == "bundle":  # its description says how it was trained (e.g. w/o REP)
-        from elmd_sdk.bundle import load_bundle
-
-        return load_chain(variant.path, settings), f"bundle {variant.path}", load_bundle(variant.path)[0].description
+        chain = load_chain(variant.path, settings)
+        return chain, f"bundle {variant.path}", chain.manifest.description if chain.manifest is not None else ""
     if key == "full":
         return full(), "full bundle", ""
     if key == "wo_erm":
