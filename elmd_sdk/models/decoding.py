@@ -1,8 +1,8 @@
 """Token-by-token decoding of a causal LM with a KV cache, driven by whoever iterates (no background thread).
 
 Why not ``generate`` plus a streamer thread: torch's OpenMP runtime keeps one worker pool per calling thread, so a
-generation thread beside a main thread that already ran torch work oversubscribes the cores and decodes about 1.6x
-slower on a 2-core CPU. Pulling one token per ``next()`` keeps all work in the consumer's thread, lets ``invoke``
+generation thread beside a main thread that already ran torch work oversubscribes the cores (streaming fell to 0.59x
+the tokens/s of raw ``generate`` on a 2-core CPU in ``benchmarks/llm_generation.py``). Pulling one token per ``next()`` keeps all work in the consumer's thread, lets ``invoke``
 and ``stream`` share one code path, and makes stopping a stream as simple as no longer iterating.
 """
 
