@@ -2,8 +2,9 @@
 
 Why not ``generate`` plus a streamer thread: torch's OpenMP runtime keeps one worker pool per calling thread, so a
 generation thread beside a main thread that already ran torch work oversubscribes the cores (streaming fell to 0.59x
-the tokens/s of raw ``generate`` on a 2-core CPU in ``benchmarks/llm_generation.py``). Pulling one token per ``next()`` keeps all work in the consumer's thread, lets ``invoke``
-and ``stream`` share one code path, and makes stopping a stream as simple as no longer iterating.
+the tokens/s of raw ``generate`` on a 2-core CPU in ``benchmarks/llm_generation.py``). Pulling one token per
+``next()`` keeps all work in the consumer's thread, lets ``invoke`` and ``stream`` share one code path, and makes
+stopping a stream as simple as no longer iterating.
 """
 
 from __future__ import annotations
