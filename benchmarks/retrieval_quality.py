@@ -6,6 +6,10 @@ queries, macro = mean of the per-emotion shares. Every variant is trained here w
 trainer and searched through ``EmotionalRetriever``; ratios are against the plain encoder of this run.
 
     .venv/bin/python benchmarks/retrieval_quality.py [--data-root ../shared/data] [--max-steps 120]
+
+With ``--curve`` each trained variant also prints its dev macro@1 after every epoch (the trainer's own
+validation: exact inner-product search over the same corpus), so one run shows how match@1 moves with
+training length; the table's figures are always those of the last epoch, searched through the retriever.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--query-limit", type=int, default=0, help="use this many dev queries (0 = all)")
     p.add_argument("--batch-size", type=int, default=32, help="training batch (paper: 32)")
     p.add_argument("--lr", type=float, default=5e-5, help="AdamW learning rate (paper: 5e-5)")
+    p.add_argument("--lr-schedule", choices=("linear", "constant"), default="linear", help="trainer default: linear")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default; 1 helps on a busy CPU)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
@@ -50,6 +55,9 @@ def parse_args() -> argparse.Namespace:
         help=f"comma-separated trained variants to compare with plain (of: {', '.join(list(VARIANTS)[1:])})",
     )
     p.add_argument("--index-type", choices=("flat", "hnsw", "ivf"), default="flat")
+    p.add_argument("--base-model", default="default", help="sentence-transformers name or folder (default: MiniLM)")
+    p.add_argument("--device", default=None, help="torch device for training and encoding (default: auto)")
+    p.add_argument("--curve", action="store_true", help="print every trained variant's dev match@1 per epoch")
     p.add_argument("--work-dir", type=Path, default=None, help="keep ERM folders and indexes here (default: temp)")
     return p.parse_args()
 
@@ -86,7 +94,8 @@ def main() -> None:
     )
     print(
         f"settings: max_steps={args.max_steps or 'none'} epochs={args.epochs} batch={args.batch_size} lr={args.lr} "
-        f"seed={args.seed} index={args.index_type}"
+        f"({args.lr_schedule}) "
+        f"seed={args.seed} index={args.index_type} base_model={args.base_model} device={args.device or 'auto'}"
     )
 
     with tempfile.TemporaryDirectory(prefix="elmd-retrieval-quality-") as tmp:
@@ -112,21 +121,30 @@ def run_variants(
         started = time.perf_counter()
         folder = work / name.replace(" ", "_").replace("/", "")
         if switches is None:
-            encoder = ERMEncoder.plain()
+            encoder = ERMEncoder.plain(args.base_model, device=args.device)
             source = EncoderSource("plain", None)
         else:
             use_ert, use_ssc = switches
             config = ERMTrainConfig(
-                erm=ERMConfig(use_ert=use_ert, use_ssc=use_ssc),
+                erm=ERMConfig(base_model=args.base_model, use_ert=use_ert, use_ssc=use_ssc),
                 epochs=args.epochs,
                 batch_size=args.batch_size,
                 lr=args.lr,
+                lr_schedule=args.lr_schedule,
                 seed=args.seed,
                 max_steps=args.max_steps or None,
                 checkpoint_every=10**9,
+                device=args.device,
                 progress=None,
             )
-            encoder = train_erm(config, train, None, folder / "erm").encoder
+            trained = train_erm(config, train, queries if args.curve else None, folder / "erm")
+            for stats in trained.history if args.curve else ():
+                print(
+                    f"  {name} epoch {stats.epoch} (step {stats.global_step}): loss {stats.train_loss:.4f} "
+                    f"dev micro {stats.valid_match_micro:.4f} macro {stats.valid_match_macro:.4f}",
+                    flush=True,
+                )
+            encoder = trained.encoder
             source = EncoderSource("erm", str(folder / "erm"))
         build_index(encoder, corpus, folder / "index", args.index_type, source=source, show_progress=True)
         retriever = EmotionalRetriever.load(folder / "index", k=1, encoder=encoder)

@@ -214,6 +214,27 @@ def test_training_lowers_the_loss_and_saves_safely(tiny_model: str, tmp_path: Pa
     np.testing.assert_array_equal(loaded.encode(texts), result.encoder.encode(texts))
 
 
+@pytest.mark.parametrize(
+    ("schedule", "expected"), [("linear", [1, 5 / 6, 4 / 6, 3 / 6, 2 / 6, 1 / 6]), ("constant", [1] * 6)]
+)
+def test_learning_rate_schedule(
+    tiny_model: str, tmp_path: Path, monkeypatch, schedule: str, expected: list[float]
+) -> None:
+    seen: list[float] = []
+    real_step = torch.optim.AdamW.step
+
+    def recording_step(self, *args, **kwargs):
+        seen.append(self.param_groups[0]["lr"])
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", recording_step)
+    config = _config(tiny_model, epochs=2, lr_schedule=schedule)  # 3 steps per epoch
+    train_erm(config, _samples(4), None, tmp_path / "erm")
+    assert seen == pytest.approx([1e-3 * f for f in expected])
+    with pytest.raises(InputError, match="lr_schedule"):
+        _config(tiny_model, lr_schedule="cosine").validate()
+
+
 def test_resume_after_kill_matches_uninterrupted(tiny_model: str, tmp_path: Path, monkeypatch) -> None:
     train = _samples(4)  # 12 utterances, batch 8 = 4 pairs -> 3 steps per epoch
     config = _config(tiny_model, epochs=2, checkpoint_every=2)

@@ -16,7 +16,8 @@ from elmd_sdk.trainers.examples import (
     retrieve_demonstrations,
 )
 from elmd_sdk.trainers.pipeline import samples_sha256
-from elmd_sdk.trainers.stage import epoch_order, lr_factor
+from elmd_sdk.trainers.schedule import lr_factor
+from elmd_sdk.trainers.stage import epoch_order
 from langchain_core.documents import Document
 from retriever_fakes import HashEncoder
 from train_fakes import text_samples, tiny_tokenizer

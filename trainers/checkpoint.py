@@ -56,20 +56,26 @@ def restore_optimizer_state(
 
 
 def rng_state() -> dict[str, torch.Tensor]:
-    """The torch, numpy and Python RNG states as tensors."""
+    """The torch (CPU and, once used, CUDA), numpy and Python RNG states as tensors."""
     _, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
     py_state = random.getstate()
-    return {
+    state = {
         "rng.torch": torch.get_rng_state(),
         "rng.numpy.keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
         "rng.numpy.meta": torch.tensor([pos, has_gauss, gauss], dtype=torch.float64),
         "rng.python": torch.tensor(py_state[1], dtype=torch.int64),
     }
+    if torch.cuda.is_initialized():  # dropout on a GPU draws from the CUDA generators
+        state["rng.cuda"] = torch.stack(torch.cuda.get_rng_state_all())  # (devices, generator state bytes)
+    return state
 
 
 def set_rng_state(tensors: dict[str, torch.Tensor]) -> None:
     """Inverse of :func:`rng_state`."""
     torch.set_rng_state(tensors["rng.torch"])
+    cuda = tensors.get("rng.cuda")
+    if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(list(cuda))
     pos, has_gauss, gauss = tensors["rng.numpy.meta"].tolist()
     keys = tensors["rng.numpy.keys"].numpy().astype(np.uint32)
     np.random.set_state(("MT19937", keys, int(pos), int(has_gauss), gauss))

@@ -62,6 +62,7 @@ def build_default_bundle(
             epochs=config.epochs,
             batch_size=config.batch_size,
             lr=config.lr,
+            lr_schedule="constant",  # as the committed default bundle was trained
             seed=config.seed,
         )
         trained = train_erm(train_config, samples, None, work / "full_erm")

@@ -25,6 +25,7 @@ import torch
 from elmd_sdk.trainers.checkpoint import STATE_JSON, load_checkpoint, save_checkpoint
 from elmd_sdk.trainers.emotion_eval import ScoredExample, emotion_metrics, score_examples
 from elmd_sdk.trainers.examples import Example
+from elmd_sdk.trainers.schedule import LR_SCHEDULES, lr_factor
 from elmd_sdk.trainers.stage_model import StageModel
 
 from elmd_sdk.data.records import VideoRef
@@ -35,7 +36,6 @@ from elmd_sdk.progress import make_progress
 TRAINING_LOG = "training.json"
 CHECKPOINTS_DIR = "checkpoints"
 MIXED_PRECISION = ("no", "fp16", "bf16")
-LR_SCHEDULES = ("linear", "constant")
 # Settings a resumed run may change; every other one must equal the checkpoint's.
 RESUMABLE_CHANGES = frozenset({"max_steps", "checkpoint_every", "eval_batch_size", "progress"})
 
@@ -161,11 +161,6 @@ def epoch_order(n: int, batch_size: int, seed: int, epoch: int) -> np.ndarray:
     """Example indices of one epoch, shuffled by ``(seed, epoch)`` and wrapped round to whole global batches."""
     order = np.random.default_rng([seed, epoch]).permutation(n)
     return np.resize(order, math.ceil(n / batch_size) * batch_size)  # (steps * batch_size,)
-
-
-def lr_factor(step: int, total: int, schedule: str) -> float:
-    """Learning-rate multiplier at optimizer step ``step`` (0-based) of ``total``."""
-    return 1.0 if schedule == "constant" else max(0.0, 1.0 - step / max(total, 1))
 
 
 def _step_seed(seed: int, step: int) -> int:
