@@ -39,7 +39,6 @@ from elmd_sdk.data.labels import EMOTIONS
 from elmd_sdk.data.records import Sample
 from elmd_sdk.errors import InputError, MismatchError
 from elmd_sdk.io import sha256_file
-from elmd_sdk.models.llm import llm_fingerprint
 from elmd_sdk.models.prefix import PrefixConfig, PrefixEncoder, attach_prefix
 from elmd_sdk.video import VideoProjector, VisualEncoder
 from elmd_sdk.video.projector import WEIGHTS_FILE as PROJECTOR_WEIGHTS
@@ -128,8 +127,7 @@ def _from_rep(
         problem = f"the REP projector was trained with {manifest.frames} frames per clip, not {config.frames}"
         raise InputError(problem, file=source / MANIFEST_FILE, field="frames")
     llm_name = resolve_llm_name(config.llm) if config.llm is not None else paths.base_llm
-    llm, tokenizer = load_frozen_llm(llm_name, accelerator, config.trust_remote_code)
-    llm_fp = llm_fingerprint(llm)
+    llm, tokenizer, llm_fp = load_frozen_llm(llm_name, accelerator, config.trust_remote_code)
     verify_components(manifest, llm_fingerprint=llm_fp, source=source / MANIFEST_FILE)
     encoder_name = config.visual_encoder if config.visual_encoder is not None else manifest.visual_encoder
     cache, projector = None, None
@@ -168,8 +166,7 @@ def _from_rep(
 def _without_rep(config: EergConfig, accelerator: Any, visual_encoder: VisualEncoder | None) -> _Start:
     """The parts the configuration names (defaults as ``train rep``'s), with a projector initialised as REP's is."""
     llm_name = resolve_llm_name(config.llm)
-    llm, tokenizer = load_frozen_llm(llm_name, accelerator, config.trust_remote_code)
-    llm_fp = llm_fingerprint(llm)
+    llm, tokenizer, llm_fp = load_frozen_llm(llm_name, accelerator, config.trust_remote_code)
     cache, projector = None, None
     if config.use_video:
         cache = open_feature_cache(visual_encoder, config.visual_encoder, config.frames, config.feature_cache)

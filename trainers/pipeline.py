@@ -38,13 +38,16 @@ def resolve_llm_name(name: str | None) -> str | None:
     return str(path.resolve()) if path.exists() else name
 
 
-def load_frozen_llm(name: str | None, accelerator: Any, trust_remote_code: bool = False) -> tuple[Any, Any]:
-    """Load the LLM (weights in the mixed-precision dtype) and its tokenizer, with every base weight frozen."""
-    from elmd_sdk.models.llm import load_llm
+def load_frozen_llm(
+    name: str | None, accelerator: Any, trust_remote_code: bool = False
+) -> tuple[Any, Any, dict[str, Any]]:
+    """Load the LLM (weights in the mixed-precision dtype) with every base weight frozen: (model, tokenizer,
+    fingerprint), the fingerprint being what bundles, projectors and checkpoints record of the LLM."""
+    from elmd_sdk.models.llm import llm_fingerprint, load_llm
 
     llm, tokenizer = load_llm(name, trust_remote_code=trust_remote_code, dtype=llm_dtype(accelerator))
     llm.requires_grad_(False)
-    return llm, tokenizer
+    return llm, tokenizer, llm_fingerprint(llm)
 
 
 def context_limit(llm: Any) -> int | None:

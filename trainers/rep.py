@@ -33,7 +33,6 @@ from elmd_sdk.trainers.stage_model import StageModel
 
 from elmd_sdk.data.records import Sample
 from elmd_sdk.errors import InputError
-from elmd_sdk.models.llm import llm_fingerprint
 from elmd_sdk.video import VisualEncoder
 
 
@@ -81,8 +80,7 @@ def train_rep(
     out_dir = Path(out_dir)
     accelerator = make_accelerator(config.train)
     llm_name = resolve_llm_name(config.llm)
-    llm, tokenizer = load_frozen_llm(llm_name, accelerator, config.trust_remote_code)
-    llm_fp = llm_fingerprint(llm)
+    llm, tokenizer, llm_fp = load_frozen_llm(llm_name, accelerator, config.trust_remote_code)
     prompt = fit_prompt(config.prompt, llm)
     cache = None
     if prompt.use_video:
