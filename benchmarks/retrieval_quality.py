@@ -8,8 +8,9 @@ trainer and searched through ``EmotionalRetriever``; ratios are against the plai
     .venv/bin/python benchmarks/retrieval_quality.py [--data-root ../shared/data] [--max-steps 120]
 
 With ``--curve`` each trained variant also prints its dev macro@1 after every epoch (the trainer's own
-validation: exact inner-product search over the same corpus), so one run shows how match@1 moves with
-training length; the table's figures are always those of the last epoch, searched through the retriever.
+validation: exact inner-product search over the training utterances, which are the table's corpus unless
+``--train-limit`` is set), so one run shows how match@1 moves with training length; the table's figures are
+always those of the last epoch, searched through the retriever.
 """
 
 from __future__ import annotations
