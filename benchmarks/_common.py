@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,3 +40,11 @@ def read_meld(data_root: Path, split: str, **options: Any) -> list[Sample]:
     from elmd_sdk.data import prepare_corpus
 
     return prepare_corpus("meld", meld_csv(data_root, split), **options).samples
+
+
+def dev_subset(samples: list[Sample], n: int, seed: int) -> list[Sample]:
+    """``n`` samples drawn with ``seed``, in their file order (all of them when there are no more than ``n``)."""
+    if n >= len(samples):
+        return samples
+    chosen = sorted(random.Random(seed).sample(range(len(samples)), n))
+    return [samples[i] for i in chosen]

@@ -22,13 +22,12 @@ and ``meld/dev_sent_emo.csv``; the test split is never read). Subset: ``--sample
 from __future__ import annotations
 
 import argparse
-import random
 import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from _common import meld_csv, meld_parser, read_meld
+from _common import dev_subset, meld_csv, meld_parser, read_meld
 
 if TYPE_CHECKING:
     from elmd_sdk.data import Sample
@@ -50,14 +49,6 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--work-dir", type=Path, default=None, help="keep the ERM and index here (default: temp)")
     p.add_argument("--out", type=Path, default=None, help="folder for the two eval reports (JSON, all generations)")
     return p.parse_args()
-
-
-def dev_subset(samples: list[Sample], n: int, seed: int) -> list[Sample]:
-    """``n`` samples drawn with ``seed``, in their file order."""
-    if n >= len(samples):
-        return samples
-    chosen = sorted(random.Random(seed).sample(range(len(samples)), n))
-    return [samples[i] for i in chosen]
 
 
 def train_retriever(train: list[Sample], work: Path, args: argparse.Namespace) -> tuple[Any, float]:

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from os import PathLike
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from elmd_sdk.chains.parser import ELMDResult, StreamingAnswerParser, with_demonstration
+from elmd_sdk.chains.parser import ELMDResult, StreamingAnswerParser
 from elmd_sdk.chains.prompt import (
     VIDEO_PLACEHOLDER,
     attach_video,
@@ -27,6 +28,7 @@ from elmd_sdk.chains.prompt import (
     render_answer,
     wording,
 )
+from elmd_sdk.retrievers.retriever import emotion_vote
 from langchain_core._api import LangChainBetaWarning
 from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun
 from langchain_core.documents import Document
@@ -35,17 +37,24 @@ from langchain_core.messages import BaseMessage
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import RunnableConfig, RunnableLambda, RunnableSerializable
-from langchain_core.runnables.config import patch_config
+from langchain_core.runnables.config import ensure_config, patch_config
 from langchain_core.tools import BaseTool
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, create_model, field_validator, model_validator
 
 from elmd_sdk.bundle import BundleManifest
-from elmd_sdk.data.labels import EMOTIONS
+from elmd_sdk.data.labels import EMOTIONS, check_emotions
 from elmd_sdk.data.records import Turn, VideoRef
-from elmd_sdk.errors import InputError
+from elmd_sdk.errors import ElmdError, InputError
 
 _DEFAULT_BUNDLE = "default_bundle"
 _HUGE = 10**7  # tokenizers report "no limit" as a huge model_max_length
+
+
+class HistoryMessage(BaseModel):
+    """An earlier turn in the OpenAI chat format."""
+
+    role: Literal["user", "assistant"] = Field(description="user (the other person) or assistant (this bot).")
+    content: str = Field(description="What was said.")
 
 
 class HistoryTurn(BaseModel):
@@ -60,16 +69,20 @@ class ELMDInput(BaseModel):
     """What one ELMD turn takes (the chain also accepts a bare string as the utterance)."""
 
     utterance: str = Field(description="What the other person just said (u).")
-    history: list[str | HistoryTurn] = Field(
+    history: list[str | HistoryTurn | HistoryMessage] = Field(
         default_factory=list,
-        description="Earlier turns, oldest first: strings (alternating, the last one being the assistant's) or "
-        "{speaker, text} objects.",
+        description="Earlier turns, oldest first: strings (alternating, the last one being the assistant's), "
+        "{speaker, text} objects or OpenAI-style {role, content} messages.",
     )
     background: str | None = Field(default=None, description="Background of the dialogue (B), e.g. a scene summary.")
     video: str | None = Field(
         default=None, description="Path of a video clip of the speaker (used when the bundle has a trained projector)."
     )
     speaker: str | None = Field(default=None, description="Name of the utterance's speaker (default: User).")
+    emotion: str | None = Field(default=None, description="Force the response emotion (one of the bundle's labels).")
+    allowed_emotions: list[str] | None = Field(
+        default=None, description="Choose the response emotion only among these labels."
+    )
 
 
 class _Turn(BaseModel):
@@ -81,6 +94,8 @@ class _Turn(BaseModel):
     history: list[Turn]
     background: str | None
     video: VideoRef | None
+    emotion: str | None = None
+    allowed_emotions: tuple[str, ...] | None = None
 
 
 class ELMDChain(RunnableSerializable[dict[str, Any] | str, ELMDResult]):
@@ -109,6 +124,17 @@ class ELMDChain(RunnableSerializable[dict[str, Any] | str, ELMDResult]):
     """Token limit of prompt plus reply; None reads it from the chat model's LLM (no fitting if unknown)."""
     manifest: BundleManifest | None = None
     """The bundle this chain was loaded from, if any."""
+    emotion_mode: Literal["closed", "free"] = "closed"
+    """closed: the emotion is chosen among the labels by the likelihood of their answer lines, then forced, and the
+    result carries every label's probability (needs an ``ELMDChatModel``); free: the model writes the emotion line
+    itself and the parser reads it (the paper's decoding)."""
+    allowed_emotions: tuple[str, ...] | None = None
+    """Restrict every reply's emotion to these labels (an input's ``allowed_emotions`` overrides it)."""
+    copy_guard: bool = True
+    """Forbid the reply from reproducing any token n-gram of the demonstration's r' or of the utterance u (small
+    models otherwise repeat one of them; ``ELMDChatModel`` only; n is its ``copy_guard_ngram``, 4 by default)."""
+    emotion_vote_k: int = Field(default=10, ge=1)
+    """Nearest indexed utterances whose emotions vote, weighted by similarity, for the utterance emotion."""
 
     _prompt: ChatPromptTemplate | None = PrivateAttr(default=None)
     _warned_video: bool = PrivateAttr(default=False)
@@ -119,6 +145,11 @@ class ELMDChain(RunnableSerializable[dict[str, Any] | str, ELMDResult]):
         wording(value)  # ValueError naming the supported languages
         return value
 
+    @model_validator(mode="after")
+    def _known_emotions(self) -> ELMDChain:
+        check_emotions(self.labels, None, self.allowed_emotions)
+        return self
+
     @classmethod
     def from_bundle(
         cls,
@@ -128,6 +159,9 @@ class ELMDChain(RunnableSerializable[dict[str, Any] | str, ELMDResult]):
         use_video: bool = True,
         k: int = 1,
         device: str | None = None,
+        emotion_mode: Literal["closed", "free"] = "closed",
+        allowed_emotions: Sequence[str] | None = None,
+        copy_guard: bool = True,
         **generation: Any,
     ) -> ELMDChain:
         """Load a bundle folder (``bundle.json`` + ERM, index, projector, prefix) into a ready chain.
@@ -147,6 +181,9 @@ class ELMDChain(RunnableSerializable[dict[str, Any] | str, ELMDResult]):
             use_retrieval=use_retrieval,
             use_video=use_video,
             manifest=parts.manifest,
+            emotion_mode=emotion_mode,
+            allowed_emotions=None if allowed_emotions is None else tuple(allowed_emotions),
+            copy_guard=copy_guard,
         )
 
     @classmethod
@@ -214,18 +251,32 @@ class ELMDChain(RunnableSerializable[dict[str, Any] | str, ELMDResult]):
         description: str | None = None,
         arg_types: dict[str, type] | None = None,
     ) -> BaseTool:
-        """A tool for agents: takes :class:`ELMDInput` fields, returns the answer as "Emotion: ...\\nResponse: ..."."""
-        as_text = RunnableLambda(self._answer_text, name="elmd_answer_text")
+        """A tool for agents: takes the :class:`ELMDInput` fields (``video`` only when the bundle can use a clip;
+        unknown arguments are refused) and returns ``{"emotion", "emotion_scores", "response", "utterance_emotion"}``.
+        """
+        as_data = RunnableLambda(_tool_output, name="elmd_tool_output")
+        labels = ", ".join(self.labels)
         with warnings.catch_warnings():  # as_tool is marked beta by LangChain
             warnings.simplefilter("ignore", LangChainBetaWarning)
-            return (self | as_text).as_tool(
-                args_schema=args_schema or ELMDInput,
+            return (self | as_data).as_tool(
+                args_schema=args_schema or self._tool_schema(),
                 name=name or "emotional_reply",
                 description=description
-                or "Write an empathetic reply to what a person just said, with the emotion the reply should carry. "
-                "Give the utterance, optionally earlier turns, a background and a video path.",
+                or "Write an empathetic reply to what a person just said, with the emotion the reply should carry "
+                f"(one of: {labels}). Give the utterance, optionally earlier turns and a background; 'emotion' forces "
+                "the reply's emotion, 'allowed_emotions' restricts it. Returns the emotion, the probability of each "
+                "label, the response and the emotion recognised in the utterance.",
                 arg_types=arg_types,
             )
+
+    def _tool_schema(self) -> type[BaseModel]:
+        """:class:`ELMDInput` without ``video`` when no clip can be used, refusing unknown arguments."""
+        fields: dict[str, Any] = {
+            name: (info.annotation, info)
+            for name, info in ELMDInput.model_fields.items()
+            if name != "video" or self.video_enabled
+        }
+        return create_model("EmotionalReplyInput", __config__=ConfigDict(extra="forbid"), **fields)
 
     # -- properties --------------------------------------------------------------------------------------------
 
@@ -247,8 +298,19 @@ class ELMDChain(RunnableSerializable[dict[str, Any] | str, ELMDResult]):
         self, input: Mapping[str, Any] | str, demonstration: Document | None = None
     ) -> list[BaseMessage]:
         """The chat messages for one input (history fitted to the context), without calling the model."""
-        return self._messages(parse_input(input, self.language), demonstration)
+        return self._messages(parse_input(input, self.language, self.labels), demonstration)
 
+    def prepare(
+        self, input: Mapping[str, Any] | str, config: RunnableConfig | None = None
+    ) -> tuple[list[BaseMessage], dict[str, Any]]:
+        """What one turn sends to the chat model, without calling it: the prompt messages (history fitted to the
+        context, retrieval done) and the call's keyword options (stop strings, the closed-set emotion choice, the
+        copy guard's texts)."""
+        turn = parse_input(input, self.language, self.labels)
+        found = self._retrieve(turn, ensure_config(config))
+        return self._messages(turn, found.demonstration), self._reply_chunks(turn, found).options
+
+    # invoke goes through the streaming path: it stops generating where the reply ends, and equals the stream.
     def _invoke(
         self,
         input: dict[str, Any] | str,
@@ -256,12 +318,7 @@ class ELMDChain(RunnableSerializable[dict[str, Any] | str, ELMDResult]):
         config: RunnableConfig,
         **kwargs: Any,
     ) -> ELMDResult:
-        turn = parse_input(input, self.language)
-        child = patch_config(config, callbacks=run_manager.get_child())
-        demonstration = self._retrieve(turn, child)
-        messages = self._messages(turn, demonstration)
-        message = self.chat_model.invoke(messages, child, stop=self._stops(), **kwargs)
-        return self._parse(str(message.text), demonstration)
+        return _added(list(self._transform(iter([input]), run_manager, config, **kwargs)))
 
     async def _ainvoke(
         self,
@@ -270,12 +327,10 @@ class ELMDChain(RunnableSerializable[dict[str, Any] | str, ELMDResult]):
         config: RunnableConfig,
         **kwargs: Any,
     ) -> ELMDResult:
-        turn = parse_input(input, self.language)
-        child = patch_config(config, callbacks=run_manager.get_child())
-        demonstration = await self._aretrieve(turn, child)
-        messages = self._messages(turn, demonstration)
-        message = await self.chat_model.ainvoke(messages, child, stop=self._stops(), **kwargs)
-        return self._parse(str(message.text), demonstration)
+        async def single() -> AsyncIterator[dict[str, Any] | str]:
+            yield input
+
+        return _added([chunk async for chunk in self._atransform(single(), run_manager, config, **kwargs)])
 
     def _transform(
         self,
@@ -284,15 +339,14 @@ class ELMDChain(RunnableSerializable[dict[str, Any] | str, ELMDResult]):
         config: RunnableConfig,
         **kwargs: Any,
     ) -> Iterator[ELMDResult]:
-        turn = parse_input(_merge_inputs(inputs), self.language)
+        turn = parse_input(_merge_inputs(inputs), self.language, self.labels)
         child = patch_config(config, callbacks=run_manager.get_child())
-        demonstration = self._retrieve(turn, child)
-        messages = self._messages(turn, demonstration)
-        chunks = _ReplyChunks(self.labels, demonstration)
-        pieces = self.chat_model.stream(messages, child, stop=self._stops(), **kwargs)
+        found = self._retrieve(turn, child)
+        chunks = self._reply_chunks(turn, found)
+        pieces = self.chat_model.stream(self._messages(turn, found.demonstration), child, **chunks.options, **kwargs)
         try:
             for piece in pieces:
-                yield from chunks.feed(str(piece.text))
+                yield from chunks.feed(piece)
                 if chunks.done:
                     break
             yield from chunks.finish()
@@ -307,15 +361,15 @@ class ELMDChain(RunnableSerializable[dict[str, Any] | str, ELMDResult]):
         **kwargs: Any,
     ) -> AsyncIterator[ELMDResult]:
         items = [item async for item in inputs]
-        turn = parse_input(_merge_inputs(iter(items)), self.language)
+        turn = parse_input(_merge_inputs(iter(items)), self.language, self.labels)
         child = patch_config(config, callbacks=run_manager.get_child())
-        demonstration = await self._aretrieve(turn, child)
-        messages = self._messages(turn, demonstration)
-        chunks = _ReplyChunks(self.labels, demonstration)
-        pieces = self.chat_model.astream(messages, child, stop=self._stops(), **kwargs)
+        found = await self._aretrieve(turn, child)
+        chunks = self._reply_chunks(turn, found)
+        messages = self._messages(turn, found.demonstration)
+        pieces = self.chat_model.astream(messages, child, **chunks.options, **kwargs)
         try:
             async for piece in pieces:
-                for chunk in chunks.feed(str(piece.text)):
+                for chunk in chunks.feed(piece):
                     yield chunk
                 if chunks.done:
                     break
@@ -324,36 +378,54 @@ class ELMDChain(RunnableSerializable[dict[str, Any] | str, ELMDResult]):
         finally:
             await pieces.aclose()  # type: ignore[attr-defined]
 
-    def _retrieve(self, turn: _Turn, config: RunnableConfig) -> Document | None:
+    def _retrieve(self, turn: _Turn, config: RunnableConfig) -> _Retrieved:
         if not (self.use_retrieval and self.retriever is not None):
-            return None
-        documents = self.retriever.invoke(turn.utterance.text, config)
-        return documents[0] if documents else None
+            return _Retrieved()
+        return _Retrieved.of(self.retriever.invoke(turn.utterance.text, config, k=self.emotion_vote_k), self.labels)
 
-    async def _aretrieve(self, turn: _Turn, config: RunnableConfig) -> Document | None:
+    async def _aretrieve(self, turn: _Turn, config: RunnableConfig) -> _Retrieved:
         if not (self.use_retrieval and self.retriever is not None):
-            return None
-        documents = await self.retriever.ainvoke(turn.utterance.text, config)
-        return documents[0] if documents else None
+            return _Retrieved()
+        documents = await self.retriever.ainvoke(turn.utterance.text, config, k=self.emotion_vote_k)
+        return _Retrieved.of(documents, self.labels)
 
-    def _parse(self, text: str, demonstration: Document | None) -> ELMDResult:
-        machine = StreamingAnswerParser(self.labels)
-        result = ELMDResult(None, "")
-        for chunk in [*machine.feed(text), *machine.finish()]:
-            result = result + chunk
-        return with_demonstration(result, demonstration)
+    def _reply_chunks(self, turn: _Turn, found: _Retrieved) -> _ReplyChunks:
+        """The parser of this turn's reply, with the chat model's call options (stops, emotion choice, copy guard)."""
+        from elmd_sdk.models.chat_model import ELMDChatModel
+        from elmd_sdk.models.closed_set import EmotionChoice
 
-    def _stops(self) -> list[str]:
-        """Stop strings: the model starting an invented next turn (the parser also cuts there)."""
         words = wording(self.language)
-        return sorted({f"\n{words.user_name}{words.colon.strip()}", f"\n{words.user_name}:"})
-
-    def _answer_text(self, result: ELMDResult) -> str:
-        """The result in the answer format (without the emotion line when the model gave none)."""
-        if result.emotion is not None:
-            return render_answer(result.emotion, result.response, self.language)
-        words = wording(self.language)
-        return f"{words.response_key}{words.colon}{result.response}"
+        options: dict[str, Any] = {
+            "stop": sorted({f"\n{words.user_name}{words.colon.strip()}", f"\n{words.user_name}:"})
+        }
+        own_model = isinstance(self.chat_model, ELMDChatModel)
+        allowed = turn.allowed_emotions if turn.allowed_emotions is not None else self.allowed_emotions
+        closed = self.emotion_mode == "closed" or turn.emotion is not None or allowed is not None
+        if closed and not own_model:
+            raise ElmdError(
+                "closed-set emotion decoding (the default, and what 'emotion' and 'allowed_emotions' need) scores the "
+                f"labels with an ELMDChatModel; this chain's chat model is a {type(self.chat_model).__name__}: "
+                "build the chain with emotion_mode='free'"
+            )
+        if closed:
+            options["emotion_choice"] = EmotionChoice(
+                labels=self.labels,
+                lines=tuple(render_answer(label, None, self.language) for label in self.labels),
+                response_key=f"\n{words.response_key}{words.colon.rstrip()}",
+                allowed=allowed,
+                force=turn.emotion,
+            )
+        if self.copy_guard and own_model:
+            demonstration = [found.demonstration.page_content] if found.demonstration is not None else []
+            options["avoid_copying"] = [*demonstration, turn.utterance.text]
+        extras = ELMDResult(
+            None,
+            "",
+            demonstration=found.demonstration,
+            utterance_emotion=found.utterance_emotion,
+            utterance_emotion_scores=found.utterance_emotion_scores,
+        )
+        return _ReplyChunks(self.labels, closed, extras, options)
 
     # -- prompt and context fitting ----------------------------------------------------------------------------
 
@@ -453,32 +525,87 @@ class ELMDChain(RunnableSerializable[dict[str, Any] | str, ELMDResult]):
         return None if window is None else window - self._max_new_tokens()
 
 
-class _ReplyChunks:
-    """Streamed reply text -> result chunks (:class:`StreamingAnswerParser`); the first carries the demonstration."""
+@dataclass(frozen=True)
+class _Retrieved:
+    """What retrieval gave one turn: the demonstration R (the nearest entry) and the utterance-emotion vote."""
 
-    def __init__(self, labels: Sequence[str], demonstration: Document | None) -> None:
-        self._parser = StreamingAnswerParser(labels)
-        self._demonstration = demonstration
+    demonstration: Document | None = None
+    utterance_emotion: str | None = None
+    utterance_emotion_scores: dict[str, float] | None = None
+
+    @classmethod
+    def of(cls, documents: Sequence[Document], labels: Sequence[str]) -> _Retrieved:
+
+        scores = emotion_vote(documents, labels)
+        return cls(
+            demonstration=documents[0] if documents else None,
+            utterance_emotion=None if scores is None else max(scores, key=scores.__getitem__),
+            utterance_emotion_scores=scores,
+        )
+
+
+class _ReplyChunks:
+    """Chat model output (messages or stream chunks) -> result chunks; the first carries the emotion, its
+    probabilities, the demonstration and the utterance emotion.
+
+    Free mode parses the emotion line the model wrote (:class:`StreamingAnswerParser`); closed mode takes the emotion
+    the chat model chose from its first chunk's metadata and only cuts the response where it ends.
+    """
+
+    def __init__(self, labels: Sequence[str], closed: bool, extras: ELMDResult, options: dict[str, Any]) -> None:
+        self.options = options  # keyword arguments of the chat model call
+        self._labels = labels
+        self._closed = closed
+        self._parser = None if closed else StreamingAnswerParser(labels)
+        self._extras = extras
         self._first = True
 
     @property
     def done(self) -> bool:
         """Whether the response has ended (nothing more to feed)."""
-        return self._parser.done
+        return self._parser is not None and self._parser.done
 
-    def feed(self, text: str) -> list[ELMDResult]:
-        """The chunks that ``text`` makes certain."""
-        return self._first_tagged(self._parser.feed(text))
+    def feed(self, message: BaseMessage) -> list[ELMDResult]:
+        """The chunks that this piece of the chat model's output makes certain."""
+        if self._parser is None:
+            metadata = message.response_metadata
+            if "emotion" not in metadata:
+                raise ElmdError("the chat model returned no closed-set emotion (its first chunk has no 'emotion')")
+            self._parser = StreamingAnswerParser(self._labels, emotion=metadata["emotion"])
+            self._extras = replace(
+                self._extras, emotion=metadata["emotion"], emotion_scores=dict(metadata["emotion_scores"])
+            )
+            return self._tagged([ELMDResult(metadata["emotion"], ""), *self._parser.feed(str(message.text))])
+        return self._tagged(self._parser.feed(str(message.text)))
 
     def finish(self) -> list[ELMDResult]:
         """The remaining chunks at the end of generation."""
-        return self._first_tagged(self._parser.finish())
+        if self._parser is None:
+            raise ElmdError("the chat model returned nothing")
+        return self._tagged(self._parser.finish())
 
-    def _first_tagged(self, chunks: list[ELMDResult]) -> list[ELMDResult]:
+    def _tagged(self, chunks: list[ELMDResult]) -> list[ELMDResult]:
         if chunks and self._first:
             self._first = False
-            return [with_demonstration(chunks[0], self._demonstration), *chunks[1:]]
+            return [self._extras + chunks[0], *chunks[1:]]
         return chunks
+
+
+def _added(chunks: Sequence[ELMDResult]) -> ELMDResult:
+    result = ELMDResult(None, "")
+    for chunk in chunks:
+        result = result + chunk
+    return result
+
+
+def _tool_output(result: ELMDResult) -> dict[str, Any]:
+    """What the agent tool returns: the reply as data."""
+    return {
+        "emotion": result.emotion,
+        "emotion_scores": result.emotion_scores,
+        "response": result.response,
+        "utterance_emotion": result.utterance_emotion,
+    }
 
 
 def default_bundle_path() -> Path:
@@ -486,8 +613,11 @@ def default_bundle_path() -> Path:
     return Path(__file__).resolve().parent / _DEFAULT_BUNDLE
 
 
-def parse_input(value: Mapping[str, Any] | str | ELMDInput, language: str = "en") -> _Turn:
-    """Check and normalise one chain input; :class:`InputError` names the bad field."""
+def parse_input(
+    value: Mapping[str, Any] | str | ELMDInput, language: str = "en", labels: Sequence[str] = EMOTIONS
+) -> _Turn:
+    """Check and normalise one chain input; :class:`InputError` names the bad field (``emotion`` and
+    ``allowed_emotions`` must be among ``labels``)."""
     words = wording(language)
     if isinstance(value, ELMDInput):
         value = value.model_dump()
@@ -513,11 +643,15 @@ def parse_input(value: Mapping[str, Any] | str | ELMDInput, language: str = "en"
     history = [
         _history_turn(item, i, len(raw_history), speaker, words.assistant_name) for i, item in enumerate(raw_history)
     ]
+    emotion, allowed = value.get("emotion"), value.get("allowed_emotions")
+    check_emotions(labels, emotion, allowed)
     return _Turn(
         utterance=Turn(speaker=speaker, text=text.strip()),
         history=history,
         background=background.strip() if background and background.strip() else None,
         video=_video_ref(value.get("video")),
+        emotion=emotion,
+        allowed_emotions=None if allowed is None else tuple(allowed),
     )
 
 
@@ -530,6 +664,15 @@ def _history_turn(item: Any, index: int, count: int, user: str, assistant: str) 
         item = item.model_dump()
     if isinstance(item, str):
         return Turn(speaker=assistant if (count - 1 - index) % 2 == 0 else user, text=item)
+    if isinstance(item, HistoryMessage):
+        item = item.model_dump()
+    if isinstance(item, Mapping) and "role" in item:
+        role, content = item.get("role"), item.get("content")
+        if role not in ("user", "assistant"):
+            raise InputError(f"role must be 'user' or 'assistant', got {role!r}", field=field)
+        if not isinstance(content, str):
+            raise InputError("needs a string 'content'", field=field)
+        return Turn(speaker=user if role == "user" else assistant, text=content)
     if isinstance(item, Mapping):
         speaker, text = item.get("speaker"), item.get("text")
         if not isinstance(text, str):
@@ -538,7 +681,9 @@ def _history_turn(item: Any, index: int, count: int, user: str, assistant: str) 
             raise InputError("needs a non-empty string 'speaker'", field=field)
         emotion = item.get("emotion")
         return Turn(speaker=speaker, text=text, emotion=emotion if isinstance(emotion, str) else None)
-    raise InputError(f"must be a string or a {{speaker, text}} object, got {type(item).__name__}", field=field)
+    raise InputError(
+        f"must be a string, a {{speaker, text}} or a {{role, content}} object, got {type(item).__name__}", field=field
+    )
 
 
 def _video_ref(value: Any) -> VideoRef | None:
@@ -579,4 +724,12 @@ def _role(message: BaseMessage) -> str:
     return {"system": "system", "human": "user", "ai": "assistant"}.get(message.type, message.type)
 
 
-__all__ = ["VIDEO_PLACEHOLDER", "ELMDChain", "ELMDInput", "HistoryTurn", "default_bundle_path", "parse_input"]
+__all__ = [
+    "VIDEO_PLACEHOLDER",
+    "ELMDChain",
+    "ELMDInput",
+    "HistoryMessage",
+    "HistoryTurn",
+    "default_bundle_path",
+    "parse_input",
+]

@@ -1,6 +1,8 @@
 """The terminal conversation behind ``elmd-sdk chat``: reads turns, streams replies with their emotion, keeps history.
 
-Commands: ``/video PATH`` (attach a clip to the next turn), ``/background TEXT``, ``/reset``, ``/help``, ``/exit``.
+Commands: ``/video PATH`` (attach a clip to the next turn), ``/background TEXT``, ``/emotion LABEL`` (force the reply
+emotion; ``/emotion auto`` lets the model choose again), ``/reset``, ``/help``, ``/exit``. Each reply is shown as
+``bot (sad 0.62): ...``: the response emotion and its probability among the labels.
 Ctrl-C during a reply stops that reply and keeps the session; Ctrl-D (end of input) or ``/exit`` ends it. Any
 error in a turn (a bad video, an input too long for the model) is printed as one line and the session goes on.
 """
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from elmd_sdk.chains.chain import ELMDChain
+from elmd_sdk.chains.parser import ELMDResult
 from elmd_sdk.chains.prompt import wording
 
 from elmd_sdk.errors import ElmdError
@@ -21,6 +24,7 @@ from elmd_sdk.errors import ElmdError
 HELP = """commands:
   /video PATH        attach a video clip to your next turn
   /background TEXT   set the dialogue background (empty: clear it)
+  /emotion LABEL     force the emotion of the next replies (/emotion auto: the model chooses again)
   /reset             forget the conversation so far
   /help              show this help
   /exit              quit (or Ctrl-D); Ctrl-C stops a reply that is being written"""
@@ -45,6 +49,7 @@ class ChatREPL:
         self.background = background
         self.history: list[dict[str, str]] = []
         self.pending_video: str | None = None
+        self.emotion: str | None = None  # forced reply emotion (/emotion), None: the model chooses
         self.read_line = read_line
         self.out = out if out is not None else sys.stdout
         words = wording(chain.language)
@@ -96,6 +101,8 @@ class ChatREPL:
         elif command == "/background":
             self.background = argument or None
             self.say(f"background set: {argument}" if argument else "background cleared")
+        elif command == "/emotion":
+            self.set_emotion(argument)
         elif command == "/video":
             if argument:
                 self.attach_video(argument)
@@ -104,6 +111,18 @@ class ChatREPL:
         else:
             self.say(f"unknown command {command}; /help lists the commands")
         return True
+
+    def set_emotion(self, argument: str) -> None:
+        """``/emotion LABEL`` forces the reply emotion, ``/emotion auto`` hands the choice back to the model."""
+        labels = ", ".join(self.chain.labels)
+        if argument in ("", "auto"):
+            self.emotion = None
+            self.say("the model chooses the reply emotion" if argument else f"usage: /emotion LABEL|auto ({labels})")
+        elif argument in self.chain.labels:
+            self.emotion = argument
+            self.say(f"replies will be {argument} (/emotion auto to undo)")
+        else:
+            self.say(f"error: unknown emotion {argument!r}; choose one of: {labels}, or auto")
 
     def attach_video(self, path: str) -> None:
         """Check a clip and attach it to the next turn (or say why it is not used)."""
@@ -133,14 +152,15 @@ class ChatREPL:
             "video": self.pending_video,
             "speaker": self.user_name,
         }
+        if self.emotion is not None:
+            request["emotion"] = self.emotion
         response: list[str] = []
         started = False
         stream = self.chain.stream(request)
         try:
             for chunk in stream:
                 if not started:
-                    label = f" ({chunk.emotion})" if chunk.emotion else ""
-                    self.say(f"{BOT}{label}: ", end="")
+                    self.say(f"{BOT}{_emotion_label(chunk)}: ", end="")
                     started = True
                 if chunk.response:
                     response.append(chunk.response)
@@ -178,6 +198,15 @@ def describe(chain: ELMDChain) -> str:
     else:
         video = "off (no trained projector)"
     return f"bundle '{name}': {model}, {len(chain.labels)} emotions, retrieval {retrieval}, video {video}"
+
+
+def _emotion_label(result: ELMDResult) -> str:
+    """ " (sad 0.62)" with the emotion's probability, " (sad)" without scores (free mode), "" without an emotion."""
+    if result.emotion is None:
+        return ""
+    scores = result.emotion_scores or {}
+    probability = f" {scores[result.emotion]:.2f}" if result.emotion in scores else ""
+    return f" ({result.emotion}{probability})"
 
 
 def _one_line(error: BaseException) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from elmd_sdk.chains.prompt import label_name, render_answer, wording
@@ -62,8 +62,9 @@ _EMOTION_KEYS = ("response emotion", "predicted emotion", "emotion label", "emot
 _RESPONSE_KEYS = ("response", "reply", "answer", "回复", "回答")
 _STOP_KEYS = (
     "user", "human", "assistant", "system", "emotion", "response", "reply", "utterance", "current utterance",
-    "background", "dialogue history", "history", "reference reply", "用户", "助手", "情感", "情绪", "回复", "背景",
-    "历史对话", "当前话语", "参考回复",
+    "background", "dialogue history", "history", "reference reply", "reference", "note", "notes", "nb", "p.s",
+    "ps", "explanation", "example", "用户", "助手", "情感", "情绪", "回复", "背景", "历史对话", "当前话语", "参考回复",
+    "参考", "注", "注意", "说明",
 )  # fmt: skip
 _EMOTION_LINE = re.compile(
     rf"{_LEAD}(?:{'|'.join(_EMOTION_KEYS)})(?:\*\*|__)?[ \t]*(?:[:：=]|-(?=\s))(?:\*\*|__)?[ \t]*", re.IGNORECASE
@@ -78,6 +79,25 @@ _STOP_LINE = re.compile(
     rf"\n[ \t]*[>*_#`\-]*[ \t]*(?:{'|'.join(_STOP_KEYS)})(?:\*\*|__)?[ \t]*[:：(（]|\n[ \t]*###", re.IGNORECASE
 )
 _STOP_TOKEN = re.compile(r"<\||</s>|\[/?INST\]")
+# A line that starts a turn of any named speaker ("Joey:", "Speaker 2:", "小明："), or a bracketed note line.
+_SPEAKER_LINE = re.compile(
+    r"\n[ \t]*[>*_#`\-]*[ \t]*(?:[A-Z][\w.'\- ]{0,24}?|[\u4e00-\u9fff]{1,8})[ \t]*(?:\*\*|__)?[:：]|\n[ \t]*[(（\[【]"
+)
+_SPEAKER_PARTIAL = re.compile(
+    r"[ \t]*[>*_#`\-]*[ \t]*(?:[A-Z][\w.'\- ]{0,24}|[\u4e00-\u9fff]{1,8})?[ \t]*(?:\*\*|__|\*|_)?"
+)
+# A note the model appends on the reply's own line: "(No copying)", "(Note: ...)", " Note: ...", " P.S. ...".
+_NOTE_INLINE = re.compile(
+    r"[ \t]*[(（\[]\s*(?:no copy|not copied|not to be copied|note|nb[ \t]*[:：)）]|reference|example|"
+    r"this (?:response|reply)|the (?:response|reply)|response|reply|emotion|注|参考)|"
+    r"(?<=\S)[ \t]+(?:note|nb|p\.?s\.?)[ \t]*[:：]",
+    re.IGNORECASE,
+)
+_NOTE_OPENERS = ("note", "nb", "p.s.", "ps")
+# A speaker tag the model puts before its reply ("(Rachel) ...", "Rachel: ..."), and what may still become one.
+_SPEAKER_TAG = re.compile(r"(?:[(（]\s*[A-Z][\w .\-]{0,24}?\s*[)）]|[A-Z][\w.\-]{0,24}[:：])[ \t]*")
+_SPEAKER_TAG_PARTIAL = re.compile(r"[(（]\s*[A-Z][\w .\-]{0,24}|[A-Z][\w.\-]{0,24}")
+_BLANK_LINE = re.compile(r"\n[ \t]*\n")  # a reply is one paragraph: what follows a blank line is another text
 _DECORATION = re.compile(r"^[\s>*_#`\-]+")
 _QUOTES = {'"': '"', "“": "”", "「": "」", "『": "』"}
 _VALUE_STRIP = " \t\r\n*_`'\"“”「」『』[]()（）【】<>.,;:!?。，；：！？-"
@@ -93,26 +113,39 @@ _LABEL_WORDS = tuple(word for words in SYNONYMS.values() for word in words)
 
 @dataclass(frozen=True)
 class ELMDResult:
-    """What the chain returns: the predicted response emotion (None if the model gave none), the response, and
-    the retrieved demonstration R used in the prompt (None without retrieval).
+    """What the chain returns: the response emotion (None if the model gave none), the response, the retrieved
+    demonstration R (None without retrieval), the probability of every label as the response emotion (closed-set
+    decoding; None in free mode) and the emotion recognised in the user's utterance u with its probabilities (a
+    similarity-weighted vote of the nearest indexed utterances; None without retrieval).
 
-    Stream chunks are ELMDResults too and add up (``a + b``): responses concatenate, the first known
-    emotion and demonstration are kept.
+    Stream chunks are ELMDResults too and add up (``a + b``): responses concatenate, the first known value of
+    every other field is kept (the first chunk carries them all).
     """
 
     emotion: str | None
     response: str
     demonstration: Document | None = None
+    emotion_scores: dict[str, float] | None = None
+    utterance_emotion: str | None = None
+    utterance_emotion_scores: dict[str, float] | None = None
 
     def __add__(self, other: ELMDResult) -> ELMDResult:
         """Concatenate two stream chunks."""
         if not isinstance(other, ELMDResult):
             return NotImplemented
-        return ELMDResult(
-            emotion=self.emotion if self.emotion is not None else other.emotion,
-            response=self.response + other.response,
-            demonstration=self.demonstration if self.demonstration is not None else other.demonstration,
-        )
+        kept = {
+            f.name: getattr(self, f.name) if getattr(self, f.name) is not None else getattr(other, f.name)
+            for f in fields(self)
+            if f.name != "response"
+        }
+        return ELMDResult(response=self.response + other.response, **kept)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The result as JSON-ready data (the demonstration as its text and metadata)."""
+        data = asdict(replace(self, demonstration=None))
+        demo = self.demonstration
+        data["demonstration"] = None if demo is None else {"text": demo.page_content, "metadata": dict(demo.metadata)}
+        return data
 
 
 def match_label(value: str, labels: Sequence[str] = EMOTIONS, *, exact: bool = False) -> str | None:
@@ -173,10 +206,12 @@ class StreamingAnswerParser:
     caller may stop generating.
     """
 
-    def __init__(self, labels: Sequence[str] = EMOTIONS) -> None:
+    def __init__(self, labels: Sequence[str] = EMOTIONS, *, emotion: str | None = None) -> None:
+        """``emotion`` set: the answer's header is already known (closed-set decoding) and every piece fed is
+        response text, which is only cut where it ends."""
         self.labels = tuple(labels)
         self._text = ""
-        self._header: _Header | None = None
+        self._header: _Header | None = None if emotion is None else _Header(emotion, 0)
         self._emitted = ""
         self._quote: str | None = None  # the closing quote to drop, once an opening one was dropped
         self.done = False
@@ -221,10 +256,12 @@ class StreamingAnswerParser:
     def _visible(self, body: str, final: bool) -> str:
         """The part of ``body`` that belongs to the final response for sure (all of it when ``final``)."""
         if not final:
-            newline = body.rfind("\n")
-            if newline != -1 and _could_become(body[newline + 1 :], _STOP_CANDIDATES):
-                body = body[:newline]
+            body = body[: _unsettled_tail(body)]
         text = body.lstrip()
+        if tag := _SPEAKER_TAG.match(text):
+            text = text[tag.end() :]
+        elif not final and _SPEAKER_TAG_PARTIAL.fullmatch(text):
+            return ""
         if self._quote is None and text[:1] in _QUOTES:
             self._quote = _QUOTES[text[0]]
         if self._quote is not None:
@@ -333,9 +370,27 @@ def _label_remainder(value: str) -> str:
 
 
 def _stop_position(body: str) -> int | None:
-    """Where the response ends: the first invented next turn, answer key or special token, if any."""
-    positions = [m.start() for m in (_STOP_LINE.search(body), _STOP_TOKEN.search(body)) if m is not None]
+    """Where the response ends: the first invented next turn, answer key, note, blank line or special token."""
+    patterns = (_STOP_LINE, _STOP_TOKEN, _SPEAKER_LINE, _NOTE_INLINE, _BLANK_LINE)
+    positions = [m.start() for m in (pattern.search(body) for pattern in patterns) if m is not None]
     return min(positions) if positions else None
+
+
+def _unsettled_tail(text: str) -> int:
+    """Where the part of an unfinished response that may still turn into a stop (a note, a turn) begins."""
+    cut = len(text)
+    newline = text.rfind("\n")
+    if newline != -1:
+        line = text[newline + 1 :]
+        if _could_become(line, _STOP_CANDIDATES) or _SPEAKER_PARTIAL.fullmatch(line) or line.strip()[:1] in "(（[【":
+            cut = newline
+    opening = max(text.rfind(bracket) for bracket in "(（[")
+    if opening != -1 and len(text) - opening < 40 and not re.search(r"[)）\]]", text[opening:]):
+        cut = min(cut, opening)
+    word = re.search(r"[ \t]+(\S*)$", text)
+    if word and any(opener.startswith(word.group(1).lower()) for opener in _NOTE_OPENERS):
+        cut = min(cut, word.start())
+    return cut
 
 
 class ELMDOutputParser(BaseTransformOutputParser[ELMDResult]):
@@ -388,8 +443,3 @@ def _piece_text(piece: str | BaseMessage | Any) -> str:
     if isinstance(piece, BaseMessage):
         return str(piece.text)
     return str(piece)
-
-
-def with_demonstration(result: ELMDResult, demonstration: Document | None) -> ELMDResult:
-    """``result`` with the demonstration the chain used attached."""
-    return replace(result, demonstration=demonstration)

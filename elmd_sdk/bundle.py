@@ -37,6 +37,8 @@ GENERATION_SETTINGS: dict[str, tuple[type, ...]] = {
     "top_k": (int,),
     "max_new_tokens": (int,),
     "seed": (int,),
+    "repetition_penalty": (int, float),
+    "no_repeat_ngram_size": (int,),
 }
 
 

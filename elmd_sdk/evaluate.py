@@ -27,7 +27,9 @@ from elmd_sdk.data.labels import EMOTIONS
 from elmd_sdk.data.records import Sample
 from elmd_sdk.errors import InputError, MismatchError
 from elmd_sdk.io import atomic_write_json, sha256_file
-from elmd_sdk.metrics import score_generations
+from elmd_sdk.metrics import score_generations, tokenize
+from elmd_sdk.metrics.emotion import emotion_baselines, emotion_scores
+from elmd_sdk.metrics.reply import COPY_COVERAGE, copy_rate, distinct_n, template_leak_rate
 from elmd_sdk.progress import make_progress
 
 if TYPE_CHECKING:
@@ -72,6 +74,7 @@ class EvalSettings:
     limit: int | None = None  # evaluate only the first ``limit`` samples of the data (file order)
     meteor_synonyms: bool = True  # METEOR with WordNet synonyms where an offline WordNet is installed
     device: str | None = None  # torch device of the LLM; None = where transformers loads
+    emotion_mode: Literal["closed", "free"] = "closed"  # closed-set emotion decoding, or the model writes it (paper)
 
     def validate(self) -> None:
         """Raise :class:`InputError` naming the first impossible setting."""
@@ -81,6 +84,8 @@ class EvalSettings:
                 raise InputError(f"must be at least 1, got {value}", field=name)
         if self.batch_size < 1:
             raise InputError(f"must be at least 1, got {self.batch_size}", field="batch_size")
+        if self.emotion_mode not in ("closed", "free"):
+            raise InputError(f"must be closed or free, got {self.emotion_mode!r}", field="emotion_mode")
 
     def generation(self) -> dict[str, Any]:
         """The decoding overrides passed to ``ELMDChain.from_bundle`` (unset ones left out)."""
@@ -100,6 +105,9 @@ class Generation:
     response: str  # the generated response
     emotion: str | None  # the predicted response emotion (None: the model gave none the parser could read)
     demonstration: dict[str, Any] | None  # the retrieved demonstration R: response r', utterance u', emotions, score
+    emotion_scores: dict[str, float] | None = None  # closed-set probability of each label
+    utterance_emotion: str | None = None  # the emotion recognised in u (neighbour vote)
+    reference_utterance_emotion: str | None = None  # u's gold emotion
 
 
 @dataclass
@@ -188,6 +196,9 @@ def generate(
                     response=result.response.strip(),
                     emotion=result.emotion,
                     demonstration=_demonstration(result),
+                    emotion_scores=result.emotion_scores,
+                    utterance_emotion=result.utterance_emotion,
+                    reference_utterance_emotion=sample.utterance.emotion,
                 )
             )
         if on_advance is not None:
@@ -202,16 +213,18 @@ def score(
     *,
     meteor_synonyms: bool = True,
 ) -> dict[str, Any]:
-    """The paper's metrics (x100) of the generations against their references, with their metadata.
+    """The paper's metrics (x100) of the generations against their references, with their metadata, plus what a
+    chatbot builder checks (:mod:`elmd_sdk.metrics.reply`): distinct-1/2, copy rate, template-leak rate.
 
-    Emotion accuracy and macro-F1 compare the predicted response emotion with the reference's; they are
-    None when some reference has no emotion label.
+    Emotion scores compare the predicted response emotion with the reference's, next to two baselines on the same
+    samples (majority class, the demonstration's e'); they are None when some reference has no emotion label.
+    The utterance emotion is scored (accuracy, weighted F1) where the chain recognised one for every sample.
     """
     hyps = [g.response for g in generations]
     refs = [g.reference for g in generations]
     gold = [g.reference_emotion for g in generations]
     labelled = all(e is not None for e in gold)
-    return score_generations(
+    metrics = score_generations(
         hyps,
         refs,
         language,
@@ -220,6 +233,25 @@ def score(
         labels,
         meteor_synonyms=meteor_synonyms,
     )
+    tokens = [tokenize(h, language) for h in hyps]
+    demonstrations = [tokenize(g.demonstration["response"], language) if g.demonstration else None for g in generations]
+    metrics.update(
+        distinct_1=distinct_n(tokens, 1),
+        distinct_2=distinct_n(tokens, 2),
+        copy_rate=copy_rate(tokens, demonstrations),
+        copy_coverage=COPY_COVERAGE,
+        template_leak_rate=template_leak_rate(hyps),
+        emotion_baselines=None,
+        utterance_emotion=None,
+    )
+    if labelled:
+        demo_emotions = [(g.demonstration or {}).get("response_emotion") for g in generations]
+        metrics["emotion_baselines"] = emotion_baselines([e for e in gold if e is not None], demo_emotions, labels)
+    utterance_gold = [g.reference_utterance_emotion for g in generations]
+    if all(g.utterance_emotion is not None for g in generations) and all(e in labels for e in utterance_gold):
+        recognised = emotion_scores([g.utterance_emotion for g in generations], utterance_gold, labels)  # type: ignore[arg-type]
+        metrics["utterance_emotion"] = {key: recognised[key] for key in ("emotion_accuracy", "emotion_weighted_f1")}
+    return metrics
 
 
 def generation_settings(chain: Any) -> dict[str, Any]:
@@ -306,7 +338,12 @@ def load_chain(
     from elmd_sdk.chains.chain import ELMDChain
 
     return ELMDChain.from_bundle(
-        bundle_dir, use_retrieval=use_retrieval, use_video=use_video, device=settings.device, **settings.generation()
+        bundle_dir,
+        use_retrieval=use_retrieval,
+        use_video=use_video,
+        device=settings.device,
+        emotion_mode=settings.emotion_mode,
+        **settings.generation(),
     )
 
 
@@ -395,11 +432,21 @@ def ablation_report(
     }
 
 
-def write_report(path: str | Path, report: Mapping[str, Any]) -> Path:
-    """Write a report as JSON atomically (temporary file, then rename); returns the path."""
+def write_report(path: str | Path, report: Mapping[str, Any]) -> list[Path]:
+    """Write a report as JSON atomically (temporary file, then rename), and beside it a confusion-matrix PNG of each
+    scored result (``REPORT.confusion.png``, or ``REPORT.ROW.confusion.png`` per Table 3 row); returns the paths."""
+    from elmd_sdk.metrics.confusion_plot import write_confusion_png
+
     path = Path(path)
     atomic_write_json(path, report)
-    return path
+    written = [path]
+    results = [("", report)] if "metrics" in report else [(f".{row['row']}", row) for row in report.get("rows", [])]
+    for suffix, result in results:
+        confusion = (result.get("metrics") or {}).get("emotion_confusion")
+        if confusion is not None:
+            title = f"response emotion{' ' + result['label'] if suffix else ''} (gold rows, predicted columns)"
+            written.append(write_confusion_png(confusion, path.with_name(f"{path.stem}{suffix}.confusion.png"), title))
+    return written
 
 
 # -- ablations (Table 3) -----------------------------------------------------------------------------------------

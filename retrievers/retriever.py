@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, Callba
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables.config import run_in_executor
-from pydantic import ConfigDict, Field, PrivateAttr
+from pydantic import ConfigDict, Field, PrivateAttr, field_validator
 
 from elmd_sdk.errors import InputError
 
@@ -44,6 +44,24 @@ def encoder_from_source(source: EncoderSource | None, index_dir: Path) -> TextEn
     return ERMEncoder.plain(source.path)
 
 
+_SEARCH_KWARGS = ("k", "score_threshold", "exclude_dialogue_ids")
+
+
+def emotion_vote(documents: Sequence[Document], labels: Sequence[str]) -> dict[str, float] | None:
+    """Emotion of a query from its neighbours: each retrieved utterance's ``utterance_emotion`` gets the
+    document's similarity ``score`` (negative counts as 0); normalised over ``labels`` to sum to 1.
+
+    None when no neighbour has a label among ``labels`` and a positive score.
+    """
+    votes = dict.fromkeys(labels, 0.0)
+    for document in documents:
+        emotion, score = document.metadata.get("utterance_emotion"), document.metadata.get("score")
+        if emotion in votes and isinstance(score, int | float):
+            votes[emotion] += max(float(score), 0.0)
+    total = sum(votes.values())
+    return None if total <= 0 else {label: vote / total for label, vote in votes.items()}
+
+
 class EmotionalRetriever(BaseRetriever):
     """Retrieve the k (u', r') pairs whose utterance u' is most similar to the query under the ERM encoder.
 
@@ -52,6 +70,10 @@ class EmotionalRetriever(BaseRetriever):
     embeddings, i.e. cosine similarity). Entries of the dialogues in ``exclude_dialogue_ids`` (field, or
     the ``exclude_dialogue_ids`` keyword of ``invoke``) are never returned, so retrieval over a training
     corpus does not find the query's own dialogue. ``invoke(query, k=n)`` overrides ``k`` for one call.
+
+    As LangChain's ``VectorStoreRetriever``: ``score_threshold`` (field, ``search_kwargs`` entry or ``invoke``
+    keyword) drops documents whose score is below it, and ``search_kwargs`` sets ``k``, ``score_threshold`` and
+    ``exclude_dialogue_ids`` for every call (an ``invoke`` keyword overrides them).
 
     Thread safety: query encoding is serialised by a per-retriever lock (fast tokenizers are not safe to
     call concurrently); the FAISS search runs unlocked, as FAISS CPU indexes support concurrent searches.
@@ -67,6 +89,17 @@ class EmotionalRetriever(BaseRetriever):
     """Number of documents returned."""
     exclude_dialogue_ids: frozenset[str] = frozenset()
     """Dialogues whose entries are never returned."""
+    score_threshold: float | None = None
+    """Documents scoring below this similarity are not returned (None: no cutoff)."""
+    search_kwargs: dict[str, Any] = Field(default_factory=dict)
+    """Per-retriever search settings, LangChain style: ``k``, ``score_threshold``, ``exclude_dialogue_ids``."""
+
+    @field_validator("search_kwargs")
+    @classmethod
+    def _known_search_kwargs(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if unknown := sorted(set(value) - set(_SEARCH_KWARGS)):
+            raise InputError(f"unknown key(s) {unknown}; known: {', '.join(_SEARCH_KWARGS)}", field="search_kwargs")
+        return value
 
     _encode_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
@@ -99,13 +132,28 @@ class EmotionalRetriever(BaseRetriever):
             return np.asarray(self.encoder.encode([query]), dtype=np.float32)[0]
 
     def search_by_vector(
-        self, vector: np.ndarray, k: int | None = None, exclude_dialogue_ids: Iterable[str] | None = None
+        self,
+        vector: np.ndarray,
+        k: int | None = None,
+        exclude_dialogue_ids: Iterable[str] | None = None,
+        score_threshold: float | None = None,
     ) -> list[Document]:
-        """The top-k documents for an embedding (dim,), skipping excluded dialogues, with ``score`` metadata."""
-        k = self.k if k is None else k
-        if not isinstance(k, int) or k < 1:
+        """The top-k documents for an embedding (dim,), skipping excluded dialogues and those scoring below the
+        threshold, with ``score`` metadata."""
+        k = k if k is not None else self.search_kwargs.get("k", self.k)
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise InputError(f"must be a positive integer, got {k!r}", field="k")
-        excluded = self.exclude_dialogue_ids | frozenset(exclude_dialogue_ids or ())
+        if score_threshold is None:
+            score_threshold = self.search_kwargs.get("score_threshold", self.score_threshold)
+        if score_threshold is not None and (
+            isinstance(score_threshold, bool) or not isinstance(score_threshold, int | float)
+        ):
+            raise InputError(f"must be a number, got {score_threshold!r}", field="score_threshold")
+        excluded = (
+            self.exclude_dialogue_ids
+            | frozenset(self.search_kwargs.get("exclude_dialogue_ids", ()))
+            | frozenset(exclude_dialogue_ids or ())
+        )
         embedding = np.asarray(vector, dtype=np.float32).tolist()
         if not excluded:
             pairs = self.store.similarity_search_with_score_by_vector(embedding, k=k)
@@ -125,6 +173,7 @@ class EmotionalRetriever(BaseRetriever):
         return [
             Document(page_content=doc.page_content, metadata={**doc.metadata, "score": float(score)})
             for doc, score in pairs
+            if score_threshold is None or score >= score_threshold
         ]
 
     def _get_relevant_documents(
@@ -134,8 +183,12 @@ class EmotionalRetriever(BaseRetriever):
         run_manager: CallbackManagerForRetrieverRun,
         k: int | None = None,
         exclude_dialogue_ids: Iterable[str] | None = None,
+        score_threshold: float | None = None,
     ) -> list[Document]:
-        return self.search_by_vector(self.embed_query(query), k=k, exclude_dialogue_ids=exclude_dialogue_ids)
+        if not isinstance(query, str):
+            raise InputError(f"the query must be a string, got {type(query).__name__}", field="query")
+        vector = self.embed_query(query)
+        return self.search_by_vector(vector, k, exclude_dialogue_ids, score_threshold)
 
     async def _aget_relevant_documents(
         self,
@@ -144,6 +197,7 @@ class EmotionalRetriever(BaseRetriever):
         run_manager: AsyncCallbackManagerForRetrieverRun,
         k: int | None = None,
         exclude_dialogue_ids: Iterable[str] | None = None,
+        score_threshold: float | None = None,
     ) -> list[Document]:
         return await run_in_executor(
             None,
@@ -152,4 +206,5 @@ class EmotionalRetriever(BaseRetriever):
             run_manager=run_manager.get_sync(),
             k=k,
             exclude_dialogue_ids=exclude_dialogue_ids,
+            score_threshold=score_threshold,
         )

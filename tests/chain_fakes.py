@@ -31,6 +31,14 @@ def tiny_llm(seed: int = 0, layers: int = 2, context: int = 2048) -> tuple[Any, 
     return tiny_llama(tokenizer, seed, num_hidden_layers=layers, max_position_embeddings=context), tokenizer
 
 
+def tiny_chat(**settings: Any) -> Any:
+    """An ELMDChatModel over :func:`tiny_llm`, greedy, 12 new tokens unless ``settings`` say otherwise."""
+    from elmd_sdk.models.chat_model import ELMDChatModel
+
+    model, tokenizer = tiny_llm()
+    return ELMDChatModel(hf_model=model, tokenizer=tokenizer, **{"do_sample": False, "max_new_tokens": 12, **settings})
+
+
 def save_tiny_llm(path: Path, seed: int = 0, layers: int = 2) -> Path:
     """Write a tiny LLM folder (safetensors + tokenizer) that ``load_llm(path)`` reads."""
     return save_llm(path, *tiny_llm(seed, layers))

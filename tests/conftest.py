@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -25,3 +26,20 @@ def elmd_home(tmp_path_factory: pytest.TempPathFactory) -> str:
     home = os.environ.get("ELMD_SDK_HOME") or str(tmp_path_factory.mktemp("elmd_home"))
     os.environ["ELMD_SDK_HOME"] = home
     return home
+
+
+@pytest.fixture(scope="module")
+def chat() -> Any:
+    """A greedy ELMDChatModel over the tiny random LLM (12 new tokens)."""
+    from chain_fakes import tiny_chat
+
+    return tiny_chat()
+
+
+@pytest.fixture
+def chain(chat: Any) -> Any:
+    """An ELMDChain over :func:`chat` whose retriever always returns the same happy demonstration."""
+    from chain_fakes import FixedRetriever
+    from elmd_sdk.chains import ELMDChain
+
+    return ELMDChain(chat_model=chat, retriever=FixedRetriever())

@@ -8,13 +8,14 @@ import warnings
 from typing import Any
 
 import pytest
-from chain_fakes import FixedRetriever, tiny_llm
+from chain_fakes import FixedRetriever
 from elmd_sdk.chains import ELMDChain, ELMDResult
 from elmd_sdk.chains.prompt import VIDEO_PLACEHOLDER
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langchain_core.outputs import ChatGeneration, LLMResult
 from langchain_core.runnables import RunnableLambda, RunnablePassthrough
+from pydantic import ValidationError
 
 from elmd_sdk.errors import InputError
 from elmd_sdk.models.chat_model import ELMDChatModel
@@ -24,17 +25,6 @@ INPUT = {
     "history": ["Hi there.", "Hello! How did the interview go?"],
     "background": "Two friends meet in a cafe.",
 }
-
-
-@pytest.fixture(scope="module")
-def chat() -> ELMDChatModel:
-    model, tokenizer = tiny_llm()
-    return ELMDChatModel(hf_model=model, tokenizer=tokenizer, do_sample=False, max_new_tokens=12)
-
-
-@pytest.fixture
-def chain(chat: ELMDChatModel) -> ELMDChain:
-    return ELMDChain(chat_model=chat, retriever=FixedRetriever())
 
 
 def test_video_placeholder_is_the_chat_models() -> None:
@@ -117,9 +107,18 @@ def test_composes_with_other_runnables(chain: ELMDChain) -> None:
 def test_as_tool(chain: ELMDChain) -> None:
     tool = chain.as_tool()
     assert tool.name == "emotional_reply"
-    assert {"utterance", "history", "background", "video"} <= set(tool.args)
-    answer = tool.invoke({"utterance": "I finally got the job!"})
-    assert isinstance(answer, str) and "Response: " in answer
+    assert "happy, surprise, sad, disgust, anger, fear, neutral" in tool.description
+    assert {"utterance", "history", "background", "emotion", "allowed_emotions"} <= set(tool.args)
+    assert "video" not in tool.args  # the tiny chat model has no projector: a clip could not be used
+    history = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello! How are you?"}]
+    answer = tool.invoke({"utterance": "I finally got the job!", "history": history, "emotion": "sad"})
+    assert set(answer) == {"emotion", "emotion_scores", "response", "utterance_emotion"}
+    assert answer["emotion"] == "sad" and set(answer["emotion_scores"]) == set(chain.labels)
+    assert answer["response"] == chain.invoke({"utterance": "I finally got the job!", "history": history,
+                                               "emotion": "sad"}).response  # fmt: skip
+    assert answer["utterance_emotion"] == "happy"  # the one neighbour FixedRetriever returns is a happy utterance
+    with pytest.raises(ValidationError, match="mood"):
+        tool.invoke({"utterance": "Hi", "mood": "sad"})  # an unknown argument is refused, not dropped
 
 
 def test_without_retrieval_ablation(chat: ELMDChatModel) -> None:

@@ -35,7 +35,8 @@ class ScriptedChain:
 
     def stream(self, request: dict[str, Any]) -> Iterator[ELMDResult]:
         self.requests.append(request)
-        yield ELMDResult("happy", "")
+        emotion = request.get("emotion") or "happy"
+        yield ELMDResult(emotion, "", emotion_scores={**dict.fromkeys(EMOTIONS, 0.05), emotion: 0.7})
         yield ELMDResult("happy", "Hello ")
         if self.fail is not None:
             raise self.fail
@@ -74,7 +75,7 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_turns_stream_with_emotion_and_build_history() -> None:
     chain = ScriptedChain()
     text, repl = _run(chain, ["I got the job!", "", "Thanks!"], background="At home.")
-    assert text.count("bot (happy): Hello there.\n") == 2
+    assert text.count("bot (happy 0.70): Hello there.\n") == 2
     assert chain.requests[0]["history"] == [] and chain.requests[0]["background"] == "At home."
     assert chain.requests[1]["history"] == [
         {"speaker": "User", "text": "I got the job!"},
@@ -104,13 +105,23 @@ def test_video_commands(clip: Path) -> None:
     assert chain.requests[0]["video"] == str(clip) and chain.requests[1]["video"] is None
     text, _ = _run(chain, ["/video /no/such/clip.mp4", "still here"])
     assert re.search(r"error: /no/such/clip\.mp4: file not found\n", text)
-    assert "bot (happy): Hello there." in text
+    assert "bot (happy 0.70): Hello there." in text
+
+
+def test_emotion_command_forces_the_reply_emotion() -> None:
+    chain = ScriptedChain()
+    text, _ = _run(chain, ["/emotion sad", "hi", "/emotion joy", "again", "/emotion auto", "last", "/emotion"])
+    assert "replies will be sad (/emotion auto to undo)" in text
+    assert "bot (sad 0.70): Hello there." in text
+    assert "error: unknown emotion 'joy'; choose one of: happy, surprise, sad, disgust, anger, fear, neutral" in text
+    assert [r.get("emotion") for r in chain.requests] == ["sad", "sad", None]
+    assert "the model chooses the reply emotion" in text and "usage: /emotion LABEL|auto" in text
 
 
 def test_ctrl_c_stops_a_reply_and_keeps_the_session() -> None:
     chain = ScriptedChain(fail=KeyboardInterrupt())
     text, repl = _run(chain, ["tell me a long story", "^C", "bye"])
-    assert "bot (happy): Hello  [stopped]\n" in text
+    assert "bot (happy 0.70): Hello  [stopped]\n" in text
     assert "(Ctrl-D or /exit quits)" in text
     assert repl.history == [] and len(chain.requests) == 2
 
@@ -136,7 +147,7 @@ def test_over_long_input_with_a_real_chain() -> None:
 # -- the real client in a pseudo-terminal, on the embedded default bundle ------------------------------------------
 
 PROMPT = "you> "
-REPLY = r"bot(?: \((\w+)\))?: "
+REPLY = r"bot \((\w+) (0\.\d\d|1\.00)\): "
 
 
 def _spawn(elmd_home: str, *args: str) -> Any:
@@ -153,6 +164,7 @@ def _turn(child: Any, text: str) -> tuple[str | None, str]:
     child.sendline(text)
     child.expect(REPLY, timeout=300)
     emotion = child.match.group(1)
+    assert 0 <= float(child.match.group(2)) <= 1
     child.expect_exact(PROMPT, timeout=300)
     return emotion, child.before.strip()
 
@@ -161,13 +173,21 @@ def test_chat_session_in_a_terminal(elmd_home: str, clip: Path) -> None:
     child = _spawn(elmd_home, "--max-new-tokens", "24", "--seed", "0")
     assert "retrieval on, video off (no trained projector)" in child.before
     emotion, reply = _turn(child, "I just got accepted into the art school I dreamed of!")
-    assert emotion is None or emotion in EMOTIONS
+    assert emotion in EMOTIONS  # closed-set decoding: every reply names a label
     assert reply
     child.sendline("/background Two old friends meet at a train station.")
     child.expect_exact("background set: Two old friends meet at a train station.")
     child.expect_exact(PROMPT)
     emotion, reply = _turn(child, "I was so nervous before the interview, but it went well.")
-    assert emotion is None or emotion in EMOTIONS
+    assert emotion in EMOTIONS
+    child.sendline("/emotion fear")
+    child.expect_exact("replies will be fear")
+    child.expect_exact(PROMPT)
+    emotion, reply = _turn(child, "I have an exam tomorrow.")
+    assert emotion == "fear" and reply
+    child.sendline("/emotion auto")
+    child.expect_exact("the model chooses the reply emotion")
+    child.expect_exact(PROMPT)
     child.sendline(f"/video {clip}")
     child.expect_exact("no trained video projector, so the clip is ignored")
     child.expect_exact(PROMPT)

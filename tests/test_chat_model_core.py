@@ -499,5 +499,13 @@ class TestELMDChatModelStandard(ChatModelUnitTests):
         return ELMDChatModel
 
     @property
+    def has_tool_calling(self) -> bool:
+        return False  # bind_tools refuses: the model answers with an emotion and a response, it calls no tools
+
+    @property
+    def has_structured_output(self) -> bool:
+        return False  # only the {emotion, response} schema (tested in test_chain_closed_set.py), not the generic ones
+
+    @property
     def chat_model_params(self) -> dict[str, Any]:
         return {"model": self.checkpoint}

@@ -62,6 +62,9 @@ class LookupRetriever(BaseRetriever):
         return [Document(page_content=text, metadata={"utterance": query, "score": 1.0})]
 
 
+FREE = EvalSettings(emotion_mode="free")  # EchoChat is not an ELMDChatModel: it cannot score the labels
+
+
 def make_bundle(path: Path, llm_hash: str = "cafe", language: str = "en") -> Path:
     save_manifest(
         path, BundleManifest(name=path.name, base_llm_config_sha256=llm_hash, labels=list(EMOTIONS), language=language)
@@ -83,7 +86,7 @@ def fakes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, EvalSettings]]:
     def load_chain(bundle_dir: Path, settings: EvalSettings, **_: Any) -> ELMDChain:
         loads.append((Path(bundle_dir).name, settings))
         retriever = None if Path(bundle_dir).name.startswith("wo_") else LookupRetriever()
-        return ELMDChain(chat_model=EchoChat(), retriever=retriever)
+        return ELMDChain(chat_model=EchoChat(), retriever=retriever, emotion_mode=settings.emotion_mode)
 
     monkeypatch.setattr(ev, "load_chain", load_chain)
     monkeypatch.setattr(ev, "load_retriever", lambda index_dir: LookupRetriever(exact=False))
@@ -107,7 +110,7 @@ def test_parse_and_classify_variants(tmp_path: Path) -> None:
 
 
 def test_ablations_without_variants_mark_trained_rows_not_provided(tmp_path: Path, fakes: list[Any]) -> None:
-    rows = run_ablations(make_bundle(tmp_path / "full"), SAMPLES, show_progress=False)
+    rows = run_ablations(make_bundle(tmp_path / "full"), SAMPLES, settings=FREE, show_progress=False)
     assert [r.key for r in rows] == ["full", "wo_erm", "wo_ert", "wo_ssc", "wo_v", "wo_rep"]
     assert [r.label for r in rows] == ["ours", "w/o ERM", "w/o ERT", "w/o SSC", "w/o V", "w/o REP"]
     status = {r.key: r.status for r in rows}
@@ -139,7 +142,7 @@ def test_ablation_variants_index_swap_and_bundles(tmp_path: Path, fakes: list[An
         Variant("wo_ert", "index", make_index_folder(tmp_path / "ert_index")),
         Variant("wo_rep", "bundle", make_bundle(tmp_path / "wo_rep")),
     ]
-    settings = EvalSettings(max_new_tokens=5, seed=3)
+    settings = EvalSettings(max_new_tokens=5, seed=3, emotion_mode="free")
     rows = run_ablations(full, SAMPLES, variants, settings, rows=["full", "wo_ert", "wo_rep"], show_progress=False)
     assert [r.key for r in rows] == ["full", "wo_ert", "wo_rep"]
     by = {r.key: r for r in rows}
@@ -156,7 +159,7 @@ def test_ablation_variants_index_swap_and_bundles(tmp_path: Path, fakes: list[An
 def test_ablation_of_variant_bundles_only_never_loads_the_full_bundle(tmp_path: Path, fakes: list[Any]) -> None:
     full = make_bundle(tmp_path / "full")
     wo_rep = Variant("wo_rep", "bundle", make_bundle(tmp_path / "wo_rep"))
-    rows = run_ablations(full, SAMPLES, [wo_rep], rows=["wo_rep"], show_progress=False)
+    rows = run_ablations(full, SAMPLES, [wo_rep], FREE, rows=["wo_rep"], show_progress=False)
     assert [(r.key, r.status) for r in rows] == [("wo_rep", "ok")]
     assert [name for name, _ in fakes] == ["wo_rep"]
 
@@ -186,7 +189,7 @@ def test_ablations_through_a_real_tiny_bundle(tmp_path: Path) -> None:
             labels=list(EMOTIONS),
         ),
     )
-    settings = EvalSettings(max_new_tokens=4, do_sample=False)
+    settings = EvalSettings(max_new_tokens=4, do_sample=False, emotion_mode="free")
     rows = run_ablations(bundle, SAMPLES, settings=settings, rows=["full", "wo_erm", "wo_rep"], show_progress=False)
     by = {r.key: r for r in rows}
     assert by["wo_rep"].status == "not provided"
@@ -203,7 +206,8 @@ def test_cli_eval_writes_report_and_table(tmp_path: Path, fakes: list[Any]) -> N
     data = tmp_path / "test.jsonl"
     write_jsonl(data, SAMPLES)
     out = tmp_path / "report.json"
-    args = ["eval", "--bundle", str(bundle), "--data", str(data), "--out", str(out), "--limit", "1", "--greedy"]
+    args = ["eval", "--bundle", str(bundle), "--data", str(data), "--out", str(out), "--limit", "1", "--greedy",
+            "--emotion-mode", "free"]  # fmt: skip
     result = CliRunner().invoke(app, [*args, "--max-new-tokens", "7", "--batch-size", "2"])
     assert result.exit_code == 0, result.output
     assert "BLEU-4" in result.output and "report written" in result.output
@@ -215,13 +219,21 @@ def test_cli_eval_writes_report_and_table(tmp_path: Path, fakes: list[Any]) -> N
     assert report["settings"]["max_new_tokens"] == 7 and report["settings"]["batch_size"] == 2
     assert report["generations"][0]["response"] == SAMPLES[0].response.text
     assert fakes[0][1].do_sample is False
+    metrics = report["metrics"]
+    assert metrics["template_leak_rate"] == 0.0 and metrics["copy_rate"] == 100.0  # EchoChat answers with r'
+    assert (
+        metrics["emotion_baselines"]["majority"]["emotion_accuracy"] == 100.0
+    )  # one sample: its label is the majority
+    assert (tmp_path / "report.confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "report.confusion.png" in result.output
 
 
 def test_cli_sample_flag_and_default_decoding(tmp_path: Path, fakes: list[Any]) -> None:
     bundle = make_bundle(tmp_path / "full")
     data = tmp_path / "test.jsonl"
     write_jsonl(data, SAMPLES)
-    base = ["eval", "--bundle", str(bundle), "--data", str(data), "--out", str(tmp_path / "r.json")]
+    base = ["eval", "--bundle", str(bundle), "--data", str(data), "--out", str(tmp_path / "r.json"), "--emotion-mode",
+            "free"]  # fmt: skip
     assert CliRunner().invoke(app, base).exit_code == 0
     assert CliRunner().invoke(app, [*base, "--sample"]).exit_code == 0
     assert [s.do_sample for _, s in fakes] == [None, True]
@@ -233,7 +245,8 @@ def test_cli_ablations_table_shows_not_provided(tmp_path: Path, fakes: list[Any]
     data = tmp_path / "test.jsonl"
     write_jsonl(data, SAMPLES)
     out = tmp_path / "ablations.json"
-    args = ["eval", "--ablations", "--bundle", str(bundle), "--data", str(data), "--out", str(out)]
+    args = ["eval", "--ablations", "--bundle", str(bundle), "--data", str(data), "--out", str(out), "--emotion-mode",
+            "free"]  # fmt: skip
     result = CliRunner().invoke(app, [*args, "--variant", f"wo_ssc={index}"], env={"COLUMNS": "250"})
     assert result.exit_code == 0, result.output
     for label in ("ours", "w/o ERM", "w/o ERT", "w/o SSC", "w/o V", "w/o REP"):

@@ -150,10 +150,11 @@ def test_report_json_holds_metrics_settings_bundle_and_every_generation(tmp_path
     settings = EvalSettings(limit=3, max_new_tokens=16)
     result = evaluate(fake_chain(), SAMPLES, show_progress=False)
     bundle = {"name": "b", "manifest_sha256": "ab" * 32}
-    out = write_report(
+    out, picture = write_report(
         tmp_path / "r" / "report.json",
         eval_report(result, settings=settings, data=data, samples_total=5, bundle=bundle),
     )
+    assert picture == tmp_path / "r" / "report.confusion.png" and picture.stat().st_size > 1000
     report = json.loads(out.read_text(encoding="utf-8"))
     assert report["format"] == "elmd-eval-report" and report["kind"] == "eval"
     assert report["bundle"] == bundle
@@ -172,6 +173,9 @@ def test_report_json_holds_metrics_settings_bundle_and_every_generation(tmp_path
         "response": "that is so great I am proud of you",
         "emotion": "happy",
         "demonstration": {"response": "demo for I got the job at the museum!", "score": 0.5},
+        "emotion_scores": None,
+        "utterance_emotion": None,
+        "reference_utterance_emotion": "happy",
     }
     assert not list(out.parent.glob("*.tmp"))
 

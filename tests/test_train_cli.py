@@ -129,7 +129,7 @@ def test_train_rep_killed_with_sigkill_resumes_to_the_uninterrupted_weights(file
 
     def command(out: Path) -> list[str]:
         args = ["train", "rep", *_common(files, out), "--index", str(files["index"]), "--llm", str(files["llm"])]
-        args += ["--visual-encoder", str(files["vit"]), "--lr", "0.01", "--epochs", "12", "--checkpoint-every", "1"]
+        args += ["--visual-encoder", str(files["vit"]), "--lr", "0.01", "--epochs", "24", "--checkpoint-every", "1"]
         return [sys.executable, "-m", "elmd_sdk.cli.main", *args]
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
@@ -139,7 +139,7 @@ def test_train_rep_killed_with_sigkill_resumes_to_the_uninterrupted_weights(file
     deadline = time.monotonic() + 120
     while not (run / "checkpoints").is_dir() and child.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
-    time.sleep(0.5)  # let it train (and write checkpoints) a little longer before the kill
+    time.sleep(0.2)  # let it train (and write checkpoints) a little longer before the kill
     assert child.poll() is None, "the run ended before it could be killed"
     child.send_signal(signal.SIGKILL)
     child.wait()

@@ -332,8 +332,8 @@ def test_bundle_round_trip_reproduces_the_training_scores(env: Env, eerg_run: Ru
         return spatio_temporal_pool(cache.get(video))
 
     indices = list(range(len(examples)))
-    after = score_examples(loaded, examples, indices, candidates, features, 8)
-    during = score_examples(result.model.eval(), examples, indices, candidates, features, 8)
+    after = score_examples(loaded, examples, indices, candidates, features)
+    during = score_examples(result.model.eval(), examples, indices, candidates, features)
     assert [s.predicted for s in after] == [s.predicted for s in during]
     assert [s.nll for s in after] == pytest.approx([s.nll for s in during], abs=1e-5)
 

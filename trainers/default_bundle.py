@@ -43,6 +43,7 @@ class DefaultBundleConfig:
     seed: int = 0
     max_new_tokens: int = 96  # reply length default of the bundle
     temperature: float = 0.7  # below the paper's 0.95: the untuned 135M model drifts off the answer format when hotter
+    no_repeat_ngram_size: int = 3  # greedy replies of the 135M model otherwise loop ("I'm so sorry, I'm so sorry, ...")
 
 
 def build_default_bundle(
@@ -93,6 +94,7 @@ def build_default_bundle(
                 "temperature": config.temperature,
                 "top_p": 0.7,  # paper 4.3
                 "max_new_tokens": config.max_new_tokens,
+                "no_repeat_ngram_size": config.no_repeat_ngram_size,
             },
         )
         save_manifest(work / "bundle", manifest)

@@ -1,9 +1,11 @@
 """Validation of REP/EERG: response-emotion accuracy and macro-F1, plus the mean answer-token loss.
 
-The emotion is predicted by closed-set decoding: every label's REP answer (``render_answer(label)``, e.g.
+The emotion is predicted by closed-set decoding with the chat model's own scorer
+(:func:`elmd_sdk.models.decoding.score_continuations`): every label's REP answer (``render_answer(label)``, e.g.
 "Emotion: sad") is scored by its total log-likelihood after the full prompt, and the best-scoring label wins. This
-is the argmax of p(e | I, B, H, u, E_v, R) that Eq. 10 trains, and unlike first-token logits it stays exact when
-labels share their first token.
+is the argmax of p(e | I, B, H, u, E_v, R) that Eq. 10 trains, exactly what inference chooses, and unlike
+first-token logits it stays exact when labels share their first token. The example's own target is scored in the
+same pass (its NLL is the validation loss).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from elmd_sdk.trainers.examples import Example
 from elmd_sdk.trainers.stage_model import StageModel
 
 from elmd_sdk.data.records import VideoRef
+from elmd_sdk.models.decoding import prefill, score_continuations
+from elmd_sdk.models.splice import splice_video_embeds
 
 
 @dataclass(frozen=True)
@@ -49,28 +53,21 @@ def score_examples(
     indices: Sequence[int],
     candidates: Sequence[Sequence[int]],
     video_features: Callable[[VideoRef], torch.Tensor],
-    rows_per_batch: int,
 ) -> list[ScoredExample]:
     """Predict the emotion of ``examples[i]`` for each i in ``indices`` and score its own answer.
 
-    Each example contributes one row per label candidate and one row with its target; rows run in batches of
-    ``rows_per_batch``. ``video_features`` maps a clip to its pooled V_c ``(m + o, q)``.
+    Each prompt (with its clip's E_v spliced in) is encoded once; the label candidates and the example's target
+    are then scored over its KV cache in one batched pass. ``video_features`` maps a clip to its pooled V_c
+    ``(m + o, q)``.
     """
-    rows: list[tuple[int, Sequence[int]]] = []
-    for i in indices:
-        rows += [(i, candidate) for candidate in candidates]
-        rows.append((i, examples[i].target))
-    nll: list[float] = []
-    for start in range(0, len(rows), rows_per_batch):
-        chunk = rows[start : start + rows_per_batch]
-        pieces = [examples[i].pieces for i, _ in chunk]
-        clips = [examples[i].video for i, _ in chunk]
-        videos = [None if clip is None else video_features(clip) for clip in clips]
-        nll += model(pieces, videos, [target for _, target in chunk]).tolist()
-    width = len(candidates) + 1
+    embed_tokens = model.llm.get_input_embeddings()
     out = []
-    for k, i in enumerate(indices):
-        scores = nll[k * width : k * width + len(candidates)]
-        best = min(range(len(scores)), key=scores.__getitem__)  # lowest NLL = highest likelihood
-        out.append(ScoredExample(i, best, examples[i].label, nll[k * width + width - 1], len(examples[i].target)))
+    for i in indices:
+        example = examples[i]
+        e_v = [] if example.video is None else [model.video_tokens(video_features(example.video))]
+        spliced = splice_video_embeds(embed_tokens, [list(p) for p in example.pieces], e_v)
+        context = prefill(model.llm, spliced.attention_mask, inputs_embeds=spliced.inputs_embeds)
+        scores = score_continuations(model.llm, context, [*candidates, example.target]).tolist()  # (L + 1,)
+        best = max(range(len(candidates)), key=scores.__getitem__)  # highest likelihood
+        out.append(ScoredExample(i, best, example.label, -scores[-1], len(example.target)))
     return out

@@ -37,7 +37,7 @@ TRAINING_LOG = "training.json"
 CHECKPOINTS_DIR = "checkpoints"
 MIXED_PRECISION = ("no", "fp16", "bf16")
 # Settings a resumed run may change; every other one must equal the checkpoint's.
-RESUMABLE_CHANGES = frozenset({"max_steps", "checkpoint_every", "eval_batch_size", "progress"})
+RESUMABLE_CHANGES = frozenset({"max_steps", "checkpoint_every", "progress"})
 
 
 @dataclass
@@ -52,7 +52,6 @@ class TrainConfig:
     seed: int = 0  # initialisation, batch order and dropout
     max_steps: int | None = None  # stop after this many optimizer steps in all (resume to continue)
     checkpoint_every: int = 100  # optimizer steps between checkpoints (one is also written at each epoch end)
-    eval_batch_size: int = 16  # rows per validation forward (each example takes one row per label, plus one)
     max_grad_norm: float | None = 1.0  # gradient clipping (transformers Trainer default); None or 0 turns it off
     weight_decay: float = 0.0  # AdamW weight decay (transformers Trainer default, as ChatGLM2's p-tuning recipe)
     lr_schedule: str = "linear"  # "linear" decay to 0 over the run (Trainer default) or "constant"
@@ -63,8 +62,6 @@ class TrainConfig:
         for name, low in (("epochs", 1), ("batch_size", 1), ("grad_accum", 1), ("checkpoint_every", 1)):
             if getattr(self, name) < low:
                 raise InputError(f"must be at least {low}, got {getattr(self, name)}", field=name)
-        if self.eval_batch_size < 1:
-            raise InputError("must be at least 1", field="eval_batch_size")
         if self.max_steps is not None and self.max_steps < 0:
             raise InputError("must not be negative", field="max_steps")
         if self.mixed_precision is not None and self.mixed_precision not in MIXED_PRECISION:
@@ -367,9 +364,7 @@ def _epoch_stats(
     stage.model.eval()
     mine = list(range(accelerator.process_index, len(stage.valid), accelerator.num_processes))
     with accelerator.autocast():
-        scored = score_examples(
-            stage.model, stage.valid, mine, stage.candidates, stage.video_features, config.eval_batch_size
-        )
+        scored = score_examples(stage.model, stage.valid, mine, stage.candidates, stage.video_features)
     everything: list[ScoredExample] = sorted(gather_object(scored), key=lambda s: s.index)
     stats.valid_accuracy, stats.valid_macro_f1 = emotion_metrics(
         [s.gold for s in everything], [s.predicted for s in everything]

@@ -43,7 +43,30 @@ def _print_scores(title: str, label: str, metrics: dict[str, Any]) -> None:
     for header, _ in _COLUMNS:
         table.add_column(header, justify="right", no_wrap=True)
     table.add_row(label, *(_cell(metrics.get(key)) for _, key in _COLUMNS))
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    console.print(_reply_lines(metrics), highlight=False)
+
+
+def _reply_lines(metrics: dict[str, Any]) -> str:
+    """Reply checks, the emotion baselines and the utterance emotion, one line each (those that were scored)."""
+    lines = [
+        f"replies: distinct-1 {_cell(metrics.get('distinct_1'))}, distinct-2 {_cell(metrics.get('distinct_2'))}, "
+        f"copy rate {_cell(metrics.get('copy_rate'))}%, template leaks {_cell(metrics.get('template_leak_rate'))}%"
+    ]
+    if baselines := metrics.get("emotion_baselines"):
+        majority, demo = baselines["majority"], baselines["demonstration"]
+        lines.append(
+            f"emotion baselines on the same samples: majority ({majority['label']}) acc "
+            f"{_cell(majority['emotion_accuracy'])} F1 {_cell(majority['emotion_macro_f1'])}; demonstration e' acc "
+            f"{_cell(demo['emotion_accuracy'])} F1 {_cell(demo['emotion_macro_f1'])}"
+        )
+    if utterance := metrics.get("utterance_emotion"):
+        lines.append(
+            f"utterance emotion: acc {_cell(utterance['emotion_accuracy'])}, "
+            f"weighted F1 {_cell(utterance['emotion_weighted_f1'])}"
+        )
+    return "\n".join(lines)
 
 
 def _print_ablations(title: str, rows: list[AblationRow]) -> None:
@@ -110,6 +133,13 @@ def command(
         int | None,
         typer.Option("--threads", min=1, help="torch CPU threads (1 is fastest on a busy shared machine)."),
     ] = None,
+    emotion_mode: Annotated[
+        str,
+        typer.Option(
+            "--emotion-mode",
+            help="closed: the emotion is the most likely label (closed-set decoding); free: the model writes it.",
+        ),
+    ] = "closed",
 ) -> None:
     """Generate a response for every test sample and score BLEU-2/4, METEOR, ROUGE-1/L and emotion accuracy/F1."""
     from elmd_sdk.data import read_jsonl
@@ -142,6 +172,7 @@ def command(
         limit=limit,
         meteor_synonyms=meteor_synonyms,
         device=device,
+        emotion_mode=emotion_mode,  # type: ignore[arg-type]  # checked by validate()
     )
     settings.validate()
     variants = [classify_variant(*parse_variant(text)) for text in variant or []]
@@ -163,7 +194,7 @@ def command(
             bundle=identity,
             variants=variants,
         )
-        write_report(out, report)
+        written = write_report(out, report)
         _print_ablations(f"Ablations (Table 3) of {identity['name']} on {data.name}", results)
     else:
         chain = load_chain(bundle_dir, settings)
@@ -171,6 +202,6 @@ def command(
             chain, samples, batch_size=batch_size, meteor_synonyms=meteor_synonyms, description="generating"
         )
         report = eval_report(result, settings=settings, data=data, samples_total=len(all_samples), bundle=identity)
-        write_report(out, report)
+        written = write_report(out, report)
         _print_scores(f"{identity['name']} on {data.name}", identity["name"], result.metrics)
-    typer.echo(f"report written to {out}")
+    typer.echo(f"report written to {out}" + "".join(f", {path}" for path in written[1:]))

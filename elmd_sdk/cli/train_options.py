@@ -53,7 +53,6 @@ Seed = Annotated[int, typer.Option(help="Seed of initialisation, batch order and
 Resume = Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoint after a kill.")]
 MaxSteps = Annotated[int | None, typer.Option(help="Stop after this many optimizer steps (resumable).")]
 CheckpointEvery = Annotated[int, typer.Option(help="Optimizer steps between checkpoints.")]
-EvalBatchSize = Annotated[int, typer.Option(help="Rows per validation forward pass.")]
 MaxGradNorm = Annotated[float, typer.Option(help="Gradient clipping norm; 0 turns clipping off.")]
 LrSchedule = Annotated[str, typer.Option(help="linear (decay to 0) or constant.")]
 TrustRemoteCode = Annotated[
@@ -82,7 +81,6 @@ class SharedOptions:
     resume: Resume = False
     max_steps: MaxSteps = None
     checkpoint_every: CheckpointEvery = 100
-    eval_batch_size: EvalBatchSize = 16
     max_grad_norm: MaxGradNorm = 1.0
     lr_schedule: LrSchedule = "linear"
     trust_remote_code: TrustRemoteCode = False
@@ -105,7 +103,6 @@ class SharedOptions:
             seed=self.seed,
             max_steps=self.max_steps,
             checkpoint_every=self.checkpoint_every,
-            eval_batch_size=self.eval_batch_size,
             max_grad_norm=self.max_grad_norm or None,
             lr_schedule=self.lr_schedule,
         )

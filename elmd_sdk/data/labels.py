@@ -15,15 +15,33 @@ anger or fear and picking one would inject label noise. Drop it (``--drop-unmapp
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from elmd_sdk.errors import InputError
 from elmd_sdk.io import read_json
 
 EMOTIONS: tuple[str, ...] = ("happy", "surprise", "sad", "disgust", "anger", "fear", "neutral")
 """The paper's seven emotion labels, in the paper's order; every sample carries one of these."""
+
+
+def check_emotions(labels: Sequence[str], force: Any, allowed: Any) -> None:
+    """:class:`InputError` naming ``emotion`` or ``allowed_emotions`` when they are not among ``labels``."""
+    known = ", ".join(labels)
+    if allowed is not None:
+        if isinstance(allowed, str) or not isinstance(allowed, Sequence) or not allowed:
+            raise InputError(f"must be a non-empty list of labels among: {known}", field="allowed_emotions")
+        if bad := [label for label in allowed if label not in labels]:
+            raise InputError(f"unknown label {bad[0]!r}; allowed labels: {known}", field="allowed_emotions")
+    if force is not None:
+        if force not in labels:
+            raise InputError(f"unknown label {force!r}; allowed labels: {known}", field="emotion")
+        if allowed is not None and force not in allowed:
+            raise InputError(f"{force!r} is not among allowed_emotions {list(allowed)}", field="emotion")
+
 
 CORPORA: tuple[str, ...] = ("m3ed", "meld", "cped")
 """Corpora with a shipped label mapping (MMED uses M3ED's)."""

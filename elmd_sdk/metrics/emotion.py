@@ -1,4 +1,5 @@
-"""Accuracy and macro-F1 of the predicted response emotion against the gold one, on the paper's x100 scale."""
+"""Emotion scores on the paper's x100 scale: accuracy, macro- and weighted F1, per-label precision/recall/F1, the
+confusion matrix, and the two reference points any emotion predictor must beat (majority class, demonstration)."""
 
 from __future__ import annotations
 
@@ -20,14 +21,47 @@ def emotion_scores(pred: Sequence[str | None], gold: Sequence[str], labels: Sequ
     if unknown := sorted(set(gold) - set(labels)):
         raise InputError(f"gold emotion(s) {', '.join(map(repr, unknown))} not in the label set {list(labels)}")
     per_label: dict[str, float | None] = {}
+    precision: dict[str, float | None] = {}
+    recall: dict[str, float | None] = {}
+    pairs = list(zip(pred, gold, strict=True))
     for label in labels:
-        tp = sum(p == label and g == label for p, g in zip(pred, gold, strict=True))
-        fp = sum(p == label and g != label for p, g in zip(pred, gold, strict=True))
-        fn = sum(p != label and g == label for p, g in zip(pred, gold, strict=True))
+        tp = sum(p == label and g == label for p, g in pairs)
+        fp = sum(p == label and g != label for p, g in pairs)
+        fn = sum(p != label and g == label for p, g in pairs)
         per_label[label] = 100.0 * 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else None
+        precision[label] = 100.0 * tp / (tp + fp) if tp + fp else None
+        recall[label] = 100.0 * tp / (tp + fn) if tp + fn else None
     defined = [f1 for f1 in per_label.values() if f1 is not None]
+    support = {label: sum(g == label for g in gold) for label in labels}
     return {
-        "emotion_accuracy": 100.0 * sum(p == g for p, g in zip(pred, gold, strict=True)) / len(gold),
+        "emotion_accuracy": 100.0 * sum(p == g for p, g in pairs) / len(gold),
         "emotion_macro_f1": sum(defined) / len(defined),
+        "emotion_weighted_f1": sum((per_label[label] or 0.0) * support[label] for label in labels) / len(gold),
         "emotion_f1": per_label,
+        "emotion_precision": precision,
+        "emotion_recall": recall,
+        "emotion_confusion": confusion_matrix(pred, gold, labels),
     }
+
+
+def confusion_matrix(pred: Sequence[str | None], gold: Sequence[str], labels: Sequence[str]) -> dict[str, Any]:
+    """Counts of (gold row, predicted column) over ``labels``; predictions outside them go to a "none" column."""
+    columns = [*labels, "none"]
+    counts = [[0] * len(columns) for _ in labels]
+    for p, g in zip(pred, gold, strict=True):
+        counts[list(labels).index(g)][columns.index(p) if p in labels else len(labels)] += 1
+    return {"labels": list(labels), "columns": columns, "counts": counts}
+
+
+def emotion_baselines(
+    gold: Sequence[str], demonstration_emotions: Sequence[str | None], labels: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """Accuracy and macro-F1 of two predictors on the same samples: always the most frequent gold label
+    ("majority"), and the response emotion e' of the retrieved demonstration ("demonstration", None without one)."""
+    majority = max(labels, key=lambda label: (sum(g == label for g in gold), -list(labels).index(label)))
+    out: dict[str, dict[str, Any]] = {}
+    for name, pred in (("majority", [majority] * len(gold)), ("demonstration", list(demonstration_emotions))):
+        scores = emotion_scores(pred, gold, labels)
+        out[name] = {key: scores[key] for key in ("emotion_accuracy", "emotion_macro_f1", "emotion_weighted_f1")}
+    out["majority"]["label"] = majority
+    return out

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import threading
 import warnings
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from os import PathLike
 from typing import Any
 
 import torch
 from langchain_core.callbacks import CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel, LangSmithParams
+from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
 from langchain_core.messages import (
     AIMessage,
     AIMessageChunk,
@@ -27,10 +27,26 @@ from langchain_core.messages import (
 )
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from pydantic import AliasChoices, ConfigDict, Field, PrivateAttr, model_validator
+from langchain_core.runnables import Runnable, RunnableLambda
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from transformers import (
+    LogitsProcessorList,
+    MinNewTokensLengthLogitsProcessor,
+    NoBadWordsLogitsProcessor,
+    NoRepeatNGramLogitsProcessor,
+    RepetitionPenaltyLogitsProcessor,
+    SuppressTokensAtBeginLogitsProcessor,
+)
 
 from elmd_sdk.errors import ElmdError, InputError
-from elmd_sdk.models.decoding import Sampling, decode_steps
+from elmd_sdk.models.closed_set import (
+    COPY_GUARD_NGRAM,
+    EmotionChoice,
+    copy_guard,
+    emotion_probabilities,
+    pick_emotion,
+)
+from elmd_sdk.models.decoding import Sampling, decode_steps, extend, prefill, score_continuations
 from elmd_sdk.models.splice import VIDEO_PLACEHOLDER, splice_video_embeds, tokenize_pieces
 from elmd_sdk.paths import DEFAULT_LLM_GGUF
 
@@ -38,7 +54,11 @@ __all__ = ["DEFAULT_MODEL_LABEL", "VIDEO_PLACEHOLDER", "ELMDChatModel"]
 
 DEFAULT_MODEL_LABEL = f"{DEFAULT_LLM_GGUF} (embedded default)"  # how the default LLM is named to users
 
-_CALL_OPTIONS = frozenset({"do_sample", "temperature", "top_p", "top_k", "max_new_tokens", "max_tokens", "seed"})
+_CALL_OPTIONS = frozenset(
+    {"do_sample", "temperature", "top_p", "top_k", "max_new_tokens", "max_tokens", "seed"}
+    | {"min_new_tokens", "repetition_penalty", "no_repeat_ngram_size", "emotion_choice", "avoid_copying"}
+    | {"copy_guard_ngram"}
+)
 _ROLES = ((SystemMessage, "system"), (HumanMessage, "user"), (AIMessage, "assistant"))
 
 
@@ -49,6 +69,42 @@ class _Settings:
     sampling: Sampling
     max_new_tokens: int
     stop: tuple[str, ...]
+    emotion_choice: EmotionChoice | None = None  # closed-set emotion: score, choose and force the emotion line
+    avoid: tuple[str, ...] = ()  # texts whose n-grams the reply may not reproduce (copy guard)
+    copy_guard_ngram: int = COPY_GUARD_NGRAM
+    repetition_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
+    min_new_tokens: int = 0
+
+    def processors(
+        self, eos_ids: list[int], guard: NoBadWordsLogitsProcessor | None, line_breaks: Callable[[], list[int]]
+    ) -> LogitsProcessorList:
+        """The logits processors of this call: in closed-set mode a response of at least one token that starts on
+        the response key's line (``line_breaks()``: the ids of tokens holding a line break), repetition rules, the
+        copy guard."""
+        processors = LogitsProcessorList()
+        if self.emotion_choice is not None:
+            processors.append(SuppressTokensAtBeginLogitsProcessor(line_breaks(), 0))
+        least = max(self.min_new_tokens, 1 if self.emotion_choice is not None else 0)  # closed set: never empty
+        if least > 0:
+            processors.append(MinNewTokensLengthLogitsProcessor(0, least, eos_ids))
+        if self.repetition_penalty != 1.0:
+            processors.append(RepetitionPenaltyLogitsProcessor(self.repetition_penalty))
+        if self.no_repeat_ngram_size > 0:
+            processors.append(NoRepeatNGramLogitsProcessor(self.no_repeat_ngram_size))
+        if guard is not None:
+            processors.append(guard)
+        return processors
+
+
+@dataclass(frozen=True)
+class _Run:
+    """One call after the prompt was run: its settings, prompt, decoding steps and the closed-set emotion (if any)."""
+
+    settings: _Settings
+    prompt: _Prompt
+    steps: Generator[int, None, None]
+    emotion: dict[str, Any]  # {"emotion": label, "emotion_scores": {label: p}} in closed-set mode, else empty
 
 
 @dataclass(frozen=True)
@@ -83,6 +139,15 @@ class ELMDChatModel(BaseChatModel):
     ``temperature=0`` decodes greedily. ``stop`` strings cut the reply at the first one and end generation;
     ``seed`` makes sampling reproducible without touching the global RNG. All of these, plus ``max_new_tokens``
     (alias ``max_tokens``), can be overridden per call: ``chat.invoke(messages, seed=1, max_new_tokens=32)``.
+
+    Closed-set emotion (the ELMD chain's default): the call option ``emotion_choice=EmotionChoice(...)`` scores every
+    label's answer line after the prompt in one batched pass over its KV cache, picks the label (greedy: the most
+    likely; sampling: drawn from the label probabilities; or the forced one), forces that line and the response key,
+    and decodes the response; the reply's ``response_metadata`` (the first chunk's, when streaming) carries
+    ``emotion`` and ``emotion_scores``. ``avoid_copying=[texts]`` bans every ``copy_guard_ngram``-token n-gram of the
+    texts from the reply; ``repetition_penalty``, ``no_repeat_ngram_size`` and ``min_new_tokens`` work as in
+    ``generate`` (the first two over the reply's own tokens). ``with_structured_output`` answers an
+    ``{emotion, response}`` schema this way; ``get_num_tokens`` counts with the LLM's own tokenizer.
 
     Threads: decoding runs token by token in the thread that calls ``invoke`` or pulls the next ``stream`` chunk
     (no background thread), so Ctrl-C stops it at once and a stream that is no longer iterated, or is closed,
@@ -134,9 +199,19 @@ class ELMDChatModel(BaseChatModel):
     """Frames m sampled per video (paper 3.4)."""
     streaming: bool = False
     """When true, ``invoke`` also goes through the streaming path (LangChain convention)."""
+    repetition_penalty: float = Field(default=1.0, gt=0.0)
+    """Penalty on tokens the reply already holds (transformers' ``repetition_penalty``; 1.0 is none). Unlike
+    ``generate`` it looks at the reply's own tokens only, not at the prompt's."""
+    no_repeat_ngram_size: int = Field(default=0, ge=0)
+    """The reply never repeats one of its own n-grams of this many tokens (0: off), as in ``generate``."""
+    min_new_tokens: int = Field(default=0, ge=0)
+    """End-of-sequence is not allowed before this many new tokens (closed-set mode: at least 1 response token)."""
+    copy_guard_ngram: int = Field(default=COPY_GUARD_NGRAM, ge=1)
+    """Token n-grams of the ``avoid_copying`` texts the reply may not reproduce."""
 
     _load_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
     _generate_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+    _line_breaks: list[int] | None = PrivateAttr(default=None)
 
     @model_validator(mode="before")
     @classmethod
@@ -233,6 +308,8 @@ class ELMDChatModel(BaseChatModel):
             "max_new_tokens": self.max_new_tokens,
             "seed": self.seed,
             "frames": self.frames,
+            "repetition_penalty": self.repetition_penalty,
+            "no_repeat_ngram_size": self.no_repeat_ngram_size,
         }
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
@@ -253,20 +330,18 @@ class ELMDChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        settings = self._settings(stop, kwargs)
-        self.ensure_loaded()
-        prompt = self._prepare(messages)
+        run = self._start(messages, self._settings(stop, kwargs))
         ids: list[int] = []
-        for token in self._decode_steps(prompt, settings):
+        for token in run.steps:
             ids.append(token)
-            if settings.stop and _cut_at_stop(self._decode(ids), settings.stop)[1]:
+            if run.settings.stop and _cut_at_stop(self._decode(ids), run.settings.stop)[1]:
                 break
-        text, stopped = _cut_at_stop(self._decode(ids), settings.stop)
-        reason = self._finish_reason(ids, stopped, settings)
+        text, stopped = _cut_at_stop(self._decode(ids), run.settings.stop)
+        reason = self._finish_reason(ids, stopped, run.settings)
         message = AIMessage(
             content=text,
-            usage_metadata=_usage(prompt.length, len(ids)),
-            response_metadata={"finish_reason": reason, "model_name": self._model_label()},
+            usage_metadata=_usage(run.prompt.length, len(ids)),
+            response_metadata={"finish_reason": reason, "model_name": self._model_label(), **run.emotion},
         )
         return ChatResult(generations=[ChatGeneration(message=message, generation_info={"finish_reason": reason})])
 
@@ -277,10 +352,10 @@ class ELMDChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        settings = self._settings(stop, kwargs)
-        self.ensure_loaded()
-        prompt = self._prepare(messages)
-        steps = self._decode_steps(prompt, settings)
+        run = self._start(messages, self._settings(stop, kwargs))
+        settings, steps = run.settings, run.steps
+        if run.emotion:  # closed-set emotion: known before the first response token, sent at once
+            yield ChatGenerationChunk(message=AIMessageChunk(content="", response_metadata=dict(run.emotion)))
         ids: list[int] = []
         emitted = 0
         try:
@@ -302,7 +377,7 @@ class ELMDChatModel(BaseChatModel):
         reason = self._finish_reason(ids, stopped, settings)
         last = AIMessageChunk(
             content=text[emitted:],
-            usage_metadata=_usage(prompt.length, len(ids)),
+            usage_metadata=_usage(run.prompt.length, len(ids)),
             response_metadata={"finish_reason": reason, "model_name": self._model_label()},
             chunk_position="last",
         )
@@ -310,6 +385,80 @@ class ELMDChatModel(BaseChatModel):
         if run_manager and last.content:
             run_manager.on_llm_new_token(text[emitted:], chunk=chunk)
         yield chunk
+
+    def _start(self, messages: Sequence[BaseMessage], settings: _Settings) -> _Run:
+        """Prefill the prompt, choose and force the emotion line in closed-set mode, and set up the decoding steps."""
+        self.ensure_loaded()
+        prompt = self._prepare(messages)
+        context = prefill(
+            self.hf_model,
+            prompt.attention_mask,
+            input_ids=prompt.input_ids,
+            inputs_embeds=prompt.inputs_embeds,
+            lock=self._generate_lock,
+        )
+        emotion: dict[str, Any] = {}
+        if (choice := settings.emotion_choice) is not None:
+            lines = [self._encode(line) for line in choice.lines]
+            scores = score_continuations(self.hf_model, context, lines, self._generate_lock)  # (L,)
+            probabilities = emotion_probabilities(choice, scores)
+            generator = settings.sampling.generator(context.attention_mask.device)
+            label = pick_emotion(choice, probabilities, settings.sampling.do_sample, generator)
+            forced = lines[choice.labels.index(label)] + self._encode(choice.response_key)
+            context = extend(self.hf_model, context, forced, self._generate_lock)
+            emotion = {"emotion": label, "emotion_scores": probabilities}
+        guard = copy_guard(self.tokenizer, settings.avoid, settings.copy_guard_ngram) if settings.avoid else None
+        steps = decode_steps(
+            self.hf_model,
+            context,
+            sampling=settings.sampling,
+            max_new_tokens=settings.max_new_tokens,
+            eos_ids=self._eos_ids(),
+            processors=settings.processors(self._eos_ids(), guard, self._line_break_ids),
+            lock=self._generate_lock,
+        )
+        return _Run(settings, prompt, steps, emotion)
+
+    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> Runnable[LanguageModelInput, AIMessage]:
+        """Not supported: this model answers with an emotion and a response and does not call tools."""
+        raise NotImplementedError(
+            "ELMDChatModel does not call tools. For an {emotion, response} answer use "
+            "with_structured_output(schema); to give the whole ELMD pipeline to an agent use ELMDChain.as_tool()"
+        )
+
+    def with_structured_output(
+        self, schema: dict[str, Any] | type, *, include_raw: bool = False, language: str = "en", **kwargs: Any
+    ) -> Runnable[LanguageModelInput, Any]:
+        """Answers as ``schema``: a pydantic model or JSON schema with the fields ``emotion`` and ``response``.
+
+        The emotion comes from closed-set decoding over the labels the schema allows (a ``Literal``, an ``Enum`` or a
+        JSON ``enum``; the seven paper labels when it names none), the response is decoded after it, in the answer
+        format of ``language``'s prompt. Other schemas are refused: this model does not write free-form JSON.
+        ``include_raw`` returns ``{"raw", "parsed", "parsing_error"}`` as LangChain's other chat models do.
+        """
+        from elmd_sdk.chains.parser import StreamingAnswerParser
+        from elmd_sdk.chains.prompt import render_answer, wording
+
+        if kwargs:
+            raise ElmdError(f"unsupported with_structured_output option(s): {sorted(kwargs)}")
+        labels = _schema_labels(schema)
+        words = wording(language)
+        choice = EmotionChoice(
+            labels=labels,
+            lines=tuple(render_answer(label, None, language) for label in labels),
+            response_key=f"\n{words.response_key}{words.colon.rstrip()}",
+        )
+
+        def answer(value: LanguageModelInput) -> Any:
+            message = self.invoke(value, emotion_choice=choice)
+            emotion = message.response_metadata["emotion"]
+            parser = StreamingAnswerParser(labels, emotion=emotion)
+            response = "".join(chunk.response for chunk in [*parser.feed(str(message.text)), *parser.finish()])
+            data = {"emotion": emotion, "response": response}
+            parsed = schema.model_validate(data) if isinstance(schema, type) else data
+            return {"raw": message, "parsed": parsed, "parsing_error": None} if include_raw else parsed
+
+        return RunnableLambda(answer, name="elmd_structured_output")
 
     def _settings(self, stop: list[str] | None, kwargs: dict[str, Any]) -> _Settings:
         """This call's decoding settings; unknown keyword arguments are an error rather than silently ignored."""
@@ -327,7 +476,23 @@ class ELMDChatModel(BaseChatModel):
             top_k=int(kwargs.get("top_k", self.top_k)),
             seed=kwargs.get("seed", self.seed),
         )
-        return _Settings(sampling=sampling, max_new_tokens=max_new, stop=tuple(s for s in stops or () if s))
+        choice = kwargs.get("emotion_choice")
+        if choice is not None and not isinstance(choice, EmotionChoice):
+            raise ElmdError(f"emotion_choice must be an EmotionChoice, got {type(choice).__name__}")
+        avoid = kwargs.get("avoid_copying") or ()
+        if isinstance(avoid, str) or not all(isinstance(text, str) for text in avoid):
+            raise ElmdError("avoid_copying must be a list of strings")
+        return _Settings(
+            sampling=sampling,
+            max_new_tokens=max_new,
+            stop=tuple(s for s in stops or () if s),
+            emotion_choice=choice,
+            avoid=tuple(avoid),
+            copy_guard_ngram=int(kwargs.get("copy_guard_ngram", self.copy_guard_ngram)),
+            repetition_penalty=float(kwargs.get("repetition_penalty", self.repetition_penalty)),
+            no_repeat_ngram_size=int(kwargs.get("no_repeat_ngram_size", self.no_repeat_ngram_size)),
+            min_new_tokens=int(kwargs.get("min_new_tokens", self.min_new_tokens)),
+        )
 
     def _prepare(self, messages: Sequence[BaseMessage]) -> _Prompt:
         """Render the chat template, tokenize around placeholders and splice in each video's tokens."""
@@ -368,21 +533,24 @@ class ELMDChatModel(BaseChatModel):
         weight = next(self.projector.parameters())
         return self.projector(pooled.to(device=weight.device, dtype=weight.dtype))  # (m + o, hidden)
 
-    def _decode_steps(self, prompt: _Prompt, settings: _Settings) -> Generator[int, None, None]:
-        """New token ids of this prompt, one per ``next()``, decoded in the caller's thread."""
-        return decode_steps(
-            self.hf_model,
-            prompt.attention_mask,
-            input_ids=prompt.input_ids,
-            inputs_embeds=prompt.inputs_embeds,
-            sampling=settings.sampling,
-            max_new_tokens=settings.max_new_tokens,
-            eos_ids=self._eos_ids(),
-            lock=self._generate_lock,
-        )
-
     def _decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def _encode(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _line_break_ids(self) -> list[int]:
+        """Ids of the tokens whose text holds a line break (computed once per tokenizer)."""
+        if self._line_breaks is None:
+            vocabulary = range(len(self.tokenizer))
+            self._line_breaks = [i for i in vocabulary if "\n" in self.tokenizer.decode([i], skip_special_tokens=True)]
+        return self._line_breaks
+
+    def get_token_ids(self, text: str) -> list[int]:
+        """Token ids of ``text`` with the LLM's own tokenizer (LangChain's default would fetch GPT-2's from a hub);
+        ``get_num_tokens`` and ``trim_messages`` count with it."""
+        self.ensure_loaded()
+        return self._encode(text)
 
     def _eos_ids(self) -> list[int]:
         """End-of-reply ids: the model's generation-config EOS plus the tokenizer's (often the end-of-turn token)."""
@@ -410,6 +578,33 @@ class ELMDChatModel(BaseChatModel):
         if self.hf_model is not None and (name := getattr(self.hf_model, "name_or_path", "")):
             return str(name)
         return DEFAULT_LLM_GGUF
+
+
+def _schema_labels(schema: dict[str, Any] | type) -> tuple[str, ...]:
+    """The emotion labels an {emotion, response} schema allows; ElmdError for any other schema."""
+    from elmd_sdk.data.labels import EMOTIONS
+
+    if isinstance(schema, type) and issubclass(schema, BaseModel):
+        properties = schema.model_json_schema().get("properties", {})
+    elif isinstance(schema, dict):
+        properties = schema.get("properties", {})
+    else:
+        raise ElmdError(f"with_structured_output takes a pydantic model or a JSON schema, got {schema!r}")
+    if set(properties) != {"emotion", "response"}:
+        raise ElmdError(
+            f"ELMDChatModel answers only the {{emotion, response}} schema, got fields {sorted(properties)}; "
+            "it does not write free-form JSON"
+        )
+    emotion = properties["emotion"]
+    enum = emotion.get("enum") or ([emotion["const"]] if "const" in emotion else None)
+    if enum is None and "$ref" not in emotion:
+        return EMOTIONS
+    if enum is None:  # an Enum class: its definition holds the values
+        definitions = schema.model_json_schema().get("$defs", {}) if isinstance(schema, type) else {}
+        enum = definitions.get(emotion["$ref"].rsplit("/", 1)[-1], {}).get("enum")
+    if not enum or not all(isinstance(label, str) for label in enum):
+        raise ElmdError("the schema's emotion field must be a string, or an enumeration of label strings")
+    return tuple(enum)
 
 
 def _optional_str(value: str | PathLike[str] | None) -> str | None:

@@ -5,14 +5,19 @@ generation thread beside a main thread that already ran torch work oversubscribe
 the tokens/s of raw ``generate`` on a 2-core CPU in ``benchmarks/llm_generation.py``). Pulling one token per
 ``next()`` keeps all work in the consumer's thread, lets ``invoke`` and ``stream`` share one code path, and makes
 stopping a stream as simple as no longer iterating.
+
+The prompt is run once (:func:`prefill`) into a :class:`Context` (KV cache, mask, next-token logits). From a context
+one can score whole continuations in one batched pass (:func:`score_continuations`, the closed-set emotion of the
+chat model, REP/EERG validation and evaluation), force tokens (:func:`extend`) and decode (:func:`decode_steps`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
 import threading
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,63 +35,147 @@ class Sampling:
     top_k: int
     seed: int | None  # a private generator when set, so the global RNG is left alone
 
+    def generator(self, device: torch.device) -> torch.Generator | None:
+        """The private generator of a seeded call (None: draw from the global RNG)."""
+        if self.seed is None:
+            return None
+        generator = torch.Generator(device=device)
+        generator.manual_seed(self.seed)
+        return generator
 
-def decode_steps(
+
+@dataclass(frozen=True)
+class Context:
+    """A prompt (and any tokens forced after it) already run through the model, batch size 1."""
+
+    cache: Any  # the model's KV cache over the T positions
+    attention_mask: torch.Tensor  # (1, T)
+    logits: torch.Tensor  # (1, vocab) float32: the distribution of the token at position T
+
+
+def prefill(
     model: Any,
     attention_mask: torch.Tensor,
     *,
     input_ids: torch.Tensor | None = None,
     inputs_embeds: torch.Tensor | None = None,
+    lock: threading.Lock | None = None,
+) -> Context:
+    """Run the prompt once: ``attention_mask`` (1, T) with exactly one of ``input_ids`` (1, T) or ``inputs_embeds``
+    (1, T, hidden)."""
+    if (input_ids is None) == (inputs_embeds is None):
+        raise ValueError("pass exactly one of input_ids and inputs_embeds")
+    inputs = {"input_ids": input_ids} if input_ids is not None else {"inputs_embeds": inputs_embeds}
+    logits, cache = _forward(model, inputs, attention_mask, None, lock, last_only=True)
+    return Context(cache, attention_mask, logits[:, -1, :].float())
+
+
+def extend(model: Any, context: Context, ids: Sequence[int], lock: threading.Lock | None = None) -> Context:
+    """The context after forcing ``ids``; the old context's cache is reused (and grows), so do not use it again."""
+    if not ids:
+        return context
+    device = context.attention_mask.device
+    new = torch.tensor([list(ids)], dtype=torch.long, device=device)  # (1, n)
+    mask = torch.cat([context.attention_mask, context.attention_mask.new_ones(1, len(ids))], dim=1)  # (1, T + n)
+    logits, cache = _forward(model, {"input_ids": new}, mask, context.cache, lock, last_only=True)
+    return Context(cache, mask, logits[:, -1, :].float())
+
+
+@torch.no_grad()
+def score_continuations(
+    model: Any, context: Context, candidates: Sequence[Sequence[int]], lock: threading.Lock | None = None
+) -> torch.Tensor:
+    """Log-likelihood of each candidate token sequence after the context, ``(L,)``, in one batched forward pass.
+
+    ``sum_t log p(c_t | context, c_<t)``: the first token's term comes from the context's logits, the rest from
+    one pass of the L candidates (right-padded; padding is never attended to by a real token) over a copy of the
+    context's cache expanded to L rows, so the prompt is encoded once and the context stays usable.
+    """
+    if not candidates or any(len(c) == 0 for c in candidates):
+        raise ValueError("every candidate needs at least one token")
+    device = context.attention_mask.device
+    width = max(len(c) for c in candidates)
+    padded = torch.zeros(len(candidates), width, dtype=torch.long, device=device)  # (L, W)
+    valid = torch.zeros(len(candidates), width, dtype=torch.bool, device=device)  # (L, W)
+    for i, candidate in enumerate(candidates):
+        padded[i, : len(candidate)] = torch.tensor(list(candidate), device=device)
+        valid[i, : len(candidate)] = True
+    first = context.logits.log_softmax(-1)[0, padded[:, 0]]  # (L,)
+    if width == 1:
+        return first
+    cache = copy.deepcopy(context.cache)
+    cache.batch_repeat_interleave(len(candidates))
+    mask = torch.cat(
+        [context.attention_mask.expand(len(candidates), -1), valid.new_ones(len(candidates), width - 1).long()], dim=1
+    )  # (L, T + W - 1)
+    logits, _ = _forward(model, {"input_ids": padded[:, :-1]}, mask, cache, lock, last_only=False)  # (L, W - 1, V)
+    rest = logits.float().log_softmax(-1).gather(-1, padded[:, 1:].unsqueeze(-1)).squeeze(-1)  # (L, W - 1)
+    return first + (rest * valid[:, 1:]).sum(-1)
+
+
+def decode_steps(
+    model: Any,
+    context: Context,
+    *,
     sampling: Sampling,
     max_new_tokens: int,
     eos_ids: list[int],
+    processors: LogitsProcessorList | None = None,
     lock: threading.Lock | None = None,
 ) -> Generator[int, None, None]:
-    """Yield new token ids one at a time (an EOS id is yielded, then decoding ends); batch size 1.
+    """Yield new token ids one at a time after ``context`` (an EOS id is yielded, then decoding ends).
 
-    ``attention_mask`` is (1, T); exactly one of ``input_ids`` (1, T) or ``inputs_embeds`` (1, T, hidden) is the
-    prompt. With greedy settings the ids equal ``model.generate(..., do_sample=False)``. Each forward pass runs
-    under ``lock`` (models with an attached prefix keep per-call state), so interleaved streams stay correct.
+    ``processors`` (transformers logits processors: the copy guard, a minimum length) see the ids generated so far,
+    ``(1, n)``, before temperature, top-k and top-p. With greedy settings and no processors the ids equal
+    ``model.generate(..., do_sample=False)``. Each forward pass runs under ``lock`` (models with an attached prefix
+    keep per-call state), so interleaved streams stay correct.
     """
-    if (input_ids is None) == (inputs_embeds is None):
-        raise ValueError("pass exactly one of input_ids and inputs_embeds")
-    pick = _picker(sampling, attention_mask.device)
-    params = inspect.signature(model.forward).parameters
-    keep_last = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
-    cache_arg = "cache" if "cache" in params else "past_key_values"  # transformers 5 name, or the older one
-    inputs = {"input_ids": input_ids} if input_ids is not None else {"inputs_embeds": inputs_embeds}
-    mask, cache = attention_mask, None
-    for _ in range(max_new_tokens):
-        with lock or contextlib.nullcontext(), torch.no_grad():
-            output = model(**inputs, attention_mask=mask, use_cache=True, **{cache_arg: cache}, **keep_last)
-        cache = getattr(output, cache_arg)
-        token = pick(output.logits[:, -1, :].float())  # (1,)
+    device = context.attention_mask.device
+    pick = _picker(sampling, device)
+    generated = torch.empty(1, 0, dtype=torch.long, device=device)  # (1, n)
+    for step in range(max_new_tokens):
+        scores = context.logits
+        if processors:
+            scores = processors(generated, scores)  # type: ignore[arg-type]  # transformers annotates LongTensor
+        token = pick(generated, scores)  # (1,)
         yield int(token)
-        if int(token) in eos_ids:
+        if int(token) in eos_ids or step == max_new_tokens - 1:
             return
-        inputs = {"input_ids": token.view(1, 1)}
-        mask = torch.cat([mask, mask.new_ones(1, 1)], dim=1)  # (1, T + step)
+        generated = torch.cat([generated, token.view(1, 1)], dim=1)
+        context = extend(model, context, [int(token)], lock)
 
 
-def _picker(sampling: Sampling, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Function from last-position logits (1, vocab) to the next token id (1,)."""
+def _forward(
+    model: Any,
+    inputs: dict[str, torch.Tensor],
+    mask: torch.Tensor,
+    cache: Any,
+    lock: threading.Lock | None,
+    *,
+    last_only: bool,
+) -> tuple[torch.Tensor, Any]:
+    """One forward pass with the KV cache: (logits (B, n or 1, vocab), cache)."""
+    params = inspect.signature(model.forward).parameters
+    keep = {"logits_to_keep": 1 if last_only else 0} if "logits_to_keep" in params else {}
+    cache_arg = "cache" if "cache" in params else "past_key_values"  # transformers 5 name, or the older one
+    with lock or contextlib.nullcontext(), torch.no_grad():
+        output = model(**inputs, attention_mask=mask, use_cache=True, **{cache_arg: cache}, **keep)
+    return output.logits, getattr(output, cache_arg)
+
+
+def _picker(sampling: Sampling, device: torch.device) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Function from (ids so far (1, n), last-position scores (1, vocab)) to the next token id (1,)."""
     if not sampling.do_sample:
-        return lambda logits: logits.argmax(dim=-1)
+        return lambda _ids, scores: scores.argmax(dim=-1)
     warpers = LogitsProcessorList([TemperatureLogitsWarper(sampling.temperature)])
     if sampling.top_k > 0:
         warpers.append(TopKLogitsWarper(sampling.top_k))
     if sampling.top_p < 1.0:
         warpers.append(TopPLogitsWarper(sampling.top_p))
-    generator = None
-    if sampling.seed is not None:
-        generator = torch.Generator(device=device)
-        generator.manual_seed(sampling.seed)
+    generator = sampling.generator(device)
 
-    no_ids = torch.empty(1, 0, dtype=torch.long, device=device)  # the warpers used here ignore past ids
-
-    def pick(logits: torch.Tensor) -> torch.Tensor:
-        scores = warpers(no_ids, logits)  # type: ignore[arg-type]  # transformers annotates LongTensor
-        probs = torch.softmax(scores, dim=-1)
+    def pick(ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        probs = torch.softmax(warpers(ids, scores), dim=-1)  # type: ignore[arg-type]
         return torch.multinomial(probs, num_samples=1, generator=generator).view(1)
 
     return pick

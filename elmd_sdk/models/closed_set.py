@@ -1,0 +1,86 @@
+"""Closed-set emotion decoding and the copy guard: what the chat model does around free decoding of the response.
+
+Closed set: after the prompt, every label's answer line (e.g. "Emotion: sad", as the prompt asks for it and REP
+trains it, Eq. 10) is scored by its log-likelihood in one batched pass over the prompt's KV cache; the softmax of
+those scores over the allowed labels is p(e | prompt). Greedy decoding takes the argmax, sampling draws from it,
+a forced emotion is taken as is; the chosen line and the response key are then forced and the response decoded
+after them. The reply therefore always names a label and never depends on the model following the format.
+
+Copy guard: the response may not reproduce any n-gram (default n = 4 tokens, about three words) of the given
+texts, i.e. the demonstration's r'; transformers' ``NoBadWordsLogitsProcessor`` bans the last token of every such
+n-gram whose first n - 1 tokens were just generated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers import NoBadWordsLogitsProcessor
+
+from elmd_sdk.data.labels import check_emotions
+from elmd_sdk.errors import InputError
+
+COPY_GUARD_NGRAM = 4
+"""Tokens per banned n-gram: short enough that no sentence of r' survives, long enough to allow common pairs."""
+
+
+@dataclass(frozen=True)
+class EmotionChoice:
+    """How the response emotion is chosen from a closed label set (a call option of ``ELMDChatModel``)."""
+
+    labels: tuple[str, ...]  # every label, in the bundle's order: the keys of the reported probabilities
+    lines: tuple[str, ...]  # each label's answer line, e.g. "Emotion: sad": what is scored, then forced
+    response_key: str  # forced after the chosen line, e.g. "\nResponse:"; the response is decoded after it
+    allowed: tuple[str, ...] | None = None  # choose only among these (None: all labels)
+    force: str | None = None  # take this label whatever the scores say
+
+    def __post_init__(self) -> None:
+        if not self.labels or len(self.labels) != len(self.lines):
+            raise ValueError("an emotion choice needs one answer line per label, at least one label")
+        check_emotions(self.labels, self.force, self.allowed)
+
+    @property
+    def candidates(self) -> tuple[str, ...]:
+        """The labels the choice is made among."""
+        return self.allowed if self.allowed is not None else self.labels
+
+
+def emotion_probabilities(choice: EmotionChoice, log_likelihoods: torch.Tensor) -> dict[str, float]:
+    """Softmax of the answer lines' log-likelihoods (L,) over the allowed labels; 0 for the others. Sums to 1."""
+    allowed = torch.tensor([label in choice.candidates for label in choice.labels])
+    scores = log_likelihoods.float().cpu().masked_fill(~allowed, float("-inf"))
+    probs = torch.softmax(scores, dim=-1)
+    return {label: float(p) for label, p in zip(choice.labels, probs, strict=True)}
+
+
+def pick_emotion(
+    choice: EmotionChoice, probabilities: dict[str, float], do_sample: bool, generator: torch.Generator | None
+) -> str:
+    """The forced label, else the most probable one (greedy) or one drawn from ``probabilities`` (sampling)."""
+    if choice.force is not None:
+        return choice.force
+    probs = torch.tensor([probabilities[label] for label in choice.labels])
+    if do_sample:
+        return choice.labels[int(torch.multinomial(probs, 1, generator=generator))]
+    return choice.labels[int(probs.argmax())]
+
+
+def copy_guard(tokenizer: Any, texts: Sequence[str], n: int = COPY_GUARD_NGRAM) -> NoBadWordsLogitsProcessor | None:
+    """A logits processor banning every token n-gram of ``texts`` (None when they have none).
+
+    Each text is tokenized as it starts a line and as it continues one (with a leading space), since a reply may
+    reproduce either form.
+    """
+    if n < 1:
+        raise InputError(f"must be at least 1, got {n}", field="copy_guard_ngram")
+    ngrams: set[tuple[int, ...]] = set()
+    for text in texts:
+        for form in (text.strip(), " " + text.strip()):
+            ids = tokenizer(form, add_special_tokens=False)["input_ids"]
+            ngrams.update(tuple(ids[i : i + n]) for i in range(len(ids) - n + 1))
+    if not ngrams:
+        return None
+    return NoBadWordsLogitsProcessor([list(g) for g in sorted(ngrams)])
