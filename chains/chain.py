@@ -39,12 +39,21 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import RunnableConfig, RunnableLambda, RunnableSerializable
 from langchain_core.runnables.config import ensure_config, patch_config
 from langchain_core.tools import BaseTool
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, create_model, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from elmd_sdk.bundle import BundleManifest
 from elmd_sdk.data.labels import EMOTIONS, check_emotions
 from elmd_sdk.data.records import Turn, VideoRef
-from elmd_sdk.errors import ElmdError, InputError
+from elmd_sdk.errors import ElmdError, InputError, input_error
 
 _DEFAULT_BUNDLE = "default_bundle"
 _HUGE = 10**7  # tokenizers report "no limit" as a huge model_max_length
@@ -172,19 +181,24 @@ class ELMDChain(RunnableSerializable[dict[str, Any] | str, ELMDResult]):
         """
         from elmd_sdk.chains.loading import load_parts
 
-        parts = load_parts(bundle, use_retrieval=use_retrieval, use_video=use_video, k=k, device=device, **generation)
-        return cls(
-            chat_model=parts.chat_model,
-            retriever=parts.retriever,
-            language=parts.manifest.language,
-            labels=tuple(parts.manifest.labels),
-            use_retrieval=use_retrieval,
-            use_video=use_video,
-            manifest=parts.manifest,
-            emotion_mode=emotion_mode,
-            allowed_emotions=None if allowed_emotions is None else tuple(allowed_emotions),
-            copy_guard=copy_guard,
-        )
+        try:
+            parts = load_parts(
+                bundle, use_retrieval=use_retrieval, use_video=use_video, k=k, device=device, **generation
+            )
+            return cls(
+                chat_model=parts.chat_model,
+                retriever=parts.retriever,
+                language=parts.manifest.language,
+                labels=tuple(parts.manifest.labels),
+                use_retrieval=use_retrieval,
+                use_video=use_video,
+                manifest=parts.manifest,
+                emotion_mode=emotion_mode,
+                allowed_emotions=None if allowed_emotions is None else tuple(allowed_emotions),
+                copy_guard=copy_guard,
+            )
+        except ValidationError as error:
+            raise input_error(error) from None
 
     @classmethod
     def default(cls, **kwargs: Any) -> ELMDChain:
@@ -687,20 +701,30 @@ def _history_turn(item: Any, index: int, count: int, user: str, assistant: str) 
 
 
 def _video_ref(value: Any) -> VideoRef | None:
-    """A video given as a path, a VideoRef or ``{"path", "start", "end"}``."""
+    """A video given as a path, a VideoRef or ``{"path", "start", "end"}``: an existing file or folder of frames and
+    a forward, non-negative time range, checked whether or not the bundle can use a clip."""
     if value is None or value == "":
         return None
     if isinstance(value, VideoRef):
-        return value
-    if isinstance(value, str | PathLike):
-        return VideoRef(path=str(value))
-    if isinstance(value, Mapping) and isinstance(value.get("path"), str | PathLike):
+        video = value
+    elif isinstance(value, str | PathLike):
+        video = VideoRef(path=str(value))
+    elif isinstance(value, Mapping) and isinstance(value.get("path"), str | PathLike):
         start, end = value.get("start"), value.get("end")
         for name, bound in (("start", start), ("end", end)):
             if bound is not None and (isinstance(bound, bool) or not isinstance(bound, int | float)):
                 raise InputError("must be a number of seconds or None", field=f"video.{name}")
-        return VideoRef(path=str(value["path"]), start=start, end=end)
-    raise InputError("must be a path, a VideoRef or {path, start, end}", field="video")
+        video = VideoRef(path=str(value["path"]), start=start, end=end)
+    else:
+        raise InputError("must be a path, a VideoRef or {path, start, end}", field="video")
+    if not Path(video.path).expanduser().exists():
+        raise InputError("file not found", file=video.path, field="video")
+    for name, bound in (("start", video.start), ("end", video.end)):
+        if bound is not None and not 0 <= bound < float("inf"):
+            raise InputError(f"must be a finite, non-negative number of seconds, got {bound}", field=f"video.{name}")
+    if video.start is not None and video.end is not None and video.end <= video.start:
+        raise InputError(f"end {video.end} s must come after start {video.start} s", field="video.end")
+    return video
 
 
 def _merge_inputs(inputs: Iterator[Any]) -> Any:

@@ -58,8 +58,11 @@ SYNONYMS: dict[str, tuple[str, ...]] = {
 }  # fmt: skip
 
 _LEAD = r"[\s>*_#`\-]*"  # markdown decoration a line may start with
-_EMOTION_KEYS = ("response emotion", "predicted emotion", "emotion label", "emotion", "回复情感", "情感", "情绪")
-_RESPONSE_KEYS = ("response", "reply", "answer", "回复", "回答")
+_EMOTION_KEYS = (
+    "the response emotion", "response emotion", "predicted emotion", "emotion label", "the emotion", "emotion",
+    "回复情感", "情感", "情绪",
+)  # fmt: skip
+_RESPONSE_KEYS = ("the response", "response", "the reply", "reply", "answer", "回复", "回答")
 _STOP_KEYS = (
     "user", "human", "assistant", "system", "emotion", "response", "reply", "utterance", "current utterance",
     "background", "dialogue history", "history", "reference reply", "reference", "note", "notes", "nb", "p.s",

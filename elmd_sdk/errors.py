@@ -39,3 +39,14 @@ class InputError(ElmdError, ValueError):
 
 class MismatchError(ElmdError, ValueError):
     """Saved weights or an index that were made for another model, encoder or configuration."""
+
+
+def input_error(error: Exception) -> InputError:
+    """A pydantic ``ValidationError`` from building an SDK object as an :class:`InputError` naming the first bad
+    field (``k``, ``max_new_tokens``, ...) and saying what is wrong with it."""
+    details = error.errors() if hasattr(error, "errors") else []
+    if not details:
+        return InputError(str(error))
+    first = details[0]
+    field = ".".join(str(part) for part in first.get("loc", ())) or None
+    return InputError(f"{first.get('msg', 'invalid value')}, got {first.get('input')!r}", field=field)

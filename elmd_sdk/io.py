@@ -10,7 +10,9 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -24,6 +26,61 @@ def _umask_mode() -> int:
     umask = os.umask(0)
     os.umask(umask)
     return 0o666 & ~umask
+
+
+def check_writable(path: str | Path, *, folder: bool = False) -> Path:
+    """Fail now, not at the end of a long run, when ``path`` (a file, or a folder with ``folder``) cannot be written.
+
+    Creates the parent folders and a probe file beside ``path`` (removed at once); the OSError names the path:
+    a directory where a file goes (or the reverse), a parent that is a file, a read-only or full file system.
+    """
+    import errno
+
+    path = Path(path)
+    if path.is_dir() and not folder:
+        raise IsADirectoryError(errno.EISDIR, "is a directory, not a file", str(path))
+    if path.exists() and folder and not path.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "is a file, not a folder", str(path))
+    existing = next(parent for parent in path.parents if parent.exists())
+    if not existing.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "is a file, not a folder", str(existing))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent)
+    except OSError as error:
+        raise type(error)(error.errno, error.strerror, str(path.parent)) from None
+    os.close(fd)
+    os.unlink(probe)
+    return path
+
+
+@contextlib.contextmanager
+def atomic_folder(target: str | Path) -> Iterator[Path]:
+    """Yield a new sibling folder of ``target`` to fill; when the block ends without error it replaces ``target``
+    as a whole (:func:`replace_folder`), else it is removed. A kill at any moment leaves the old complete folder
+    (or no folder, if there was none) and at most a hidden ``.NAME.*.tmp`` sibling, which the next write removes."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in target.parent.glob(f".{target.name}.*.tmp"):
+        shutil.rmtree(stale, ignore_errors=True)
+    temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    temporary.mkdir()  # follows the umask, unlike mkdtemp's private folder
+    try:
+        yield temporary
+        replace_folder(temporary, target)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+
+
+def replace_folder(new: str | Path, target: str | Path) -> None:
+    """Put folder ``new`` in place of ``target`` by two renames (the old one moves aside, then is deleted)."""
+    new, target = Path(new), Path(target)
+    old = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    if target.exists():
+        os.replace(target, old)
+    os.replace(new, target)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -19,9 +19,6 @@ safetensors weights, JSON configs and the tokenizer's text files) and ``ssc.safe
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
-import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -32,7 +29,7 @@ import torch
 from elmd_sdk.retrievers.ssc import SelfSeparation, set_vector
 
 from elmd_sdk.errors import ElmdError, InputError, MismatchError
-from elmd_sdk.io import atomic_write_json, load_tensors, read_json, save_tensors, sha256_file
+from elmd_sdk.io import atomic_folder, atomic_write_json, load_tensors, read_json, save_tensors, sha256_file
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -91,11 +88,15 @@ class ERMConfig:
 
 
 def resolve_base_model(name_or_path: str) -> str:
-    """Map ``"default"`` to the bundled all-MiniLM-L6-v2 folder; anything else is passed on unchanged."""
-    if name_or_path == "default":
+    """Map ``"default"`` and all-MiniLM-L6-v2's names to the bundled copy; a hub name must be reachable (fast
+    InputError otherwise); a local path is passed on unchanged."""
+    from elmd_sdk.hub import EMBEDDED_ENCODER_NAMES, is_embedded, require_hub
+
+    if is_embedded(name_or_path, EMBEDDED_ENCODER_NAMES):
         from elmd_sdk.paths import default_encoder_path
 
         return str(default_encoder_path())
+    require_hub(name_or_path, "sentence encoder")
     return name_or_path
 
 
@@ -283,25 +284,25 @@ class ERMEncoder:
         self._digest = None
 
     def save(self, path: str | Path, with_encoder: bool = True) -> None:
-        """Write an ERM directory: encoder/ and ssc.safetensors, then erm_config.json (with their SHA-256) last.
+        """Write the ERM directory ``path`` through a new sibling folder that then replaces it as a whole, so a kill
+        leaves the old complete ERM or the new one (:func:`elmd_sdk.io.atomic_folder`); see :meth:`write`."""
+        with atomic_folder(path) as folder:
+            self.write(folder, with_encoder)
 
-        Each part is written to a temporary name and renamed; since the JSON is renamed last and records
-        the digest of every file, a save killed half-way is reported by :meth:`load`, never silently used.
+    def write(self, path: str | Path, with_encoder: bool = True) -> None:
+        """Write an ERM into the new, empty folder ``path``: encoder/ and ssc.safetensors, then erm_config.json with
+        their SHA-256 (a damaged file is reported by :meth:`load`, never silently used).
+
         ``with_encoder=False`` (frozen base encoder only) leaves out encoder/: :meth:`load` then loads the base
         model by its name, which keeps such an ERM a few MB (the index's fingerprint check still applies).
         """
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
         if with_encoder:
             self._save_encoder(path)
-        elif self.config.freeze_encoder:
-            shutil.rmtree(path / ENCODER_DIR, ignore_errors=True)
-        else:
+        elif not self.config.freeze_encoder:
             raise ElmdError("only an ERM with a frozen base encoder can be saved without encoder/")
         if self.ssc is not None:
             save_tensors(path / SSC_FILE, self.ssc.state_dict())
-        else:
-            (path / SSC_FILE).unlink(missing_ok=True)
         files = {
             p.relative_to(path).as_posix(): sha256_file(p)
             for p in sorted((path / ENCODER_DIR).rglob("*"))
@@ -323,22 +324,8 @@ class ERMEncoder:
         )
 
     def _save_encoder(self, path: Path) -> None:
-        """Write the base model as ``path/encoder`` (safetensors, JSON, tokenizer files) through a temporary folder."""
-        tmp = path / f".{ENCODER_DIR}.{uuid.uuid4().hex}.tmp"
-        tmp.mkdir()  # unlike mkdtemp's private folder, this follows the umask like the rest of the model
-        try:
-            self.model.save(str(tmp), create_model_card=False, safe_serialization=True)
-            unsafe = [p.name for p in tmp.rglob("*") if p.suffix in _UNSAFE_SUFFIXES]
-            if unsafe:
-                raise ElmdError(f"the base model saved pickle-format files {unsafe}; refusing to keep them")
-            final = path / ENCODER_DIR
-            old = path / f".{ENCODER_DIR}.old"
-            if old.exists():
-                shutil.rmtree(old)
-            if final.exists():
-                os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        """Write the base model as ``path/encoder`` (safetensors, JSON, tokenizer files), never a pickle."""
+        self.model.save(str(path / ENCODER_DIR), create_model_card=False, safe_serialization=True)
+        unsafe = [p.name for p in (path / ENCODER_DIR).rglob("*") if p.suffix in _UNSAFE_SUFFIXES]
+        if unsafe:
+            raise ElmdError(f"the base model saved pickle-format files {unsafe}; refusing to keep them")

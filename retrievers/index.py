@@ -30,7 +30,7 @@ from langchain_core.embeddings import Embeddings
 
 from elmd_sdk.data.records import Sample
 from elmd_sdk.errors import InputError, MismatchError
-from elmd_sdk.io import atomic_write_bytes, atomic_write_json, read_json, sha256_file
+from elmd_sdk.io import atomic_folder, atomic_write_bytes, atomic_write_json, read_json, sha256_file
 from elmd_sdk.progress import make_progress
 
 FORMAT_VERSION = 1
@@ -302,9 +302,9 @@ def save_index(
     fingerprint: dict[str, Any],
     source: EncoderSource | None = None,
 ) -> dict[str, Any]:
-    """Write ``store`` as FAISS binary + JSON into ``out_dir`` (each file atomic, manifest last); the manifest."""
+    """Write ``store`` as FAISS binary + JSON into a new folder that then replaces ``out_dir`` as a whole
+    (:func:`elmd_sdk.io.atomic_folder`: a kill leaves the old complete index or the new one); the manifest."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     index = store.index
     ids = [store.index_to_docstore_id[i] for i in range(index.ntotal)]
     documents = []
@@ -313,26 +313,27 @@ def save_index(
         if not isinstance(doc, Document):
             raise ValueError(f"docstore has no document for id {doc_id}")
         documents.append({"id": doc_id, "page_content": doc.page_content, "metadata": doc.metadata})
-    atomic_write_bytes(out / FAISS_FILE, faiss.serialize_index(index).tobytes())
-    atomic_write_json(out / DOCSTORE_FILE, {"documents": documents})
-    atomic_write_json(out / ID_MAP_FILE, ids)
-    manifest = {
-        "format_version": FORMAT_VERSION,
-        "index_type": config.index_type,
-        "metric": "inner_product",
-        "dim": int(index.d),
-        "count": int(index.ntotal),
-        "params": {
-            "nlist": int(index.nlist) if config.index_type == "ivf" else None,
-            "nprobe": config.nprobe,
-            "hnsw_m": config.hnsw_m,
-            "ef_search": config.ef_search,
-        },
-        "encoder_fingerprint": fingerprint,
-        "encoder_source": _portable_source(source, out),
-        "sha256": {name: sha256_file(out / name) for name in (FAISS_FILE, DOCSTORE_FILE, ID_MAP_FILE)},
-    }
-    atomic_write_json(out / MANIFEST_FILE, manifest)
+    with atomic_folder(out) as folder:
+        atomic_write_bytes(folder / FAISS_FILE, faiss.serialize_index(index).tobytes())
+        atomic_write_json(folder / DOCSTORE_FILE, {"documents": documents})
+        atomic_write_json(folder / ID_MAP_FILE, ids)
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "index_type": config.index_type,
+            "metric": "inner_product",
+            "dim": int(index.d),
+            "count": int(index.ntotal),
+            "params": {
+                "nlist": int(index.nlist) if config.index_type == "ivf" else None,
+                "nprobe": config.nprobe,
+                "hnsw_m": config.hnsw_m,
+                "ef_search": config.ef_search,
+            },
+            "encoder_fingerprint": fingerprint,
+            "encoder_source": _portable_source(source, out),
+            "sha256": {name: sha256_file(folder / name) for name in (FAISS_FILE, DOCSTORE_FILE, ID_MAP_FILE)},
+        }
+        atomic_write_json(folder / MANIFEST_FILE, manifest)
     return manifest
 
 

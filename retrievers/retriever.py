@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,9 @@ from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, Callba
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables.config import run_in_executor
-from pydantic import ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from elmd_sdk.errors import InputError
+from elmd_sdk.errors import InputError, input_error
 
 
 def encoder_from_source(source: EncoderSource | None, index_dir: Path) -> TextEncoder:
@@ -94,6 +95,15 @@ class EmotionalRetriever(BaseRetriever):
     search_kwargs: dict[str, Any] = Field(default_factory=dict)
     """Per-retriever search settings, LangChain style: ``k``, ``score_threshold``, ``exclude_dialogue_ids``."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _warn_unknown_params(cls, values: Any) -> Any:
+        """Warn about, then drop, keyword arguments the retriever does not take (typos such as ``top_k``)."""
+        if isinstance(values, dict) and (unknown := sorted(set(values) - set(cls.model_fields))):
+            warnings.warn(f"EmotionalRetriever ignores unknown parameter(s): {', '.join(unknown)}", stacklevel=4)
+            return {key: value for key, value in values.items() if key in cls.model_fields}
+        return values
+
     @field_validator("search_kwargs")
     @classmethod
     def _known_search_kwargs(cls, value: dict[str, Any]) -> dict[str, Any]:
@@ -124,7 +134,10 @@ class EmotionalRetriever(BaseRetriever):
         if encoder is None:
             encoder = encoder_from_source(resolve_source(read_manifest(index_dir), index_dir), index_dir)
         loaded = load_index(index_dir, encoder, nprobe=nprobe, ef_search=ef_search)
-        return cls(store=loaded.store, encoder=encoder, k=k, **kwargs)
+        try:
+            return cls(store=loaded.store, encoder=encoder, k=k, **kwargs)
+        except ValidationError as error:
+            raise input_error(error) from None
 
     def embed_query(self, query: str) -> np.ndarray:
         """The query's embedding (dim,), computed under the encoder lock."""

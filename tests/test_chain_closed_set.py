@@ -112,6 +112,12 @@ def test_free_mode_keeps_the_parser_and_reports_no_scores(chat: ELMDChatModel) -
     assert result.emotion_scores is None
 
 
+def test_free_mode_reads_the_emotion_and_response_with_an_article() -> None:
+    parser = StreamingAnswerParser()
+    chunks = [*parser.feed("The emotion: Sad\nThe response: I'm sorry to hear that."), *parser.finish()]
+    assert _added(chunks) == ELMDResult("sad", "I'm sorry to hear that.")
+
+
 def test_closed_mode_needs_a_model_that_can_score_labels() -> None:
     from langchain_core.language_models import FakeListChatModel
 
@@ -268,8 +274,14 @@ def test_retriever_score_threshold_and_search_kwargs(tmp_path: Path) -> None:
     assert len(strict.invoke(query)) == 1 and len(strict.invoke(query, score_threshold=0.0)) == 5
     field = EmotionalRetriever.load(tmp_path / "index", k=5, encoder=encoder, score_threshold=0.99)
     assert field.invoke(query) == []
-    with pytest.raises(ValidationError, match="unknown key"):
+    with pytest.raises(InputError, match="unknown key") as error:
         EmotionalRetriever.load(tmp_path / "index", encoder=encoder, search_kwargs={"top_k": 3})
+    assert error.value.field == "search_kwargs"
+    with pytest.warns(UserWarning, match="ignores unknown parameter.*top_k"):
+        EmotionalRetriever.load(tmp_path / "index", encoder=encoder, top_k=3)
+    with pytest.raises(InputError, match="greater than or equal to 1") as error:
+        EmotionalRetriever.load(tmp_path / "index", encoder=encoder, k=0)
+    assert error.value.field == "k"
     with pytest.raises(InputError, match="positive integer"):
         retriever.invoke(query, k=True)
     with pytest.raises(InputError, match="must be a string"):

@@ -180,8 +180,10 @@ def test_report_json_holds_metrics_settings_bundle_and_every_generation(tmp_path
     assert not list(out.parent.glob("*.tmp"))
 
 
-def test_real_default_chain_on_two_samples(elmd_home: str) -> None:
+def test_real_default_chain_on_two_samples(elmd_home: str, tmp_path: Path) -> None:
     """Through the embedded default bundle (SmolLM2 + ERM), greedy, few tokens: generations are scored."""
+    import dataclasses
+
     from elmd_sdk.chains.chain import default_bundle_path
 
     from elmd_sdk.evaluate import load_chain
@@ -192,8 +194,11 @@ def test_real_default_chain_on_two_samples(elmd_home: str) -> None:
     torch.set_num_threads(1)
     try:
         chain = load_chain(default_bundle_path(), EvalSettings(max_new_tokens=6, do_sample=False))
-        with pytest.warns(UserWarning, match="no trained video projector"):  # SAMPLES[0] has a video
-            result = evaluate(chain, SAMPLES[:2], show_progress=False)
+        clip = tmp_path / "clip.mp4"
+        clip.write_bytes(b"never decoded: the bundle has no projector")
+        samples = [dataclasses.replace(SAMPLES[0], video=VideoRef(str(clip), 1.5, 3.0)), SAMPLES[1]]
+        with pytest.warns(UserWarning, match="no trained video projector"):  # the first sample has a video
+            result = evaluate(chain, samples, show_progress=False)
     finally:
         torch.set_num_threads(threads)
     assert len(result.generations) == 2

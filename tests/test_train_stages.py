@@ -417,3 +417,18 @@ def test_killed_run_resumes_to_the_uninterrupted_weights(
         expected, got = load_tensors(uninterrupted / part / weights), load_tensors(out / part / weights)
         assert expected.keys() == got.keys()
         assert all(torch.equal(expected[k], got[k]) for k in expected), part
+
+
+def test_rep_without_clips_refuses_before_loading_anything(env: Env, tmp_path: Path) -> None:
+    """MELD here ships no clips: REP has nothing to train and says so instead of failing in backward."""
+    import dataclasses
+
+    no_clips = [dataclasses.replace(sample, video=None) for sample in env.train]
+    config = RepConfig(llm=str(tmp_path / "never_loaded"), prompt=PromptConfig(labels=LABELS), train=_train())
+    with pytest.raises(InputError, match="none of the 6 samples has a video: there is nothing to train") as error:
+        train_rep(config, no_clips, [], tmp_path / "rep")
+    assert error.value.field == "data"
+    off = dataclasses.replace(config, prompt=PromptConfig(labels=LABELS, use_video=False))
+    with pytest.raises(InputError, match="--no-video is set"):
+        train_rep(off, env.train, [], tmp_path / "rep")
+    assert not (tmp_path / "rep").exists()

@@ -1,7 +1,8 @@
 """Write a trained stage as a bundle folder (format: :mod:`elmd_sdk.bundle`) that ``ELMDChain.from_bundle`` loads.
 
 The ERM and index are copied in, so the bundle is self-contained; weights are safetensors + JSON; ``bundle.json`` is
-written last, so a folder without it was never completed.
+written last. The caller writes into a fresh folder that then replaces the old bundle as a whole
+(:func:`elmd_sdk.io.atomic_folder`), so a kill leaves the old complete bundle or the new one.
 """
 
 from __future__ import annotations
@@ -41,31 +42,20 @@ class BundleParts:
     description: str
 
 
-def _copy_dir(source: Path, target: Path) -> None:
-    """Replace ``target`` by a copy of ``source`` (through a temporary sibling; nothing to do if they coincide)."""
-    if target.exists() and target.resolve() == source.resolve():
-        return
-    temporary = target.with_name(f".{target.name}.tmp")
-    shutil.rmtree(temporary, ignore_errors=True)
-    shutil.copytree(source, temporary)
-    shutil.rmtree(target, ignore_errors=True)
-    temporary.rename(target)
-
-
-def write_bundle(out_dir: str | Path, parts: BundleParts) -> Path:
-    """Write projector/, prefix/, erm/, index/ and then bundle.json into ``out_dir``; returns the manifest path."""
+def write_bundle(out_dir: str | Path, parts: BundleParts, name: str) -> Path:
+    """Write projector/, prefix/, erm/, index/ and then bundle.json into the new, empty folder ``out_dir`` for a
+    bundle called ``name``; returns the manifest path."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     if parts.index is not None:
-        _copy_dir(parts.index, out_dir / INDEX_DIR)
+        shutil.copytree(parts.index, out_dir / INDEX_DIR)
     if parts.erm is not None:
-        _copy_dir(parts.erm, out_dir / ERM_DIR)
+        shutil.copytree(parts.erm, out_dir / ERM_DIR)
     if parts.projector is not None:
         parts.projector.save(out_dir / PROJECTOR_DIR)
     if parts.prefix is not None:
         parts.prefix.save(out_dir / PREFIX_DIR)
     manifest = BundleManifest(
-        name=out_dir.resolve().name,
+        name=name,
         base_llm_config_sha256=parts.base_llm_config_sha256,
         labels=list(parts.labels),
         language=parts.language,

@@ -14,7 +14,6 @@ runs the "without video" path with this bundle.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from elmd_sdk.trainers.erm import TRAINING_LOG, ERMTrainConfig, train_erm
 
 from elmd_sdk.bundle import BundleManifest, data_sha256, save_manifest
 from elmd_sdk.data import EMOTIONS, read_jsonl
+from elmd_sdk.io import replace_folder
 
 CORPUS = Path(__file__).resolve().parent.parent / "chains" / "default_corpus.jsonl"
 
@@ -98,20 +98,10 @@ def build_default_bundle(
             },
         )
         save_manifest(work / "bundle", manifest)
-        _replace_dir(work / "bundle", out)
+        replace_folder(work / "bundle", out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return manifest
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    """Move the finished folder ``new`` onto ``target``, keeping the old one until the move is done."""
-    old = target.with_name(f".{target.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        os.replace(target, old)
-    os.replace(new, target)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def main(

@@ -267,7 +267,8 @@ def train_eerg(
         training_data_sha256=data_hash,
         description=(
             f"EERG (Eq. 11): prefix (pre_seq_len {prefix.config.pre_seq_len})"
-            f"{' and projector' if projector is not None else ''} trained on {len(train)} samples "
+            f"{' and projector' if projector is not None and any(e.video for e in data.train) else ''} trained on "
+            f"{len(train)} samples "
             f"for {config.train.epochs} epochs {start.origin}"
         ),
     )

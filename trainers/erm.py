@@ -31,7 +31,7 @@ from elmd_sdk.trainers.schedule import LR_SCHEDULES, lr_factor
 
 from elmd_sdk.data.records import Sample
 from elmd_sdk.errors import InputError, MismatchError
-from elmd_sdk.io import atomic_write_json, read_json
+from elmd_sdk.io import atomic_folder, atomic_write_json, read_json
 from elmd_sdk.progress import make_progress
 
 TRAINING_LOG = "training.json"
@@ -361,17 +361,18 @@ class _Run:
         encoder.invalidate_fingerprint()
         for module in encoder.modules():
             module.eval()
-        encoder.save(self.out_dir)
-        atomic_write_json(
-            self.out_dir / TRAINING_LOG,
-            {
-                "train_config": asdict(self.config),
-                "global_step": self.global_step,
-                "total_steps": self.total_steps,
-                "completed": completed,
-                "history": [asdict(h) for h in self.history],
-            },
-        )
-        if completed:
-            shutil.rmtree(self.out_dir / "checkpoint", ignore_errors=True)
+        with atomic_folder(self.out_dir) as folder:  # the new ERM replaces the folder as a whole
+            encoder.write(folder)
+            atomic_write_json(
+                folder / TRAINING_LOG,
+                {
+                    "train_config": asdict(self.config),
+                    "global_step": self.global_step,
+                    "total_steps": self.total_steps,
+                    "completed": completed,
+                    "history": [asdict(h) for h in self.history],
+                },
+            )
+            if not completed:  # stopped by max_steps: keep the state to resume from
+                shutil.copytree(self.out_dir / "checkpoint", folder / "checkpoint")
         return ERMTrainResult(encoder, self.history, self.out_dir, completed)

@@ -77,6 +77,15 @@ def train_rep(
     ``data_sha256`` defaults to :func:`~elmd_sdk.trainers.pipeline.samples_sha256` of ``train``.
     """
     config.validate()
+    clips = sum(sample.video is not None for sample in train)
+    if not config.prompt.use_video or clips == 0:
+        reason = "--no-video is set" if not config.prompt.use_video else f"none of the {len(train)} samples has a video"
+        raise InputError(
+            f"REP trains only the video projector (Eq. 10), and {reason}: there is nothing to train. Give the data "
+            "its clips (elmd-sdk data prepare --video-root DIR), or skip REP: train eerg without --from is "
+            "Table 3's w/o REP",
+            field="data",
+        )
     out_dir = Path(out_dir)
     accelerator = make_accelerator(config.train)
     llm_name = resolve_llm_name(config.llm)

@@ -374,7 +374,7 @@ def _epoch_stats(
 
 
 def finish_stage(out_dir: Path, stage: str, identity: dict[str, Any], result: StageResult) -> None:
-    """Record the run in ``out_dir/training.json``; once complete, drop the checkpoint (the bundle is written)."""
+    """Record the run in ``out_dir/training.json`` (the new bundle folder; the old one and its checkpoints go)."""
     atomic_write_json(
         out_dir / TRAINING_LOG,
         {
@@ -386,5 +386,3 @@ def finish_stage(out_dir: Path, stage: str, identity: dict[str, Any], result: St
             "history": [asdict(h) for h in result.history],
         },
     )
-    if result.completed:
-        Checkpoints(out_dir).clear()

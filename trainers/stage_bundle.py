@@ -20,6 +20,7 @@ from elmd_sdk.trainers.stage import (
     run_stage,
 )
 
+from elmd_sdk.io import atomic_folder
 from elmd_sdk.models.prefix import PrefixEncoder
 from elmd_sdk.video import VideoProjector
 
@@ -42,7 +43,8 @@ def train_to_bundle(
         return StageResult(stage.model.eval(), finished[0], finished[1], finished[1])
     result = run_stage(accelerator, stage, config, out_dir, resume)
     if result.completed and accelerator.is_main_process:
-        write_bundle(out_dir, parts)
-        finish_stage(out_dir, stage.name, identity, result)
+        with atomic_folder(out_dir) as folder:  # the finished bundle replaces the folder (and its checkpoints)
+            write_bundle(folder, parts, out_dir.resolve().name)
+            finish_stage(folder, stage.name, identity, result)
     accelerator.wait_for_everyone()
     return result

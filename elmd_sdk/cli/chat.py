@@ -28,6 +28,10 @@ def command(
     from elmd_sdk.chains.chain import ELMDChain, default_bundle_path
     from elmd_sdk.chains.chat_repl import ChatREPL, describe
 
+    if video is not None:  # a bad clip stops the command (exit 2) before anything loads
+        from elmd_sdk.video.frames import sample_frames
+
+        sample_frames(str(video), m=1)
     hf_logging.disable_progress_bar()  # a status line is shown instead of per-file loading bars
     console = Console(stderr=True)
     source = bundle if bundle is not None else default_bundle_path()

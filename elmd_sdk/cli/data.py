@@ -66,6 +66,12 @@ def prepare(
 ) -> None:
     """Convert a corpus into native JSONL samples (u, r, history), merging each speaker's sentences."""
     from elmd_sdk.data import prepare_corpus, write_jsonl
+    from elmd_sdk.errors import InputError
+    from elmd_sdk.io import check_writable
+
+    if out.resolve() == input_path.resolve():
+        raise InputError("is the input file: it would be overwritten; choose another --out", file=out, field="--out")
+    check_writable(out)
 
     result = prepare_corpus(
         fmt.value,
@@ -93,8 +99,12 @@ def split(
 ) -> None:
     """Split samples by dialogue (no dialogue in two splits), deterministically for a given seed."""
     from elmd_sdk.data import parse_ratios, read_jsonl, split_samples, write_jsonl
+    from elmd_sdk.io import atomic_folder, check_writable
+
+    check_writable(out, folder=True)
 
     splits = split_samples(read_jsonl(input_path), parse_ratios(ratios), seed)
-    for name, samples in splits.items():
-        write_jsonl(out / f"{name}.jsonl", samples)
+    with atomic_folder(out) as folder:  # the three files replace the folder together
+        for name, samples in splits.items():
+            write_jsonl(folder / f"{name}.jsonl", samples)
     _emotion_table(f"{out} (ratios {ratios}, seed {seed})", [(n, s, "response") for n, s in splits.items()])

@@ -157,6 +157,7 @@ def command(
         run_ablations,
         write_report,
     )
+    from elmd_sdk.io import check_writable
 
     if threads is not None:
         import torch
@@ -175,6 +176,7 @@ def command(
         emotion_mode=emotion_mode,  # type: ignore[arg-type]  # checked by validate()
     )
     settings.validate()
+    check_writable(out)
     variants = [classify_variant(*parse_variant(text)) for text in variant or []]
     bundle_dir = resolve_bundle(bundle)
     identity = bundle_identity(bundle_dir)

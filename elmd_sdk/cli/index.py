@@ -44,9 +44,11 @@ def build(
     """Embed every utterance u' of --data with the ERM (or a plain encoder) and write the index to --out."""
     from elmd_sdk.data import read_jsonl
     from elmd_sdk.errors import InputError
+    from elmd_sdk.io import check_writable
     from elmd_sdk.retrievers.encoder import ERMEncoder
     from elmd_sdk.retrievers.index import EncoderSource, build_index
 
+    check_writable(out, folder=True)
     if (erm is None) == (encoder is None):
         raise InputError("give exactly one of --erm DIR (trained ERM) or --encoder NAME_OR_PATH (plain baseline)")
     samples = read_jsonl(data)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -27,12 +28,25 @@ app.command("eval")(evaluate.command)
 
 
 def main() -> None:
-    """Console-script entry point: run the app, print elmd-sdk errors as ``error: ...`` and exit 2."""
+    """Console-script entry point: run the app, print elmd-sdk errors and file-system faults as one line
+    (``error: ...``, ``error: PATH: reason``) and exit 2. Third-party loading bars stay off (the commands show their
+    own progress)."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # also read by transformers' "Loading weights" bars
     try:
         app()
     except ElmdError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except OSError as exc:
+        print(f"error: {os_error_line(exc)}", file=sys.stderr)
+        sys.exit(2)
+
+
+def os_error_line(error: OSError) -> str:
+    """``PATH: reason`` for a file-system fault (both paths of a failed rename), else the error's own text."""
+    reason = error.strerror or str(error)
+    paths = [str(p) for p in (error.filename, error.filename2) if p is not None]
+    return f"{' -> '.join(paths)}: {reason}" if paths else reason
 
 
 if __name__ == "__main__":

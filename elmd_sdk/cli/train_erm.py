@@ -37,6 +37,7 @@ def command(
 ) -> None:
     """Train the ERM retriever encoder: ERT (Eq. 2) + SSC (Eq. 3) jointly (Eq. 4), with checkpoints."""
     from elmd_sdk.data import read_jsonl
+    from elmd_sdk.io import check_writable
     from elmd_sdk.retrievers.encoder import ERMConfig
     from elmd_sdk.trainers.erm import ERMTrainConfig, train_erm
 
@@ -60,6 +61,7 @@ def command(
         device=device,
     )
     config.validate()
+    check_writable(out, folder=True)
     train = read_jsonl(data)
     valid_samples = read_jsonl(valid) if valid is not None else None
     result = train_erm(config, train, valid_samples, out, resume=resume)

@@ -113,8 +113,10 @@ class SharedOptions:
 
         from elmd_sdk.bundle import data_sha256
         from elmd_sdk.data import read_jsonl
+        from elmd_sdk.io import check_writable
 
         config.validate()
+        check_writable(self.out, folder=True)
         samples = read_jsonl(self.data)
         valid = read_jsonl(self.valid) if self.valid is not None else []
         result = train(config, samples, valid, self.out, resume=self.resume, data_sha256=data_sha256([self.data]))

@@ -28,7 +28,7 @@ from langchain_core.messages import (
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableLambda
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 from transformers import (
     LogitsProcessorList,
     MinNewTokensLengthLogitsProcessor,
@@ -38,7 +38,7 @@ from transformers import (
     SuppressTokensAtBeginLogitsProcessor,
 )
 
-from elmd_sdk.errors import ElmdError, InputError
+from elmd_sdk.errors import ElmdError, InputError, input_error
 from elmd_sdk.models.closed_set import (
     COPY_GUARD_NGRAM,
     EmotionChoice,
@@ -254,14 +254,17 @@ class ELMDChatModel(BaseChatModel):
 
         ``settings`` are the model's other fields (``do_sample``, ``max_new_tokens``, ``stop``, ``seed``, ...).
         """
-        chat = cls(
-            model_name=_optional_str(llm),
-            prefix_path=_optional_str(prefix),
-            projector_path=_optional_str(projector),
-            visual_encoder_name=_optional_str(visual_encoder),
-            trust_remote_code=trust_remote_code,
-            **settings,
-        )
+        try:
+            chat = cls(
+                model_name=_optional_str(llm),
+                prefix_path=_optional_str(prefix),
+                projector_path=_optional_str(projector),
+                visual_encoder_name=_optional_str(visual_encoder),
+                trust_remote_code=trust_remote_code,
+                **settings,
+            )
+        except ValidationError as error:
+            raise input_error(error) from None
         chat.ensure_loaded()
         return chat
 

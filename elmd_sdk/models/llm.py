@@ -66,9 +66,10 @@ def _load_base(
     path_or_name: str | Path | None, trust_remote_code: bool, dtype: torch.dtype | None
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Dispatch on what ``path_or_name`` is: default, .gguf file, ChatGLM2 folder, or anything transformers loads."""
+    from elmd_sdk.hub import EMBEDDED_LLM_NAMES, is_embedded, require_hub
     from elmd_sdk.paths import DEFAULT_LLM_GGUF, default_llm_gguf
 
-    if path_or_name is None:
+    if path_or_name is None or is_embedded(path_or_name, EMBEDDED_LLM_NAMES):
         from elmd_sdk.models.gguf_cache import ensure_gguf_cache
 
         model, tokenizer = _load_auto(ensure_gguf_cache(default_llm_gguf()), False, dtype)
@@ -86,6 +87,7 @@ def _load_base(
         elif local.exists() and not local.is_dir():
             raise InputError("expected a model folder, a .gguf file or a hub name", file=local)
         else:
+            require_hub(str(path_or_name), "language model")
             model, tokenizer = _load_auto(str(path_or_name), trust_remote_code, dtype)
         model.name_or_path = str(path_or_name)
     return model, tokenizer

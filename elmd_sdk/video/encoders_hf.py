@@ -31,6 +31,7 @@ from transformers import (
 )
 
 from elmd_sdk.errors import InputError
+from elmd_sdk.hub import require_hub
 from elmd_sdk.video.encoders import VisualEncoder, freeze, module_sha256
 from elmd_sdk.video.frames import first_line
 
@@ -102,6 +103,7 @@ class TransformersVisionEncoder(VisualEncoder):
         self.name = Path(source).name if Path(source).is_dir() else source  # no machine paths in fingerprints
         self.device = torch.device(device)
         self.batch_size = batch_size
+        require_hub(source, "visual encoder")
         try:
             config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
         except (OSError, ValueError) as exc:
