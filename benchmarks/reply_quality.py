@@ -61,7 +61,7 @@ def build_retrievers(train: list[Sample], erm_dir: Path, work: Path, k: int) -> 
     retrievers = []
     for name, encoder, source in (
         ("erm", ERMEncoder.load(erm_dir), EncoderSource(kind="erm", path=str(erm_dir.resolve()))),
-        ("plain", ERMEncoder.plain(), EncoderSource(kind="sentence-transformers", path=None)),
+        ("plain", ERMEncoder.plain(), EncoderSource(kind="plain", path=None)),
     ):
         start = time.perf_counter()
         build_index(encoder, train, work / name, "flat", source=source, show_progress=True)

@@ -24,7 +24,7 @@ from typing import Any
 
 from elmd_sdk import __version__
 from elmd_sdk.errors import InputError, MismatchError
-from elmd_sdk.io import atomic_write_json, read_json, sha256_file
+from elmd_sdk.io import atomic_write_json, path_inside, read_json, sha256_file
 
 MANIFEST_FILE = "bundle.json"
 BUNDLE_FORMAT = "elmd-bundle"
@@ -185,14 +185,14 @@ def load_bundle(bundle_dir: str | PathLike[str]) -> tuple[BundleManifest, Bundle
         relative = getattr(manifest, name)
         if relative is None:
             return None
-        path = root / relative
+        path = path_inside(root, relative, file=file, field=name)
         if not path.is_dir():
             raise InputError(f"the bundle's {name} is missing: {path}", file=file, field=name)
         return path
 
     base = manifest.base_llm
     if base is not None and _is_inside(base) and (root / base).exists():
-        base = str(root / base)
+        base = str(path_inside(root, base, file=file, field="base_llm"))
     paths = BundlePaths(
         root=root,
         base_llm=base,

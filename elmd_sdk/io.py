@@ -28,6 +28,18 @@ def _umask_mode() -> int:
     return 0o666 & ~umask
 
 
+def path_inside(root: str | Path, relative: str, *, file: str | Path, field: str) -> Path:
+    """``root / relative`` for a path read from a manifest in ``root``: an InputError naming ``file`` and ``field``
+    unless it stays inside ``root`` once resolved, symlinks and ``..`` included."""
+    from elmd_sdk.errors import InputError
+
+    root = Path(root)
+    path = root / relative
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise InputError(f"{relative!r} leads out of {root} (through '..' or a symbolic link)", file=file, field=field)
+    return path
+
+
 def check_writable(path: str | Path, *, folder: bool = False) -> Path:
     """Fail now, not at the end of a long run, when ``path`` (a file, or a folder with ``folder``) cannot be written.
 

@@ -29,7 +29,15 @@ import torch
 from elmd_sdk.retrievers.ssc import SelfSeparation, set_vector
 
 from elmd_sdk.errors import ElmdError, InputError, MismatchError
-from elmd_sdk.io import atomic_folder, atomic_write_json, load_tensors, read_json, save_tensors, sha256_file
+from elmd_sdk.io import (
+    atomic_folder,
+    atomic_write_json,
+    load_tensors,
+    path_inside,
+    read_json,
+    save_tensors,
+    sha256_file,
+)
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -179,13 +187,14 @@ class ERMEncoder:
         if not isinstance(files, dict):
             raise InputError("expected an object of file -> sha256", file=cfg_file, field="files")
         for rel, digest in files.items():
-            target = path / rel
+            target = path_inside(path, rel, file=cfg_file, field="files")
             if not target.is_file():
                 raise InputError("file listed in erm_config.json is missing", file=target)
             if sha256_file(target) != digest:
                 raise InputError("file does not match erm_config.json (damaged or interrupted write?)", file=target)
         if (path / ENCODER_DIR).is_dir():
-            model = load_sentence_transformer(str(path / ENCODER_DIR), device)
+            encoder_dir = path_inside(path, ENCODER_DIR, file=cfg_file, field="files")
+            model = load_sentence_transformer(str(encoder_dir), device)
         elif config.freeze_encoder:  # saved without its unchanged base encoder: load that by name
             model = load_sentence_transformer(config.base_model, device)
         else:

@@ -30,7 +30,7 @@ from langchain_core.embeddings import Embeddings
 
 from elmd_sdk.data.records import Sample
 from elmd_sdk.errors import InputError, MismatchError
-from elmd_sdk.io import atomic_folder, atomic_write_bytes, atomic_write_json, read_json, sha256_file
+from elmd_sdk.io import atomic_folder, atomic_write_bytes, atomic_write_json, path_inside, read_json, sha256_file
 from elmd_sdk.progress import make_progress
 
 FORMAT_VERSION = 1
@@ -289,9 +289,17 @@ def resolve_source(manifest: dict[str, Any], index_dir: Path) -> EncoderSource |
     raw = manifest.get("encoder_source")
     if raw is None:
         return None
+    manifest_file = index_dir / MANIFEST_FILE
+    if not isinstance(raw, dict) or raw.get("kind") not in ("erm", "plain"):
+        raise InputError("must be an object with kind 'erm' or 'plain'", file=manifest_file,
+                         field="encoder_source")  # fmt: skip
     path = raw.get("path")
-    if path is not None and raw.get("relative_to_index"):
-        path = str((index_dir / path).resolve())
+    if path is not None and not isinstance(path, str):
+        raise InputError(f"must be a string or null, got {path!r}", file=manifest_file, field="encoder_source.path")
+    if path is not None and raw.get("relative_to_index"):  # the ERM beside the index: within the index's parent
+        path = str(
+            path_inside(index_dir.parent, str(Path(index_dir.name) / path), file=manifest_file, field="path").resolve()
+        )
     return EncoderSource(kind=raw["kind"], path=path)
 
 

@@ -17,7 +17,7 @@ from elmd_sdk.retrievers import EmotionalRetriever, build_index
 from elmd_sdk.retrievers.retriever import emotion_vote
 from langchain_core.documents import Document
 from langchain_core.messages import HumanMessage
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from retriever_fakes import HashEncoder, tiny_corpus
 from transformers import LogitsProcessorList
 

@@ -25,10 +25,7 @@ def test_bad_videos_are_refused_even_without_a_projector(
 ) -> None:
     clip = tmp_path / "clip.mp4"
     clip.write_bytes(b"not decoded: only the path and the time range are checked here")
-    if isinstance(video, dict):
-        video = {**video, "path": str(clip)}
-    else:
-        video = str(tmp_path / str(video))
+    video = {**video, "path": str(clip)} if isinstance(video, dict) else str(tmp_path / str(video))
     assert not chain.video_enabled
     with pytest.raises(InputError, match=message) as error:
         chain.invoke({"utterance": "Look at this.", "video": video})

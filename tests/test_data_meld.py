@@ -116,5 +116,6 @@ def test_meld_unknown_label(tmp_path: Path) -> None:
         prepare_corpus("meld", path)
     assert (err.value.file, err.value.line, err.value.field) == (str(path), 4, "Emotion")
     assert "'happiness' is not a known label" in err.value.problem and "allowed: joy, surprise" in err.value.problem
-    result = prepare_corpus("meld", path, drop_unmapped=True)
-    assert result.dropped_labels == {"happiness": 1} and result.skipped_pairs == 1 and result.samples == []
+    with pytest.raises(InputError, match=r"yields no samples .*dropped unmapped labels 'happiness': 1") as err:
+        prepare_corpus("meld", path, drop_unmapped=True)  # the only reply was dropped: nothing is left
+    assert err.value.file == str(path)

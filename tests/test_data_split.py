@@ -50,7 +50,19 @@ def test_split_is_deterministic_and_order_independent() -> None:
 def test_zero_ratio_leaves_a_split_empty() -> None:
     parts = split_samples(corpus(50), ratios=(1, 0, 1))
     assert parts["valid"] == [] and parts["train"] and parts["test"]
-    assert split_samples([])["train"] == []
+
+
+def test_degenerate_splits_are_refused() -> None:
+    with pytest.raises(InputError, match="no samples to split"):
+        split_samples([])
+    two_dialogues = corpus(2)
+    with pytest.raises(InputError, match="2 dialogue\\(s\\) cannot fill 3 splits") as err:
+        split_samples(two_dialogues)
+    assert err.value.field == "--ratios"
+    assert split_samples(two_dialogues, ratios=(1, 0, 1))["valid"] == []
+    for text in ("inf:1:1", "1e309:1:1", "0:0:0", "nan:1:1", "-1:1:1"):
+        with pytest.raises(InputError, match="finite, non-negative"):
+            parse_ratios(text)
 
 
 def test_parse_ratios() -> None:

@@ -44,7 +44,7 @@ def test_an_unreachable_hub_is_one_quick_error(monkeypatch: pytest.MonkeyPatch) 
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(socket, "create_connection", unreachable)
-    with pytest.raises(InputError, match="cannot be reached .*local copy of the sentence encoder") as error:
+    with pytest.raises(InputError, match=r"cannot be reached .*local copy of the sentence encoder") as error:
         resolve_base_model("someorg/some-encoder")
     assert error.value.field == "someorg/some-encoder"
     assert len(calls) == 1 and calls[0][1] <= 3.0  # one connection attempt, short timeout, no retry loop

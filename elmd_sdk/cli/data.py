@@ -62,7 +62,7 @@ def prepare(
     fps: Annotated[
         float, typer.Option("--fps", min=1.0, help="m3ed: units per second of HH:MM:SS:xx's last field (frames).")
     ] = 25.0,
-    encoding: Annotated[str, typer.Option("--encoding", help="meld, cped: text encoding of the CSV.")] = "utf-8",
+    encoding: Annotated[str, typer.Option("--encoding", help="Text encoding of the input file.")] = "utf-8",
 ) -> None:
     """Convert a corpus into native JSONL samples (u, r, history), merging each speaker's sentences."""
     from elmd_sdk.data import prepare_corpus, write_jsonl

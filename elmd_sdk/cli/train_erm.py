@@ -62,8 +62,8 @@ def command(
     )
     config.validate()
     check_writable(out, folder=True)
-    train = read_jsonl(data)
-    valid_samples = read_jsonl(valid) if valid is not None else None
+    train = read_jsonl(data, require=True)
+    valid_samples = read_jsonl(valid, require=True) if valid is not None else None
     result = train_erm(config, train, valid_samples, out, resume=resume)
     for stats in result.history:
         line = f"epoch {stats.epoch}: step {stats.global_step}, loss {stats.train_loss:.4f}"

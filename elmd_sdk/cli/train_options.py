@@ -117,8 +117,8 @@ class SharedOptions:
 
         config.validate()
         check_writable(self.out, folder=True)
-        samples = read_jsonl(self.data)
-        valid = read_jsonl(self.valid) if self.valid is not None else []
+        samples = read_jsonl(self.data, require=True)
+        valid = read_jsonl(self.valid, require=True) if self.valid is not None else []
         result = train(config, samples, valid, self.out, resume=self.resume, data_sha256=data_sha256([self.data]))
         if PartialState().is_main_process:
             for stats in result.history:

@@ -63,7 +63,10 @@ def _turn(parent: _Fields, obj: Any, prefix: str, *, labelled: bool) -> Turn:
     emotion = fields.get("emotion", str, required=labelled, nullable=not labelled)
     if emotion is not None and emotion not in EMOTIONS:
         fields.fail("emotion", f"unknown emotion label {emotion!r}; allowed: {', '.join(EMOTIONS)}")
-    return Turn(fields.get("speaker", str), fields.get("text", str), emotion)
+    speaker, text = fields.get("speaker", str), fields.get("text", str)
+    if "\x00" in text:
+        fields.fail("text", "holds a NUL character (\\u0000): not text")
+    return Turn(speaker, text, emotion)
 
 
 def sample_from_dict(d: Any, *, file: str | Path | None = None, line: int | None = None) -> Sample:
@@ -91,9 +94,11 @@ def sample_from_dict(d: Any, *, file: str | Path | None = None, line: int | None
     )
 
 
-def iter_jsonl(path: str | Path) -> Iterator[Sample]:
+def iter_jsonl(path: str | Path, encoding: str = "utf-8") -> Iterator[Sample]:
     """Yield the samples of a native JSONL file, validating each line (blank lines are skipped)."""
-    text = decode_text(read_bytes(path), file=path, field_at=lambda line, prefix: last_json_key(prefix))
+    text = decode_text(
+        read_bytes(path), file=path, encoding=encoding, field_at=lambda line, prefix: last_json_key(prefix)
+    )
     for number, raw in enumerate(text.split("\n"), start=1):
         if not raw.strip():
             continue
@@ -104,9 +109,12 @@ def iter_jsonl(path: str | Path) -> Iterator[Sample]:
         yield sample_from_dict(obj, file=path, line=number)
 
 
-def read_jsonl(path: str | Path) -> list[Sample]:
-    """All samples of a native JSONL file (see :func:`iter_jsonl`)."""
-    return list(iter_jsonl(path))
+def read_jsonl(path: str | Path, *, require: bool = False) -> list[Sample]:
+    """All samples of a native JSONL file (see :func:`iter_jsonl`); with ``require``, none is an InputError."""
+    samples = list(iter_jsonl(path))
+    if require and not samples:
+        raise InputError("no samples in this file", file=path)
+    return samples
 
 
 def write_jsonl(path: str | Path, samples: Iterable[Sample]) -> int:

@@ -104,6 +104,7 @@ def load_m3ed(
     *,
     video_root: str | Path | None = None,
     ticks_per_second: float = DEFAULT_TICKS_PER_SECOND,
+    encoding: str = "utf-8",
 ) -> list[Dialogue]:
     """Read ``annotation.json`` into one dialogue per clip ``<show>_<n>``, sentences in file order.
 
@@ -112,7 +113,9 @@ def load_m3ed(
     ``<video_root>/<show>/<show>_<n>.mp4`` cut to its ``StartTime``..``EndTime`` (see :func:`parse_timestamp`).
     """
     file = str(path)
-    text = decode_text(read_bytes(path), file=file, field_at=lambda line, prefix: last_json_key(prefix))
+    text = decode_text(
+        read_bytes(path), file=file, encoding=encoding, field_at=lambda line, prefix: last_json_key(prefix)
+    )
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:

@@ -30,21 +30,44 @@ def prepare_corpus(
     """Load ``path`` in format ``fmt`` and build its samples.
 
     ``labels`` is a mapping file replacing the corpus's shipped one; ``ticks_per_second`` is M3ED's
-    sub-second unit; ``encoding`` applies to the CSV formats. ``jsonl`` input is validated and only has
-    its history capped: label and video options do not apply to it.
+    sub-second unit; ``encoding`` is the input's text encoding. ``jsonl`` input is validated and only has
+    its history capped: label and video options do not apply to it. A corpus that yields no sample is an
+    InputError naming the file.
     """
+    result = _prepare(fmt, path, labels, drop_unmapped, video_root, max_history, ticks_per_second, encoding)
+    if not result.samples:
+        dropped = ", ".join(f"{label!r}: {n}" for label, n in result.dropped_labels.most_common())
+        raise InputError(
+            "yields no samples (a sample needs an utterance followed by another speaker's labelled reply"
+            + (f"; dropped unmapped labels {dropped}" if dropped else "")
+            + ")",
+            file=path,
+        )
+    return result
+
+
+def _prepare(
+    fmt: str,
+    path: str | Path,
+    labels: str | Path | None,
+    drop_unmapped: bool,
+    video_root: str | Path | None,
+    max_history: int | None,
+    ticks_per_second: float,
+    encoding: str,
+) -> BuildResult:
     if fmt == "jsonl":
         for option, value in (("--labels", labels), ("--drop-unmapped", drop_unmapped), ("--video-root", video_root)):
             if value:
                 raise InputError(
                     "does not apply to --format jsonl (its samples already use the seven labels)", field=option
                 )
-        return BuildResult([cap_history(sample, max_history) for sample in iter_jsonl(path)])
+        return BuildResult([cap_history(sample, max_history) for sample in iter_jsonl(path, encoding)])
     if fmt not in FORMATS:
         raise InputError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}", field="--format")
     label_map = read_label_map(labels) if labels is not None else builtin_label_map(fmt)
     if fmt == "m3ed":
-        dialogues = load_m3ed(path, video_root=video_root, ticks_per_second=ticks_per_second)
+        dialogues = load_m3ed(path, video_root=video_root, ticks_per_second=ticks_per_second, encoding=encoding)
     elif fmt == "meld":
         dialogues = load_meld(path, video_root=video_root, encoding=encoding)
     else:

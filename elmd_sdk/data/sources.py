@@ -49,14 +49,15 @@ def decode_text(
     encoding: str = "utf-8",
     field_at: Callable[[int, str], str | None] = lambda line, prefix: None,
 ) -> str:
-    """Decode a whole file (a UTF-8 BOM is dropped); undecodable bytes raise an InputError with the line.
+    """Decode a whole file (a UTF-8 BOM is dropped); undecodable bytes or a NUL character (no text holds one; a
+    binary or UTF-16 file does) raise an InputError with the line.
 
     ``field_at(line, prefix)`` names the field from the decoded part of the line before the bad bytes.
     """
     if codec_name(encoding) == "utf-8" and data.startswith(codecs.BOM_UTF8):
         data = data[len(codecs.BOM_UTF8) :]
     try:
-        return data.decode(encoding)
+        text = data.decode(encoding)
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         prefix = data[data.rfind(b"\n", 0, exc.start) + 1 : exc.start].decode(encoding, errors="replace")
@@ -67,6 +68,16 @@ def decode_text(
             line=line,
             field=field_at(line, prefix),
         ) from None
+    if (nul := text.find("\x00")) != -1:
+        line = text.count("\n", 0, nul) + 1
+        prefix = text[text.rfind("\n", 0, nul) + 1 : nul]
+        raise InputError(
+            f"NUL character at column {len(prefix) + 1}: not text (a binary file, or UTF-16: pass --encoding)",
+            file=file,
+            line=line,
+            field=field_at(line, prefix),
+        )
+    return text
 
 
 def iter_csv_rows(
@@ -78,6 +89,7 @@ def iter_csv_rows(
     quoting raises an InputError naming the line and the column.
     """
     codec_name(encoding)
+    csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))  # a long utterance is text like any other
     data = read_bytes(path)
     header_line = data.split(b"\n", 1)[0].decode(encoding, errors="replace").lstrip("\ufeff")
     header = [name.strip() for name in next(csv.reader([header_line]), [])]

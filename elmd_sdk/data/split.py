@@ -19,8 +19,8 @@ def parse_ratios(text: str) -> tuple[float, float, float]:
         ratios = tuple(float(p) for p in parts)
     except ValueError:
         ratios = ()
-    if len(ratios) != 3 or any(r < 0 or r != r for r in ratios) or sum(ratios) <= 0:
-        raise InputError(f"expected three non-negative numbers like 8:1:1, found {text!r}", field="--ratios")
+    if len(ratios) != 3 or any(not 0 <= r < float("inf") for r in ratios) or sum(ratios) <= 0:
+        raise InputError(f"expected three finite, non-negative numbers like 8:1:1, found {text!r}", field="--ratios")
     return ratios[0], ratios[1], ratios[2]
 
 
@@ -33,11 +33,20 @@ def split_samples(
     to the split whose share of the sample total holds the middle of its samples. The result depends only
     on the set of samples and the seed, never on input order; samples keep their input order in each split.
     """
-    if len(ratios) != 3 or any(r < 0 for r in ratios) or sum(ratios) <= 0:
-        raise ValueError(f"ratios must be three non-negative numbers with a positive sum, got {ratios}")
+    if len(ratios) != 3 or any(not 0 <= r < float("inf") for r in ratios) or sum(ratios) <= 0:
+        raise ValueError(f"ratios must be three finite, non-negative numbers with a positive sum, got {ratios}")
+    if not samples:
+        raise InputError("no samples to split", field="IN")
     sizes: dict[str, int] = {}
     for sample in samples:
         sizes[sample.dialogue_id] = sizes.get(sample.dialogue_id, 0) + 1
+    wanted = sum(r > 0 for r in ratios)
+    if len(sizes) < wanted:
+        raise InputError(
+            f"{len(sizes)} dialogue(s) cannot fill {wanted} splits (a dialogue is never divided); use fewer "
+            "non-zero ratios or more data",
+            field="--ratios",
+        )
     order = sorted(sizes)
     random.Random(seed).shuffle(order)
     total, bounds = len(samples), [sum(ratios[: i + 1]) / sum(ratios) for i in range(3)]
