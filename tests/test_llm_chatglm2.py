@@ -248,7 +248,9 @@ def test_bin_shards_load_weights_only(tmp_path: Path, sp_model: Path) -> None:
         f.unlink()
     (tmp_path / "model.safetensors.index.json").unlink(missing_ok=True)
     torch.save(state, tmp_path / "pytorch_model.bin")
-    model, _ = load_llm(tmp_path)
+    with pytest.raises(InputError, match=r"pickle-format weight file.*allow_pickle_weights=True"):
+        load_llm(tmp_path)  # nothing a user loads is a pickle unless they opt in
+    model, _ = load_llm(tmp_path, allow_pickle_weights=True)
     ids = torch.randint(0, 300, (1, 5))
     with torch.no_grad():
         torch.testing.assert_close(
@@ -324,7 +326,7 @@ def _official_prefix(folder: Path, pre_seq_len: int, seed: int = 1) -> torch.Ten
 def test_official_ptuning_checkpoint_matches_reference(tmp_path: Path, checkpoint: tuple[Path, dict, dict]) -> None:
     folder, raw, state = checkpoint
     emb = _official_prefix(tmp_path / "ptuning", pre_seq_len=5)
-    model, _ = load_llm(folder, prefix=tmp_path / "ptuning")
+    model, _ = load_llm(folder, prefix=tmp_path / "ptuning", allow_pickle_weights=True)
     assert prefix_encoder_of(model) is not None and prefix_encoder_of(model).config.pre_seq_len == 5
     ids = torch.randint(0, 300, (2, 7))
     with torch.no_grad():
@@ -337,7 +339,7 @@ def test_official_ptuning_checkpoint_matches_reference(tmp_path: Path, checkpoin
 def test_prefix_generate_with_inputs_embeds(tmp_path: Path, checkpoint: tuple[Path, dict, dict]) -> None:
     folder, raw, state = checkpoint
     emb = _official_prefix(tmp_path / "ptuning", pre_seq_len=4)
-    model, tokenizer = load_llm(folder, prefix=tmp_path / "ptuning")
+    model, tokenizer = load_llm(folder, prefix=tmp_path / "ptuning", allow_pickle_weights=True)
     ids = tokenizer("你好", return_tensors="pt").input_ids
     embeds = model.get_input_embeddings()(ids)
     with torch.no_grad():
@@ -400,11 +402,11 @@ def test_official_prefix_for_other_model_is_refused(tmp_path: Path, checkpoint: 
     folder.mkdir()
     torch.save({"transformer.prefix_encoder.embedding.weight": torch.zeros(4, 100)}, folder / "pytorch_model.bin")
     with pytest.raises(MismatchError, match="values"):
-        load_llm(checkpoint[0], prefix=folder)
+        load_llm(checkpoint[0], prefix=folder, allow_pickle_weights=True)
     model, _ = load_llm(checkpoint[0])
     _official_prefix(tmp_path / "ok", pre_seq_len=4)
     with pytest.raises(MismatchError, match="pre_seq_len"):
-        PrefixEncoder.load(tmp_path / "ok", model=model, pre_seq_len=128)
+        PrefixEncoder.load(tmp_path / "ok", model=model, pre_seq_len=128, allow_pickle_weights=True)
 
 
 def test_bad_config_is_a_clear_error(tmp_path: Path, sp_model: Path) -> None:
@@ -420,7 +422,7 @@ def test_bad_config_is_a_clear_error(tmp_path: Path, sp_model: Path) -> None:
 def test_bfloat16_load_with_prefix_stays_close(tmp_path: Path, checkpoint: tuple[Path, dict, dict]) -> None:
     folder, raw, state = checkpoint
     emb = _official_prefix(tmp_path / "ptuning", pre_seq_len=3)
-    model, _ = load_llm(folder, prefix=tmp_path / "ptuning", dtype=torch.bfloat16)
+    model, _ = load_llm(folder, prefix=tmp_path / "ptuning", dtype=torch.bfloat16, allow_pickle_weights=True)
     assert model.dtype == torch.bfloat16 and prefix_encoder_of(model).embedding.weight.dtype == torch.float32
     ids = torch.randint(0, 300, (1, 6))
     with torch.no_grad():

@@ -63,3 +63,18 @@ def test_missing_or_wrong_paths_are_input_errors(tmp_path: Path) -> None:
     (tmp_path / "weights.txt").write_text("x")
     with pytest.raises(InputError, match=r"weights\.txt"):
         load_llm(tmp_path / "weights.txt")
+
+
+def test_pickle_only_checkpoints_need_an_explicit_opt_in(llama_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    folder = tmp_path / "pickled"
+    shutil.copytree(llama_dir, folder)
+    state = {k: v.contiguous() for k, v in load_llm(llama_dir)[0].state_dict().items()}
+    for weights in folder.glob("*.safetensors"):
+        weights.unlink()
+    torch.save(state, folder / "pytorch_model.bin")
+    with pytest.raises(InputError, match=r"pickle-format weights only \(pytorch_model.bin\).*allow_pickle_weights"):
+        load_llm(folder)  # only safetensors unless the user opts in
+    model, _ = load_llm(folder, allow_pickle_weights=True)
+    torch.testing.assert_close(model.state_dict()["lm_head.weight"], state["lm_head.weight"])

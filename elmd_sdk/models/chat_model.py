@@ -167,6 +167,8 @@ class ELMDChatModel(BaseChatModel):
     """Visual encoder path or name for ``load_visual_encoder``; ``None`` is the offline default."""
     trust_remote_code: bool = False
     """Let a checkpoint run its own Python code (off unless you opt in)."""
+    allow_pickle_weights: bool = False
+    """Read pickle-format ``.bin`` weights (with ``weights_only=True``) when a checkpoint has no safetensors."""
     device: str | None = None
     """Device for the LLM (``load_llm`` decides when ``None``)."""
     dtype: str | None = None
@@ -280,6 +282,7 @@ class ELMDChatModel(BaseChatModel):
                     trust_remote_code=self.trust_remote_code,
                     dtype=_torch_dtype(self.dtype),
                     device=self.device,
+                    allow_pickle_weights=self.allow_pickle_weights,
                 )
             if self.visual_encoder is None and (self.visual_encoder_name is not None or self.projector_path):
                 from elmd_sdk.video import load_visual_encoder

@@ -156,10 +156,17 @@ def map_chatglm2_state_dict(
     return mapped, prefix
 
 
-def read_weight_file(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors of one ``.safetensors`` or ``.bin`` file (the latter with ``torch.load(weights_only=True)``)."""
+def read_weight_file(path: Path, allow_pickle_weights: bool = False) -> dict[str, torch.Tensor]:
+    """Tensors of one ``.safetensors`` file, or of a ``.bin`` pickle when ``allow_pickle_weights`` (then with
+    ``torch.load(weights_only=True)``): nothing a user loads is a pickle unless they opt in."""
     if path.suffix == ".safetensors":
         return load_tensors(path)
+    if not allow_pickle_weights:
+        raise InputError(
+            "is a pickle-format weight file; convert it to safetensors, or opt in with allow_pickle_weights=True "
+            "(loaded with torch.load(weights_only=True))",
+            file=path,
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as exc:  # torch raises several types for damaged or pickled-object files
@@ -188,7 +195,9 @@ def checkpoint_files(folder: Path) -> list[Path]:
     raise InputError("no model weights (*.safetensors or *.bin) found", file=folder)
 
 
-def load_chatglm2(folder: str | Path, dtype: torch.dtype | None = None) -> tuple[GlmForCausalLM, ChatGLM2Tokenizer]:
+def load_chatglm2(
+    folder: str | Path, dtype: torch.dtype | None = None, allow_pickle_weights: bool = False
+) -> tuple[GlmForCausalLM, ChatGLM2Tokenizer]:
     """Load a ChatGLM2 original-layout folder as ``GlmForCausalLM`` + :class:`ChatGLM2Tokenizer` (no checkpoint code).
 
     ``dtype`` defaults to the checkpoint's ``torch_dtype`` (float32 when absent). A ``transformer.prefix_encoder``
@@ -205,7 +214,7 @@ def load_chatglm2(folder: str | Path, dtype: torch.dtype | None = None) -> tuple
     state: dict[str, torch.Tensor] = {}
     prefix_state: dict[str, torch.Tensor] = {}
     for shard in checkpoint_files(folder):
-        mapped, prefix = map_chatglm2_state_dict(read_weight_file(shard), config, shard)
+        mapped, prefix = map_chatglm2_state_dict(read_weight_file(shard, allow_pickle_weights), config, shard)
         state.update({k: v.to(dtype) for k, v in mapped.items()})
         prefix_state.update(prefix)
     model = GlmForCausalLM.from_pretrained(None, config=config, state_dict=state, dtype=dtype)

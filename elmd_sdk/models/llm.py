@@ -27,6 +27,7 @@ def load_llm(
     trust_remote_code: bool = False,
     dtype: torch.dtype | None = None,
     device: str | None = None,
+    allow_pickle_weights: bool = False,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a causal LM and its tokenizer, with an optional p-tuning v2 prefix applied to every forward/generate.
 
@@ -35,13 +36,15 @@ def load_llm(
     ``chatglm``: mapped onto transformers' ``GlmForCausalLM`` without running the checkpoint's Python, unless
     ``trust_remote_code``); or any other transformers causal LM folder or hub name. ``dtype`` defaults to the
     checkpoint's own; ``device`` defaults to where transformers loads (CPU). The model is returned in eval mode.
+    Weights are read from safetensors only; a checkpoint (or official ChatGLM2 prefix) that has only pickle-format
+    ``.bin`` files needs ``allow_pickle_weights=True`` (then read with ``weights_only=True``).
     """
     with _quiet_transformers():
-        model, tokenizer = _load_base(path_or_name, trust_remote_code, dtype)
+        model, tokenizer = _load_base(path_or_name, trust_remote_code, dtype, allow_pickle_weights)
     if prefix is not None:
         from elmd_sdk.models.prefix import PrefixEncoder, attach_prefix
 
-        attach_prefix(model, PrefixEncoder.load(prefix, model=model))
+        attach_prefix(model, PrefixEncoder.load(prefix, model=model, allow_pickle_weights=allow_pickle_weights))
     if device is not None:
         cast(Any, model).to(device)  # transformers re-types .to() through functools.wraps
     model.eval()
@@ -63,7 +66,7 @@ def _quiet_transformers() -> Iterator[None]:
 
 
 def _load_base(
-    path_or_name: str | Path | None, trust_remote_code: bool, dtype: torch.dtype | None
+    path_or_name: str | Path | None, trust_remote_code: bool, dtype: torch.dtype | None, allow_pickle_weights: bool
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Dispatch on what ``path_or_name`` is: default, .gguf file, ChatGLM2 folder, or anything transformers loads."""
     from elmd_sdk.hub import EMBEDDED_LLM_NAMES, is_embedded, require_hub
@@ -72,23 +75,23 @@ def _load_base(
     if path_or_name is None or is_embedded(path_or_name, EMBEDDED_LLM_NAMES):
         from elmd_sdk.models.gguf_cache import ensure_gguf_cache
 
-        model, tokenizer = _load_auto(ensure_gguf_cache(default_llm_gguf()), False, dtype)
+        model, tokenizer = _load_auto(ensure_gguf_cache(default_llm_gguf()), False, dtype, False)
         model.name_or_path = DEFAULT_LLM_GGUF
     else:
         local = Path(path_or_name).expanduser()
         if local.is_file() and local.suffix == ".gguf":
             from elmd_sdk.models.gguf_cache import ensure_gguf_cache
 
-            model, tokenizer = _load_auto(ensure_gguf_cache(local), False, dtype)
+            model, tokenizer = _load_auto(ensure_gguf_cache(local), False, dtype, False)
         elif local.is_dir() and _model_type(local) == "chatglm" and not trust_remote_code:
             from elmd_sdk.models.chatglm2 import load_chatglm2
 
-            model, tokenizer = load_chatglm2(local, dtype=dtype)
+            model, tokenizer = load_chatglm2(local, dtype=dtype, allow_pickle_weights=allow_pickle_weights)
         elif local.exists() and not local.is_dir():
             raise InputError("expected a model folder, a .gguf file or a hub name", file=local)
         else:
             require_hub(str(path_or_name), "language model")
-            model, tokenizer = _load_auto(str(path_or_name), trust_remote_code, dtype)
+            model, tokenizer = _load_auto(str(path_or_name), trust_remote_code, dtype, allow_pickle_weights)
         model.name_or_path = str(path_or_name)
     return model, tokenizer
 
@@ -106,14 +109,25 @@ def _model_type(folder: Path) -> str | None:
 
 
 def _load_auto(
-    source: str | Path, trust_remote_code: bool, dtype: torch.dtype | None
+    source: str | Path, trust_remote_code: bool, dtype: torch.dtype | None, allow_pickle_weights: bool
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """AutoModelForCausalLM + AutoTokenizer, with a missing or unreadable model turned into an InputError."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    safetensors_only = {} if allow_pickle_weights else {"use_safetensors": True}
+    folder = Path(source)
+    pickled = sorted(p.name for p in folder.glob("*.bin")) if folder.is_dir() else []
+    if pickled and not allow_pickle_weights and not any(folder.glob("*.safetensors")):
+        raise InputError(
+            f"holds pickle-format weights only ({', '.join(pickled)}); convert them to safetensors, or opt in "
+            "with allow_pickle_weights=True (read with weights_only=True)",
+            file=folder,
+        )
     try:
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype if dtype is not None else "auto", **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(
+            source, dtype=dtype if dtype is not None else "auto", **safetensors_only, **kwargs
+        )
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
     except (OSError, ValueError, KeyError) as exc:
         raise InputError(f"cannot load a causal language model from here ({exc})", file=source) from None

@@ -131,8 +131,16 @@ class PrefixEncoder(nn.Module):
         atomic_write_json(directory / PREFIX_CONFIG, {"format": PREFIX_FORMAT, **dataclasses.asdict(self.config)})
 
     @classmethod
-    def load(cls, directory: str | Path, model: Any = None, pre_seq_len: int | None = None) -> PrefixEncoder:
-        """Load our format or ChatGLM2's official p-tuning checkpoint; check it fits ``model`` and ``pre_seq_len``."""
+    def load(
+        cls,
+        directory: str | Path,
+        model: Any = None,
+        pre_seq_len: int | None = None,
+        allow_pickle_weights: bool = False,
+    ) -> PrefixEncoder:
+        """Load our format or ChatGLM2's official p-tuning checkpoint; check it fits ``model`` and ``pre_seq_len``.
+
+        The official recipe may save ``pytorch_model.bin``, a pickle: read only with ``allow_pickle_weights``."""
         directory = Path(directory)
         if not directory.is_dir():
             raise InputError("prefix checkpoint folder not found", file=directory)
@@ -143,7 +151,7 @@ class PrefixEncoder(nn.Module):
                 raise InputError(
                     f"no {PREFIX_CONFIG}: a ChatGLM2 p-tuning checkpoint needs the base model", file=directory
                 )
-            encoder = _load_chatglm2_official(directory, model)
+            encoder = _load_chatglm2_official(directory, model, allow_pickle_weights)
         if pre_seq_len is not None and encoder.config.pre_seq_len != pre_seq_len:
             raise MismatchError(
                 f"{directory}: field 'pre_seq_len' is {encoder.config.pre_seq_len}, expected {pre_seq_len}"
@@ -172,7 +180,7 @@ def _load_ours(directory: Path) -> PrefixEncoder:
     return encoder
 
 
-def _load_chatglm2_official(directory: Path, model: Any) -> PrefixEncoder:
+def _load_chatglm2_official(directory: Path, model: Any, allow_pickle_weights: bool) -> PrefixEncoder:
     """Read a checkpoint from ChatGLM2's ptuning recipe: only ``transformer.prefix_encoder.*`` weights."""
     from elmd_sdk.models.chatglm2 import read_weight_file
 
@@ -181,7 +189,7 @@ def _load_chatglm2_official(directory: Path, model: Any) -> PrefixEncoder:
         raise InputError(f"neither {PREFIX_CONFIG} nor {' / '.join(CHATGLM2_PREFIX_FILES)} found", file=directory)
     state = {
         k[len(CHATGLM2_PREFIX_KEY) :]: v
-        for k, v in read_weight_file(weights_file).items()
+        for k, v in read_weight_file(weights_file, allow_pickle_weights).items()
         if k.startswith(CHATGLM2_PREFIX_KEY)
     }
     if "embedding.weight" not in state:
