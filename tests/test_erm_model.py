@@ -272,6 +272,12 @@ def test_max_steps_then_resume_and_changed_settings(tiny_model: str, tmp_path: P
     assert not partial.completed and (tmp_path / "erm" / "checkpoint").is_dir()
     with pytest.raises(MismatchError, match="lr"):
         train_erm(_config(tiny_model, epochs=2, lr=5e-5), train, None, tmp_path / "erm", resume=True)
+    with pytest.raises(InputError, match="trained on other data") as error:
+        train_erm(config, _samples(5), None, tmp_path / "erm", resume=True)
+    assert error.value.field == "data"
+    with pytest.raises(InputError, match="nothing to resume: no checkpoint"):
+        train_erm(config, train, None, tmp_path / "fresh", resume=True)  # never started: say so, do not start
+    assert not (tmp_path / "fresh").exists()
     done = train_erm(_config(tiny_model, epochs=2), train, None, tmp_path / "erm", resume=True)
     assert done.completed and done.history[-1].global_step == 6
     again = train_erm(_config(tiny_model, epochs=2), train, None, tmp_path / "erm", resume=True)
@@ -347,3 +353,29 @@ def test_cli_run_killed_with_sigkill_resumes_to_the_uninterrupted_weights(tiny_m
     for key in reference:
         torch.testing.assert_close(result[key], reference[key], rtol=0, atol=0)
     assert not (run / "checkpoint").exists()
+
+
+def test_cli_ctrl_c_says_where_the_checkpoint_is(tiny_model: str, tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT) during ``elmd-sdk train erm``: no traceback, the checkpoint's folder and how to go on."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(s.to_dict()) + "\n" for s in _samples(8)))
+    args = ["train", "erm", "--data", str(data), "--base-model", tiny_model, "--batch-size", "8", "--s", "2"]
+    args += ["--epochs", "200", "--checkpoint-every", "1", "--out", str(tmp_path / "run")]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    child = subprocess.Popen(
+        [sys.executable, "-m", "elmd_sdk.cli.main", *args], env=env, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "run" / "checkpoint" / "state.json").is_file() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    child.send_signal(signal.SIGINT)
+    _, err = child.communicate(timeout=120)
+    assert child.returncode == 130
+    assert f"interrupted: the last checkpoint is in {tmp_path / 'run' / 'checkpoint'}; continue with" in err
+    assert "Traceback" not in err

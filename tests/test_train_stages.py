@@ -432,3 +432,8 @@ def test_rep_without_clips_refuses_before_loading_anything(env: Env, tmp_path: P
     with pytest.raises(InputError, match="--no-video is set"):
         train_rep(off, env.train, [], tmp_path / "rep")
     assert not (tmp_path / "rep").exists()
+
+
+def test_resume_without_a_checkpoint_says_so(env: Env, tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="nothing to resume: no checkpoint"):
+        _rep(env, tmp_path / "never_started", resume=True)

@@ -12,6 +12,8 @@ than with a constant rate (``benchmarks/retrieval_quality.py``, README).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 import shutil
 import time
@@ -241,8 +243,13 @@ def train_erm(
             _check_resumable(log["train_config"], config, out_dir / TRAINING_LOG)
             history = [EpochStats(**h) for h in log["history"]]
             return ERMTrainResult(ERMEncoder.load(out_dir, config.device), history, out_dir, True)
+    if resume and not has_checkpoint:
+        raise InputError(
+            f"nothing to resume: no checkpoint in {out_dir / 'checkpoint'}; run without --resume to start a new run",
+            file=out_dir,
+        )
     run = _Run(config, train, valid, out_dir)
-    if resume and has_checkpoint:
+    if resume:
         run.restore()
     run.train()
     return run.finish()
@@ -261,6 +268,7 @@ class _Run:
         if len(set(self.emotions)) < 2 and config.erm.use_ert:
             raise InputError("ERT needs training utterances of at least two emotions", field="utterance.emotion")
         self.emotion_ids = {e: i for i, e in enumerate(sorted(set(self.emotions)))}
+        self.data_sha256 = hashlib.sha256(json.dumps([self.texts, self.emotions]).encode()).hexdigest()
         self.valid_texts, self.valid_emotions = utterance_items(valid or [])
         self.steps_per_epoch = len(epoch_batches(self.emotions, config.batch_size, config.seed, 0))
         if self.steps_per_epoch == 0:
@@ -287,6 +295,13 @@ class _Run:
             raise InputError("no checkpoint to resume from", file=self.out_dir / "checkpoint")
         tensors, meta = loaded
         _check_resumable(meta["train_config"], self.config, self.out_dir / "checkpoint")
+        if meta.get("data_sha256") != self.data_sha256:
+            raise InputError(
+                "the checkpoint was trained on other data (its SHA-256 differs); resume with the same --data or "
+                "train into another directory",
+                file=self.out_dir / "checkpoint",
+                field="data",
+            )
         _restore_state(self.encoder, {k: v.to(self.encoder.device) for k, v in tensors.items()}, self.frozen)
         self.global_step = int(meta["global_step"])
         self.epoch_loss_sum = float(meta["epoch_loss_sum"])
@@ -296,6 +311,7 @@ class _Run:
         """Write ``out_dir/checkpoint`` atomically."""
         meta = {
             "train_config": asdict(self.config),
+            "data_sha256": self.data_sha256,
             "global_step": self.global_step,
             "epoch_loss_sum": self.epoch_loss_sum,
             "history": [asdict(h) for h in self.history],

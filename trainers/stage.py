@@ -236,9 +236,6 @@ def run_stage(accelerator: Any, stage: Stage, config: TrainConfig, out_dir: str 
         raise InputError(
             "holds the checkpoint of an unfinished run; pass --resume or choose another folder", file=out_dir
         )
-    if not any(g.params for g in stage.groups):  # REP without video: report the frozen model's scores
-        stage.model.to(accelerator.device)
-        return StageResult(stage.model.eval(), [_epoch_stats(accelerator, stage, config, -1, 0, None)], 0, 0)
     micro = config.batch_size // layout
     steps_per_epoch = math.ceil(len(stage.train) / config.batch_size)
     total = steps_per_epoch * config.epochs
@@ -260,6 +257,10 @@ def run_stage(accelerator: Any, stage: Stage, config: TrainConfig, out_dir: str 
         model.load_trainable_state(tensors, str(slots.root))
         global_step, loss_sum = int(meta["global_step"]), float(meta["epoch_loss_sum"])
         history = [EpochStats(**h) for h in meta["history"]]
+    elif resume:
+        raise InputError(
+            f"nothing to resume: no checkpoint in {slots.root}; run without --resume to start a new run", file=out_dir
+        )
         scaler_state = meta.get("scaler")
     wrapped, optimizer = accelerator.prepare(model, optimizer)
     if scaler_state is not None and accelerator.scaler is not None:

@@ -36,6 +36,7 @@ def command(
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoint after a kill.")] = False,
 ) -> None:
     """Train the ERM retriever encoder: ERT (Eq. 2) + SSC (Eq. 3) jointly (Eq. 4), with checkpoints."""
+    from elmd_sdk.cli.interrupt import report_checkpoint_on_interrupt
     from elmd_sdk.data import read_jsonl
     from elmd_sdk.io import check_writable
     from elmd_sdk.retrievers.encoder import ERMConfig
@@ -64,7 +65,8 @@ def command(
     check_writable(out, folder=True)
     train = read_jsonl(data, require=True)
     valid_samples = read_jsonl(valid, require=True) if valid is not None else None
-    result = train_erm(config, train, valid_samples, out, resume=resume)
+    with report_checkpoint_on_interrupt(out / "checkpoint"):
+        result = train_erm(config, train, valid_samples, out, resume=resume)
     for stats in result.history:
         line = f"epoch {stats.epoch}: step {stats.global_step}, loss {stats.train_loss:.4f}"
         if stats.valid_match_micro is not None:

@@ -112,14 +112,17 @@ class SharedOptions:
         from accelerate import PartialState
 
         from elmd_sdk.bundle import data_sha256
+        from elmd_sdk.cli.interrupt import report_checkpoint_on_interrupt
         from elmd_sdk.data import read_jsonl
         from elmd_sdk.io import check_writable
+        from elmd_sdk.trainers.stage import CHECKPOINTS_DIR
 
         config.validate()
         check_writable(self.out, folder=True)
         samples = read_jsonl(self.data, require=True)
         valid = read_jsonl(self.valid, require=True) if self.valid is not None else []
-        result = train(config, samples, valid, self.out, resume=self.resume, data_sha256=data_sha256([self.data]))
+        with report_checkpoint_on_interrupt(self.out / CHECKPOINTS_DIR):
+            result = train(config, samples, valid, self.out, resume=self.resume, data_sha256=data_sha256([self.data]))
         if PartialState().is_main_process:
             for stats in result.history:
                 typer.echo(stats.summary())
