@@ -5,11 +5,13 @@ Measured in one run, same model object, prompt and settings (greedy, same ``max_
   (chat template + tokenization included on both sides; ratio >= 1 means the wrapper is as fast; target >= 0.9);
 - cold start with a warm cache: a fresh interpreter that loads the chat model and streams the first token
   (target < 3 s), next to the same for raw ``load_llm`` + ``generate``;
-- peak resident memory of one chat turn in a fresh process (target < 1.5 GB), next to the raw baseline's.
+- peak resident memory of one chat turn in a fresh process (target < 1.5 GB), next to the raw baseline's;
+- ``elmd-sdk chat`` in a pseudo-terminal: time from the command's start to its prompt (target < 1.5 s) and to the
+  first token of a first turn typed at once, next to the cold raw ``load_llm`` + ``generate`` of the same run.
 
 Run: ``.venv/bin/python benchmarks/llm_generation.py [--max-new-tokens 64] [--repeats 5] [--cold-runs 3]
-[--threads N]``; on a machine shared with other jobs, ``--threads 1`` avoids OpenMP spin-waiting that slows every
-contender alike by an order of magnitude.
+[--threads N]`` (the chat measurement needs the dev install's ``pexpect``); on a machine shared with other jobs,
+``--threads 1`` avoids OpenMP spin-waiting that slows every contender alike by an order of magnitude.
 The first run converts the GGUF into the safetensors cache (``ELMD_SDK_HOME``); that time is printed separately.
 No data set is read. The machine load average is printed at start and end: numbers on a busy machine are noisy.
 """
@@ -253,7 +255,31 @@ def main() -> None:
         f"ratio wrapper/raw={rss_chat / rss_raw:.3f}"
     )
     print("  target: wrapper < 1536 MiB")
+
+    starts = [_chat_start() for _ in range(args.cold_runs)]
+    prompt_s, first_s = statistics.median(s[0] for s in starts), statistics.median(s[1] for s in starts)
+    print(f"\nelmd-sdk chat in a terminal, warm cache, first turn typed at the prompt (median of {args.cold_runs}):")
+    print(f"  start to prompt: {prompt_s:.2f} s (target < 1.5 s)   start to first token of the reply: {first_s:.2f} s")
+    print(f"  raw load_llm + generate to first token, same run: {raw_s:.2f} s")
     print(f"\nload average at end={os.getloadavg()}")
+
+
+def _chat_start() -> tuple[float, float]:
+    """Seconds from starting ``elmd-sdk chat`` to its prompt, and to the first character of the first reply."""
+    import pexpect
+
+    exe = os.path.join(os.path.dirname(sys.executable), "elmd-sdk")
+    t0 = time.perf_counter()
+    child = pexpect.spawn(exe, ["chat", "--max-new-tokens", "8"], encoding="utf-8", timeout=600)
+    child.expect_exact("you> ")
+    prompt = time.perf_counter() - t0
+    child.sendline(USER)
+    child.expect(r"bot \(\w+ [01]\.\d\d\): \S")
+    first = time.perf_counter() - t0
+    child.expect_exact("you> ")
+    child.sendline("/exit")
+    child.expect(pexpect.EOF)
+    return prompt, first
 
 
 if __name__ == "__main__":

@@ -12,12 +12,13 @@ from the oldest turn, whole turns at a time, measured with the model's own token
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from os import PathLike
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from elmd_sdk.chains.parser import ELMDResult, StreamingAnswerParser
 from elmd_sdk.chains.prompt import (
@@ -54,9 +55,13 @@ from elmd_sdk.bundle import BundleManifest
 from elmd_sdk.data.labels import EMOTIONS, check_emotions
 from elmd_sdk.data.records import Turn, VideoRef
 from elmd_sdk.errors import ElmdError, InputError, input_error
+from elmd_sdk.paths import default_bundle_path
 
-_DEFAULT_BUNDLE = "default_bundle"
+if TYPE_CHECKING:
+    from elmd_sdk.models.closed_set import EmotionChoice
+
 _HUGE = 10**7  # tokenizers report "no limit" as a huge model_max_length
+CONTENT_FREE = ("N/A", "[MASK]")  # content-free utterances of contextual calibration (Zhao et al., 2021)
 
 
 class HistoryMessage(BaseModel):
@@ -144,8 +149,12 @@ class ELMDChain(RunnableSerializable[dict[str, Any] | str, ELMDResult]):
     models otherwise repeat one of them; ``ELMDChatModel`` only; n is its ``copy_guard_ngram``, 4 by default)."""
     emotion_vote_k: int = Field(default=10, ge=1)
     """Nearest indexed utterances whose emotions vote, weighted by similarity, for the utterance emotion."""
+    emotion_calibration: bool = True
+    """Closed set: divide the label probabilities by the model's prior for content-free inputs ("N/A", "[MASK]";
+    contextual calibration), computed once per chain, so the choice follows the input, not the model's bias."""
 
     _prompt: ChatPromptTemplate | None = PrivateAttr(default=None)
+    _log_prior: tuple[float, ...] | None = PrivateAttr(default=None)
     _warned_video: bool = PrivateAttr(default=False)
 
     @field_validator("language")
@@ -403,10 +412,36 @@ class ELMDChain(RunnableSerializable[dict[str, Any] | str, ELMDResult]):
         documents = await self.retriever.ainvoke(turn.utterance.text, config, k=self.emotion_vote_k)
         return _Retrieved.of(documents, self.labels)
 
+    def _emotion_choice(self) -> EmotionChoice:
+        """The closed set of this chain: every label's answer line and the response key forced after it."""
+        from elmd_sdk.models.closed_set import EmotionChoice
+
+        words = wording(self.language)
+        return EmotionChoice(
+            labels=self.labels,
+            lines=tuple(render_answer(label, None, self.language) for label in self.labels),
+            response_key=f"\n{words.response_key}{words.colon.rstrip()}",
+        )
+
+    def _emotion_log_prior(self) -> tuple[float, ...] | None:
+        """The mean log-probability of each label for content-free utterances (computed once; None when off)."""
+        if not self.emotion_calibration:
+            return None
+        if self._log_prior is None:
+            choice = self._emotion_choice()
+            logs = []
+            for content_free in CONTENT_FREE:
+                messages = self._messages(parse_input(content_free, self.language, self.labels), None)
+                quiet: RunnableConfig = {"callbacks": []}  # a one-time internal call: not part of the caller's run
+                message = self.chat_model.invoke(messages, quiet, emotion_choice=choice, max_new_tokens=1)
+                probabilities = message.response_metadata["emotion_scores"]
+                logs.append([math.log(max(probabilities[label], 1e-45)) for label in self.labels])  # float32 floor
+            self._log_prior = tuple(sum(values) / len(values) for values in zip(*logs, strict=True))
+        return self._log_prior
+
     def _reply_chunks(self, turn: _Turn, found: _Retrieved) -> _ReplyChunks:
         """The parser of this turn's reply, with the chat model's call options (stops, emotion choice, copy guard)."""
         from elmd_sdk.models.chat_model import ELMDChatModel
-        from elmd_sdk.models.closed_set import EmotionChoice
 
         words = wording(self.language)
         options: dict[str, Any] = {
@@ -422,12 +457,8 @@ class ELMDChain(RunnableSerializable[dict[str, Any] | str, ELMDResult]):
                 "build the chain with emotion_mode='free'"
             )
         if closed:
-            options["emotion_choice"] = EmotionChoice(
-                labels=self.labels,
-                lines=tuple(render_answer(label, None, self.language) for label in self.labels),
-                response_key=f"\n{words.response_key}{words.colon.rstrip()}",
-                allowed=allowed,
-                force=turn.emotion,
+            options["emotion_choice"] = replace(
+                self._emotion_choice(), allowed=allowed, force=turn.emotion, log_prior=self._emotion_log_prior()
             )
         if self.copy_guard and own_model:
             demonstration = [found.demonstration.page_content] if found.demonstration is not None else []
@@ -620,11 +651,6 @@ def _tool_output(result: ELMDResult) -> dict[str, Any]:
         "response": result.response,
         "utterance_emotion": result.utterance_emotion,
     }
-
-
-def default_bundle_path() -> Path:
-    """Folder of the embedded default bundle (shipped inside the ``elmd_sdk.chains`` package)."""
-    return Path(__file__).resolve().parent / _DEFAULT_BUNDLE
 
 
 def parse_input(

@@ -5,6 +5,9 @@ emotion; ``/emotion auto`` lets the model choose again), ``/reset``, ``/help``, 
 ``bot (sad 0.62): ...``: the response emotion and its probability among the labels.
 Ctrl-C during a reply stops that reply and keeps the session; Ctrl-D (end of input) or ``/exit`` ends it. Any
 error in a turn (a bad video, an input too long for the model) is printed as one line and the session goes on.
+
+The chain may still be loading (a ``Future``): the prompt is shown at once and the first thing that needs the model
+waits for it. Heavy imports happen only there, so the prompt appears before torch and LangChain are loaded.
 """
 
 from __future__ import annotations
@@ -12,14 +15,17 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, TextIO
-
-from elmd_sdk.chains.chain import ELMDChain
-from elmd_sdk.chains.parser import ELMDResult
-from elmd_sdk.chains.prompt import wording
+from typing import TYPE_CHECKING, Any, TextIO
 
 from elmd_sdk.errors import ElmdError
+
+if TYPE_CHECKING:
+    from elmd_sdk.chains.chain import ELMDChain
+    from elmd_sdk.chains.parser import ELMDResult
+
+    from elmd_sdk.bundle import BundleManifest
 
 HELP = """commands:
   /video PATH        attach a video clip to your next turn
@@ -38,24 +44,39 @@ class ChatREPL:
 
     def __init__(
         self,
-        chain: ELMDChain,
+        chain: ELMDChain | Future[ELMDChain],
         *,
         background: str | None = None,
         video: str | Path | None = None,
         read_line: Callable[[str], str] = input,
         out: TextIO | None = None,
     ) -> None:
-        self.chain = chain
+        self._chain = chain
         self.background = background
         self.history: list[dict[str, str]] = []
         self.pending_video: str | None = None
         self.emotion: str | None = None  # forced reply emotion (/emotion), None: the model chooses
         self.read_line = read_line
         self.out = out if out is not None else sys.stdout
-        words = wording(chain.language)
-        self.user_name, self.assistant_name = words.user_name, words.assistant_name
         if video is not None:
             self.attach_video(str(video))
+
+    @property
+    def chain(self) -> ELMDChain:
+        """The chain, once loaded (waits for a background load, saying so when it has to)."""
+        if isinstance(self._chain, Future):
+            if not self._chain.done():
+                self.say("(loading the model; the first run also prepares it once...)")
+            self._chain = self._chain.result()
+        return self._chain
+
+    @property
+    def names(self) -> tuple[str, str]:
+        """The user's and the assistant's speaker names in the chain's prompt language."""
+        from elmd_sdk.chains.prompt import wording
+
+        words = wording(self.chain.language)
+        return words.user_name, words.assistant_name
 
     def say(self, text: str = "", end: str = "\n") -> None:
         """Write to the terminal at once."""
@@ -145,12 +166,17 @@ class ChatREPL:
 
     def reply(self, utterance: str) -> None:
         """Stream the reply to one user turn; on success the turn and the reply join the history."""
+        try:
+            user_name, assistant_name = self.names  # waits for the model if it is still loading
+        except KeyboardInterrupt:
+            self.say("[stopped]")
+            return
         request: dict[str, Any] = {
             "utterance": utterance,
             "history": list(self.history),
             "background": self.background,
             "video": self.pending_video,
-            "speaker": self.user_name,
+            "speaker": user_name,
         }
         if self.emotion is not None:
             request["emotion"] = self.emotion
@@ -179,25 +205,18 @@ class ChatREPL:
                 stream.close()  # type: ignore[attr-defined]
         self.say("" if response else "(no reply)")
         self.pending_video = None
-        self.history.append({"speaker": self.user_name, "text": utterance})
-        self.history.append({"speaker": self.assistant_name, "text": "".join(response)})
+        self.history.append({"speaker": user_name, "text": utterance})
+        self.history.append({"speaker": assistant_name, "text": "".join(response)})
 
 
-def describe(chain: ELMDChain) -> str:
-    """One status line saying what was loaded."""
-    from elmd_sdk.models.chat_model import DEFAULT_MODEL_LABEL
+def describe(manifest: BundleManifest) -> str:
+    """One status line saying what the bundle holds, read from its manifest (before the model has loaded)."""
+    from elmd_sdk.paths import DEFAULT_MODEL_LABEL
 
-    manifest = chain.manifest
-    name = manifest.name if manifest is not None else "custom chain"
-    model = (manifest.base_llm or DEFAULT_MODEL_LABEL) if manifest is not None else type(chain.chat_model).__name__
-    retrieval = "on" if chain.use_retrieval and chain.retriever is not None else "off"
-    if chain.video_enabled:
-        video = "on"
-    elif not chain.use_video:
-        video = "off"
-    else:
-        video = "off (no trained projector)"
-    return f"bundle '{name}': {model}, {len(chain.labels)} emotions, retrieval {retrieval}, video {video}"
+    model = manifest.base_llm or DEFAULT_MODEL_LABEL
+    retrieval = "on" if manifest.index_dir is not None else "off"
+    video = "on" if manifest.projector_dir is not None else "off (no trained projector)"
+    return f"bundle '{manifest.name}': {model}, {len(manifest.labels)} emotions, retrieval {retrieval}, video {video}"
 
 
 def _emotion_label(result: ELMDResult) -> str:

@@ -15,10 +15,10 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-import torch
-from safetensors.torch import load_file, save
+if TYPE_CHECKING:  # torch loads only when tensors are read or written: reading JSON manifests stays light
+    import torch
 
 
 def _umask_mode() -> int:
@@ -147,12 +147,16 @@ def read_json(path: str | Path) -> Any:
 
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     """Save tensors as safetensors atomically (contiguous CPU copies; never pickle)."""
+    from safetensors.torch import save
+
     cpu = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     atomic_write_bytes(path, save(cpu, metadata=metadata))
 
 
 def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
     """Load a safetensors file onto the CPU, with an :class:`InputError` naming a missing or bad file."""
+    from safetensors.torch import load_file
+
     from elmd_sdk.errors import InputError
 
     path = Path(path)

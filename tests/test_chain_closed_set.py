@@ -67,15 +67,33 @@ def test_greedy_emotion_is_the_argmax_of_probabilities_that_sum_to_one(chain: EL
     assert result.response  # never an empty reply
 
 
-def test_scores_are_the_softmax_of_the_answer_line_likelihoods(chain: ELMDChain, chat: ELMDChatModel) -> None:
-    messages, _options = chain.prepare(INPUT)
+def _line_log_likelihoods(chain: ELMDChain, chat: ELMDChatModel, utterance: str | dict) -> torch.Tensor:
+    """Independent of the chain's choice: the (L,) log-likelihoods of the answer lines after its prompt."""
+    messages, _ = chain.prepare(utterance)
     prompt = chat._prepare(messages)
     context = prefill(chat.hf_model, prompt.attention_mask, input_ids=prompt.input_ids)
     lines = [chat.get_token_ids(render_answer(label)) for label in EMOTIONS]
-    expected = torch.softmax(score_continuations(chat.hf_model, context, lines), dim=-1)
+    return score_continuations(chat.hf_model, context, lines)
+
+
+def test_scores_are_the_softmax_of_the_answer_line_likelihoods(chat: ELMDChatModel) -> None:
+    chain = ELMDChain(chat_model=chat, retriever=FixedRetriever(), emotion_calibration=False)
+    expected = torch.softmax(_line_log_likelihoods(chain, chat, INPUT), dim=-1)
     got = chain.invoke(INPUT).emotion_scores
     assert got is not None
     assert [got[label] for label in EMOTIONS] == pytest.approx(expected.tolist(), abs=1e-5)
+
+
+def test_calibration_divides_by_the_content_free_prior(chat: ELMDChatModel) -> None:
+    chain = ELMDChain(chat_model=chat, retriever=FixedRetriever(), use_retrieval=False)
+    free = [_line_log_likelihoods(chain, chat, text).log_softmax(-1) for text in ("N/A", "[MASK]")]
+    log_prior = (free[0] + free[1]) / 2  # mean log-probability of each label for content-free input
+    expected = torch.softmax(_line_log_likelihoods(chain, chat, INPUT) - log_prior, dim=-1)
+    got = chain.invoke(INPUT).emotion_scores
+    assert got is not None
+    assert [got[label] for label in EMOTIONS] == pytest.approx(expected.tolist(), abs=1e-5)
+    uncalibrated = chain.model_copy(update={"emotion_calibration": False}).invoke(INPUT).emotion_scores
+    assert uncalibrated != pytest.approx(got, abs=1e-3)
 
 
 def test_sampling_draws_the_emotion_from_its_distribution(chat: ELMDChatModel) -> None:

@@ -129,10 +129,12 @@ def test_without_retrieval_ablation(chat: ELMDChatModel) -> None:
     assert [m.type for m in chain.build_messages(INPUT)] == ["system", "human"]
 
 
-def test_video_without_projector_runs_the_without_video_path(chain: ELMDChain) -> None:
+def test_video_without_projector_runs_the_without_video_path(chain: ELMDChain, tmp_path: Any) -> None:
     assert not chain.video_enabled
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"never decoded: the chain has no projector")
     with pytest.warns(UserWarning, match="no trained video projector"):
-        messages = chain.build_messages({**INPUT, "video": "clip.mp4"})
+        messages = chain.build_messages({**INPUT, "video": str(clip)})
     assert VIDEO_PLACEHOLDER not in messages[-1].text and isinstance(messages[-1].content, str)
 
 

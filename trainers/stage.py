@@ -257,11 +257,11 @@ def run_stage(accelerator: Any, stage: Stage, config: TrainConfig, out_dir: str 
         model.load_trainable_state(tensors, str(slots.root))
         global_step, loss_sum = int(meta["global_step"]), float(meta["epoch_loss_sum"])
         history = [EpochStats(**h) for h in meta["history"]]
+        scaler_state = meta.get("scaler")
     elif resume:
         raise InputError(
             f"nothing to resume: no checkpoint in {slots.root}; run without --resume to start a new run", file=out_dir
         )
-        scaler_state = meta.get("scaler")
     wrapped, optimizer = accelerator.prepare(model, optimizer)
     if scaler_state is not None and accelerator.scaler is not None:
         accelerator.scaler.load_state_dict(scaler_state)

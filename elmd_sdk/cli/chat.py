@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -19,26 +19,39 @@ def command(
     ] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed for reproducible sampling.")] = None,
 ) -> None:
-    """Chat with emotion-aware replies: each reply shows its predicted emotion, then streams its text."""
+    """Chat with emotion-aware replies: each reply shows its predicted emotion, then streams its text.
+
+    The prompt comes at once: the bundle loads in the background while you type, and the first reply waits only for
+    what is still loading.
+    """
     import sys
+    from concurrent.futures import ThreadPoolExecutor
 
-    from rich.console import Console
-    from transformers.utils import logging as hf_logging
-
-    from elmd_sdk.chains.chain import ELMDChain, default_bundle_path
+    from elmd_sdk.bundle import load_bundle
     from elmd_sdk.chains.chat_repl import ChatREPL, describe
+    from elmd_sdk.paths import default_bundle_path
 
     if video is not None:  # a bad clip stops the command (exit 2) before anything loads
         from elmd_sdk.video.frames import sample_frames
 
         sample_frames(str(video), m=1)
-    hf_logging.disable_progress_bar()  # a status line is shown instead of per-file loading bars
-    console = Console(stderr=True)
     source = bundle if bundle is not None else default_bundle_path()
-    with console.status(f"Loading bundle {source} (the first run also prepares the language model once)..."):
-        chain = ELMDChain.from_bundle(source, max_new_tokens=max_new_tokens, seed=seed)
-    console.print(describe(chain), highlight=False, soft_wrap=True)
-    console.print("/help lists the commands; Ctrl-D quits.", highlight=False, soft_wrap=True)
+    manifest, _ = load_bundle(source)  # a missing or broken bundle stops here, before the prompt
+    print(describe(manifest), file=sys.stderr)
+    print("/help lists the commands; Ctrl-D quits.", file=sys.stderr)
+    loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="elmd-load")
+    chain = loader.submit(_load, source, max_new_tokens, seed)
+    loader.shutdown(wait=False)
     if sys.stdin.isatty():
         import readline  # noqa: F401  (line editing and history for input())
     ChatREPL(chain, background=background, video=video).run()
+
+
+def _load(source: Path, max_new_tokens: int | None, seed: int | None) -> Any:
+    """The chain of ``source``, without third-party loading bars (the status line said what loads)."""
+    from transformers.utils import logging as hf_logging
+
+    from elmd_sdk.chains.chain import ELMDChain
+
+    hf_logging.disable_progress_bar()
+    return ELMDChain.from_bundle(source, max_new_tokens=max_new_tokens, seed=seed)

@@ -49,7 +49,7 @@ def confusion_matrix(pred: Sequence[str | None], gold: Sequence[str], labels: Se
     columns = [*labels, "none"]
     counts = [[0] * len(columns) for _ in labels]
     for p, g in zip(pred, gold, strict=True):
-        counts[list(labels).index(g)][columns.index(p) if p in labels else len(labels)] += 1
+        counts[list(labels).index(g)][columns.index(p) if p is not None and p in labels else len(labels)] += 1
     return {"labels": list(labels), "columns": columns, "counts": counts}
 
 

@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from os import PathLike
-from typing import Any
+from typing import Any, cast
 
 import torch
 from langchain_core.callbacks import CallbackManagerForLLMRun
@@ -50,9 +50,7 @@ from elmd_sdk.models.decoding import Sampling, decode_steps, extend, prefill, sc
 from elmd_sdk.models.splice import VIDEO_PLACEHOLDER, splice_video_embeds, tokenize_pieces
 from elmd_sdk.paths import DEFAULT_LLM_GGUF
 
-__all__ = ["DEFAULT_MODEL_LABEL", "VIDEO_PLACEHOLDER", "ELMDChatModel"]
-
-DEFAULT_MODEL_LABEL = f"{DEFAULT_LLM_GGUF} (embedded default)"  # how the default LLM is named to users
+__all__ = ["VIDEO_PLACEHOLDER", "ELMDChatModel"]
 
 _CALL_OPTIONS = frozenset(
     {"do_sample", "temperature", "top_p", "top_k", "max_new_tokens", "max_tokens", "seed"}
@@ -461,7 +459,7 @@ class ELMDChatModel(BaseChatModel):
             parser = StreamingAnswerParser(labels, emotion=emotion)
             response = "".join(chunk.response for chunk in [*parser.feed(str(message.text)), *parser.finish()])
             data = {"emotion": emotion, "response": response}
-            parsed = schema.model_validate(data) if isinstance(schema, type) else data
+            parsed = cast(type[BaseModel], schema).model_validate(data) if isinstance(schema, type) else data
             return {"raw": message, "parsed": parsed, "parsing_error": None} if include_raw else parsed
 
         return RunnableLambda(answer, name="elmd_structured_output")

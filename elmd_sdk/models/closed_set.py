@@ -6,9 +6,14 @@ those scores over the allowed labels is p(e | prompt). Greedy decoding takes the
 a forced emotion is taken as is; the chosen line and the response key are then forced and the response decoded
 after them. The reply therefore always names a label and never depends on the model following the format.
 
+Contextual calibration (Zhao et al., 2021): a small model prefers some labels whatever the input. With a log-prior
+per label (the mean log-probability of each label for content-free inputs), the scores are divided by that prior
+before the softmax, so the choice reflects the input rather than the model's bias.
+
 Copy guard: the response may not reproduce any n-gram (default n = 4 tokens, about three words) of the given
-texts, i.e. the demonstration's r'; transformers' ``NoBadWordsLogitsProcessor`` bans the last token of every such
-n-gram whose first n - 1 tokens were just generated.
+texts, i.e. the demonstration's r' (a text of 2 to n - 1 tokens is banned whole), written with either apostrophe;
+transformers' ``NoBadWordsLogitsProcessor`` bans the last token of every such n-gram whose first tokens were just
+generated.
 """
 
 from __future__ import annotations
@@ -36,10 +41,13 @@ class EmotionChoice:
     response_key: str  # forced after the chosen line, e.g. "\nResponse:"; the response is decoded after it
     allowed: tuple[str, ...] | None = None  # choose only among these (None: all labels)
     force: str | None = None  # take this label whatever the scores say
+    log_prior: tuple[float, ...] | None = None  # per label, subtracted from the scores (contextual calibration)
 
     def __post_init__(self) -> None:
         if not self.labels or len(self.labels) != len(self.lines):
             raise ValueError("an emotion choice needs one answer line per label, at least one label")
+        if self.log_prior is not None and len(self.log_prior) != len(self.labels):
+            raise ValueError("log_prior needs one value per label")
         check_emotions(self.labels, self.force, self.allowed)
 
     @property
@@ -49,9 +57,13 @@ class EmotionChoice:
 
 
 def emotion_probabilities(choice: EmotionChoice, log_likelihoods: torch.Tensor) -> dict[str, float]:
-    """Softmax of the answer lines' log-likelihoods (L,) over the allowed labels; 0 for the others. Sums to 1."""
+    """Softmax of the answer lines' log-likelihoods (L,), minus the log-prior when calibrated, over the allowed
+    labels; 0 for the others. Sums to 1."""
     allowed = torch.tensor([label in choice.candidates for label in choice.labels])
-    scores = log_likelihoods.float().cpu().masked_fill(~allowed, float("-inf"))
+    scores = log_likelihoods.float().cpu()
+    if choice.log_prior is not None:
+        scores = scores - torch.tensor(choice.log_prior)
+    scores = scores.masked_fill(~allowed, float("-inf"))
     probs = torch.softmax(scores, dim=-1)
     return {label: float(p) for label, p in zip(choice.labels, probs, strict=True)}
 
@@ -78,9 +90,11 @@ def copy_guard(tokenizer: Any, texts: Sequence[str], n: int = COPY_GUARD_NGRAM) 
         raise InputError(f"must be at least 1, got {n}", field="copy_guard_ngram")
     ngrams: set[tuple[int, ...]] = set()
     for text in texts:
-        for form in (text.strip(), " " + text.strip()):
-            ids = tokenizer(form, add_special_tokens=False)["input_ids"]
-            ngrams.update(tuple(ids[i : i + n]) for i in range(len(ids) - n + 1))
+        for variant in {text.strip(), text.strip().replace("\u2019", "'"), text.strip().replace("'", "\u2019")}:
+            for form in (variant, " " + variant):
+                ids = tokenizer(form, add_special_tokens=False)["input_ids"]
+                size = min(n, len(ids))
+                ngrams.update(tuple(ids[i : i + size]) for i in range(len(ids) - size + 1) if size > 1)
     if not ngrams:
         return None
     return NoBadWordsLogitsProcessor([list(g) for g in sorted(ngrams)])

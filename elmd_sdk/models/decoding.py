@@ -63,9 +63,12 @@ def prefill(
 ) -> Context:
     """Run the prompt once: ``attention_mask`` (1, T) with exactly one of ``input_ids`` (1, T) or ``inputs_embeds``
     (1, T, hidden)."""
-    if (input_ids is None) == (inputs_embeds is None):
+    if input_ids is not None and inputs_embeds is None:
+        inputs = {"input_ids": input_ids}
+    elif inputs_embeds is not None and input_ids is None:
+        inputs = {"inputs_embeds": inputs_embeds}
+    else:
         raise ValueError("pass exactly one of input_ids and inputs_embeds")
-    inputs = {"input_ids": input_ids} if input_ids is not None else {"inputs_embeds": inputs_embeds}
     logits, cache = _forward(model, inputs, attention_mask, None, lock, last_only=True)
     return Context(cache, attention_mask, logits[:, -1, :].float())
 
