@@ -40,7 +40,11 @@ def in_hf_cache(name: str) -> bool:
 
 def require_hub(name: str, what: str) -> None:
     """Raise :class:`InputError` at once unless ``name`` is a local path, is cached, or the hub can be reached."""
-    if Path(name).expanduser().exists() or in_hf_cache(name):
+    if Path(name).expanduser().exists():
+        return
+    if Path(name).is_absolute() or name.startswith((".", "~")) or name.count("/") > 1 or "\\" in name:
+        raise InputError(f"{what} not found (not a hub name either: those read 'org/name')", file=name)
+    if in_hf_cache(name):
         return
     from huggingface_hub import constants
 

@@ -264,8 +264,21 @@ def build_index(
         raise MismatchError(f"encoder returned shape {vectors.shape}, expected ({len(entries)}, {encoder.dim})")
     store = build_store(vectors, entries, config, encoder)
     out = Path(out_dir)
-    manifest = save_index(store, out, config, encoder.fingerprint(), source)
+    manifest = save_index(store, out, config, encoder.fingerprint(), source, score_baseline(vectors))
     return LoadedIndex(store=store, manifest=manifest, path=out)
+
+
+def score_baseline(vectors: np.ndarray, pairs: int = 4096, seed: int = 0) -> float:
+    """Mean inner product of ``pairs`` random pairs of distinct corpus vectors (n, dim): how similar two unrelated
+    utterances look to this encoder. The retriever reports scores relative to it (0 = as similar as a random pair,
+    1 = identical); an ERM's set vectors share a large constant part, which puts every raw cosine near 0.99."""
+    n = len(vectors)
+    if n < 2:
+        return 0.0
+    rng = np.random.default_rng(seed)
+    first = rng.integers(0, n, size=pairs)
+    second = (first + rng.integers(1, n, size=pairs)) % n  # never the same row
+    return float(np.einsum("ij,ij->i", vectors[first], vectors[second]).mean())
 
 
 def _portable_source(source: EncoderSource | None, index_dir: Path) -> dict[str, Any] | None:
@@ -309,6 +322,7 @@ def save_index(
     config: IndexConfig,
     fingerprint: dict[str, Any],
     source: EncoderSource | None = None,
+    baseline: float = 0.0,
 ) -> dict[str, Any]:
     """Write ``store`` as FAISS binary + JSON into a new folder that then replaces ``out_dir`` as a whole
     (:func:`elmd_sdk.io.atomic_folder`: a kill leaves the old complete index or the new one); the manifest."""
@@ -338,6 +352,7 @@ def save_index(
                 "ef_search": config.ef_search,
             },
             "encoder_fingerprint": fingerprint,
+            "score_baseline": baseline,
             "encoder_source": _portable_source(source, out),
             "sha256": {name: sha256_file(folder / name) for name in (FAISS_FILE, DOCSTORE_FILE, ID_MAP_FILE)},
         }
@@ -362,6 +377,9 @@ def read_manifest(index_dir: str | Path) -> dict[str, Any]:
             raise InputError(f"missing or not a {kind.__name__}", file=path, field=name)
     if manifest["index_type"] not in INDEX_TYPES:
         raise InputError(f"unknown index type {manifest['index_type']!r}", file=path, field="index_type")
+    baseline = manifest.setdefault("score_baseline", 0.0)  # indexes written before it was recorded: raw scores
+    if isinstance(baseline, bool) or not isinstance(baseline, int | float) or not -1.0 <= baseline < 1.0:
+        raise InputError(f"must be a number in [-1, 1), got {baseline!r}", file=path, field="score_baseline")
     return manifest
 
 

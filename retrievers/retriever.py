@@ -67,8 +67,11 @@ class EmotionalRetriever(BaseRetriever):
     """Retrieve the k (u', r') pairs whose utterance u' is most similar to the query under the ERM encoder.
 
     Each returned Document has page_content r' and metadata ``utterance``, ``utterance_emotion``,
-    ``response``, ``response_emotion``, ``dialogue_id`` and ``score`` (inner product of the L2-normalised
-    embeddings, i.e. cosine similarity). Entries of the dialogues in ``exclude_dialogue_ids`` (field, or
+    ``response``, ``response_emotion``, ``dialogue_id``, ``similarity`` (inner product of the L2-normalised
+    embeddings, i.e. cosine similarity) and ``score``: the similarity relative to the index's ``score_baseline``
+    (the mean similarity of two random corpus utterances), ``(similarity - baseline) / (1 - baseline)``: 1 for an
+    identical utterance, 0 for one as similar as a random pair. It ranks like the similarity and, unlike an ERM's raw
+    cosines (all near 0.99), can be thresholded. Entries of the dialogues in ``exclude_dialogue_ids`` (field, or
     the ``exclude_dialogue_ids`` keyword of ``invoke``) are never returned, so retrieval over a training
     corpus does not find the query's own dialogue. ``invoke(query, k=n)`` overrides ``k`` for one call.
 
@@ -91,7 +94,9 @@ class EmotionalRetriever(BaseRetriever):
     exclude_dialogue_ids: frozenset[str] = frozenset()
     """Dialogues whose entries are never returned."""
     score_threshold: float | None = None
-    """Documents scoring below this similarity are not returned (None: no cutoff)."""
+    """Documents whose ``score`` is below this are not returned (None: no cutoff)."""
+    score_baseline: float = Field(default=0.0, ge=-1.0, lt=1.0)
+    """Mean similarity of two random corpus utterances (from the index manifest); ``score`` is relative to it."""
     search_kwargs: dict[str, Any] = Field(default_factory=dict)
     """Per-retriever search settings, LangChain style: ``k``, ``score_threshold``, ``exclude_dialogue_ids``."""
 
@@ -134,6 +139,7 @@ class EmotionalRetriever(BaseRetriever):
         if encoder is None:
             encoder = encoder_from_source(resolve_source(read_manifest(index_dir), index_dir), index_dir)
         loaded = load_index(index_dir, encoder, nprobe=nprobe, ef_search=ef_search)
+        kwargs.setdefault("score_baseline", loaded.manifest["score_baseline"])
         try:
             return cls(store=loaded.store, encoder=encoder, k=k, **kwargs)
         except ValidationError as error:
@@ -183,11 +189,16 @@ class EmotionalRetriever(BaseRetriever):
                 if len(pairs) >= k or fetch_k >= total:
                     break
                 fetch_k = min(total, fetch_k * 4)
+        scored = [(doc, float(similarity), self._relative(float(similarity))) for doc, similarity in pairs]
         return [
-            Document(page_content=doc.page_content, metadata={**doc.metadata, "score": float(score)})
-            for doc, score in pairs
+            Document(page_content=doc.page_content, metadata={**doc.metadata, "similarity": similarity, "score": score})
+            for doc, similarity, score in scored
             if score_threshold is None or score >= score_threshold
         ]
+
+    def _relative(self, similarity: float) -> float:
+        """The similarity on the scale where a random pair of corpus utterances scores 0 and an identical one 1."""
+        return (similarity - self.score_baseline) / (1.0 - self.score_baseline)
 
     def _get_relevant_documents(
         self,

@@ -7,13 +7,6 @@ positions; the non-linearity is needed, since a single linear layer would make e
 function of e_u plus a constant offset per position, and the positions could not carry distinct
 information. When ``d`` is not a multiple of ``s`` the last ``d - s * g`` entries of every c_i stay zero,
 as in the algorithm.
-
-Centring: each h_i is returned minus the MLP's output for a zero embedding, ``MLP([c_i ; c_i])``. Without it the
-per-position constant (c_i holds g ones against a unit-norm e_u, plus the biases) dominates every h_i, so any two
-utterances' set vectors had cosine 0.97-0.999 (top-1 scores of about 0.99 for every query with the default ERM,
-0.996 mean pairwise at initialisation against 0.12 for the plain encoder) and a score could not serve as a
-cutoff; centred, the initial mean pairwise cosine is 0.11 (same 200 corpus utterances). The constant also made
-Eq. 3 trivially satisfiable by the offsets alone; centred, the positions must differ in how they depend on e_u.
 """
 
 from __future__ import annotations
@@ -36,7 +29,7 @@ def augment_vectors(dim: int, s: int) -> torch.Tensor:
 
 
 class SelfSeparation(nn.Module):
-    """Algorithm 1: maps e_u (n, d) to E_s (n, s, d), one MLP call per augment vector c_i, centred (module doc)."""
+    """Algorithm 1: maps e_u (n, d) to E_s (n, s, d), one MLP call per augment vector c_i."""
 
     augment: torch.Tensor  # (s, d) buffer: the augment vectors c_i as rows
 
@@ -53,8 +46,7 @@ class SelfSeparation(nn.Module):
         n = e_u.shape[0]
         c = self.augment.to(dtype=e_u.dtype).unsqueeze(0).expand(n, -1, -1)  # (n, s, d)
         x = torch.cat([e_u.unsqueeze(1) + c, c], dim=-1)  # (n, s, 2d): [e_u + c_i ; c_i]
-        origin = self.mlp(torch.cat([c[:1], c[:1]], dim=-1))  # (1, s, d): MLP([c_i ; c_i]), h_i of e_u = 0
-        return self.mlp(x) - origin  # (n, s, d)
+        return self.mlp(x)  # (n, s, d)
 
 
 def set_vector(sets: torch.Tensor) -> torch.Tensor:

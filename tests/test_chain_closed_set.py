@@ -282,14 +282,19 @@ def test_chain_reports_the_utterance_emotion_from_the_index(tmp_path: Path, chat
 def test_retriever_score_threshold_and_search_kwargs(tmp_path: Path) -> None:
     encoder = HashEncoder(dim=64)
     build_index(encoder, tiny_corpus(), tmp_path / "index")
-    query = "happy words d0 t9"  # 0.75 with "happy words d0 t0", at most 0.5 with the others
+    query = "happy words d0 t9"  # similarity 0.75 with "happy words d0 t0", at most 0.5 with the others
     retriever = EmotionalRetriever.load(tmp_path / "index", k=5, encoder=encoder)
-    assert len(retriever.invoke(query)) == 5
-    assert [d.metadata["score"] for d in retriever.invoke(query, score_threshold=0.7)] == [pytest.approx(0.75)]
+    docs = retriever.invoke(query)
+    assert len(docs) == 5
+    top = docs[0].metadata["score"]
+    assert top > docs[1].metadata["score"] + 0.2  # on the relative scale the best match stands out
+    assert [d.metadata["similarity"] for d in retriever.invoke(query, score_threshold=top - 0.01)] == [
+        pytest.approx(0.75)
+    ]
     strict = EmotionalRetriever.load(
-        tmp_path / "index", encoder=encoder, search_kwargs={"k": 5, "score_threshold": 0.7}
+        tmp_path / "index", encoder=encoder, search_kwargs={"k": 5, "score_threshold": top}
     )
-    assert len(strict.invoke(query)) == 1 and len(strict.invoke(query, score_threshold=0.0)) == 5
+    assert len(strict.invoke(query)) == 1 and len(strict.invoke(query, score_threshold=-1.0)) == 5
     field = EmotionalRetriever.load(tmp_path / "index", k=5, encoder=encoder, score_threshold=0.99)
     assert field.invoke(query) == []
     with pytest.raises(InputError, match="unknown key") as error:

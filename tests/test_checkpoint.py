@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -96,3 +97,14 @@ def test_atomic_files_follow_the_umask(tmp_path) -> None:
         os.umask(old)
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "w.safetensors").stat().st_mode & 0o777 == 0o644
+
+
+def test_leftovers_of_an_interrupted_save_are_removed_at_the_next_start(tmp_path: Path) -> None:
+    ckpt = save_checkpoint(tmp_path, {"w": torch.ones(2)}, None, {"step": 1})
+    kept = sorted(p.name for p in ckpt.iterdir())
+    (ckpt / ".state.safetensors.new").write_bytes(b"half a tensor file")  # killed while staging
+    (ckpt / "state-0123456789abcdef.safetensors").write_bytes(b"orphan")  # killed before state.json named it
+    (ckpt / ".state.json.x.tmp").write_text("{", encoding="utf-8")
+    loaded = load_checkpoint(tmp_path)
+    assert loaded is not None and loaded[1] == {"step": 1}
+    assert sorted(p.name for p in ckpt.iterdir()) == kept

@@ -53,3 +53,10 @@ def test_an_unreachable_hub_is_one_quick_error(monkeypatch: pytest.MonkeyPatch) 
 def test_local_paths_never_touch_the_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket, "create_connection", lambda *a, **k: pytest.fail("the network was tried"))
     require_hub(str(tmp_path), "language model")
+
+
+def test_a_missing_local_path_is_not_taken_for_a_hub_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: pytest.fail("the network was tried"))
+    for missing in (str(tmp_path / "llm"), "./models/llm", "~/models/llm", "a/b/c"):
+        with pytest.raises(InputError, match="language model not found"):
+            require_hub(missing, "language model")

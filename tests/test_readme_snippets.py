@@ -28,5 +28,6 @@ def test_the_readme_has_the_chatbot_and_pipeline_snippets() -> None:
 @pytest.mark.parametrize("index", range(len(snippets())))
 def test_snippet_runs(index: int, elmd_home: str, capsys: pytest.CaptureFixture[str]) -> None:
     code = snippets()[index]
-    exec(compile(code, f"{SNIPPETS_FILE.name}[snippet {index}]", "exec"), {"__name__": "__main__"})
+    # dont_inherit: a snippet runs as a user's script would, without this module's `from __future__` flags
+    exec(compile(code, f"{SNIPPETS_FILE.name}[snippet {index}]", "exec", dont_inherit=True), {"__name__": "__main__"})
     assert capsys.readouterr().out.strip(), "a README snippet should print what it shows"

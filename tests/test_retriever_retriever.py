@@ -14,7 +14,7 @@ from retriever_fakes import HashEncoder, tiny_corpus
 
 from elmd_sdk.errors import InputError, MismatchError
 
-FIELDS = {"utterance", "utterance_emotion", "response", "response_emotion", "dialogue_id", "score"}
+FIELDS = {"utterance", "utterance_emotion", "response", "response_emotion", "dialogue_id", "similarity", "score"}
 
 
 @pytest.fixture
@@ -40,7 +40,8 @@ def test_round_trip_build_save_load_invoke(index_dir: Path, encoder: HashEncoder
     assert doc.metadata["response"] == target.response.text
     assert doc.metadata["response_emotion"] == target.response.emotion
     assert doc.metadata["dialogue_id"] == target.dialogue_id
-    assert doc.metadata["score"] == pytest.approx(1.0, abs=1e-6)
+    assert doc.metadata["similarity"] == pytest.approx(1.0, abs=1e-6)
+    assert doc.metadata["score"] == pytest.approx(1.0, abs=1e-6)  # identical: 1 on the relative scale too
 
 
 def test_scores_are_inner_products_in_descending_order(index_dir: Path, encoder: HashEncoder) -> None:
@@ -48,14 +49,17 @@ def test_scores_are_inner_products_in_descending_order(index_dir: Path, encoder:
     query = "happy words d0 t9"
     docs = retriever.invoke(query)
     q = encoder.encode([query])[0]
+    baseline = retriever.score_baseline
+    assert 0 < baseline < 0.75  # random pairs of this corpus share a word or two
     for doc in docs:
         expected = float(encoder.encode([doc.metadata["utterance"]])[0] @ q)
-        assert doc.metadata["score"] == pytest.approx(expected, abs=1e-6)
+        assert doc.metadata["similarity"] == pytest.approx(expected, abs=1e-6)
+        assert doc.metadata["score"] == pytest.approx((expected - baseline) / (1 - baseline), abs=1e-6)
     scores = [d.metadata["score"] for d in docs]
     assert scores == sorted(scores, reverse=True)
     # "happy", "words" and "d0" shared with the first entry: 3 of 4 words on both sides -> 3/4.
     assert docs[0].metadata["utterance"] == "happy words d0 t0"
-    assert scores[0] == pytest.approx(0.75, abs=1e-6)
+    assert docs[0].metadata["similarity"] == pytest.approx(0.75, abs=1e-6)
 
 
 def test_k_field_and_per_call_k(index_dir: Path, encoder: HashEncoder) -> None:

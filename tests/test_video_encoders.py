@@ -114,8 +114,9 @@ def test_unsupported_or_missing_models(tmp_path: Path) -> None:
     )
     with pytest.raises(InputError, match="model_type 'bert' is not a supported vision tower"):
         load_visual_encoder(str(tmp_path))
-    with pytest.raises(InputError, match="cannot read a model config"):
-        load_visual_encoder(str(tmp_path / "missing"))
+    with pytest.raises(InputError, match="visual encoder not found") as error:
+        load_visual_encoder(str(tmp_path / "missing"))  # a path, not a hub name: no network involved
+    assert error.value.file == str(tmp_path / "missing")
 
 
 def test_bad_frames_are_refused(tmp_path: Path) -> None:

@@ -106,10 +106,16 @@ def save_checkpoint(
         ckpt / STATE_JSON,
         {"meta": meta, "optimizer": optim_meta, "tensors_file": tensors_file, "tensors_sha256": digest},
     )
-    for old in ckpt.glob("state-*.safetensors"):
-        if old.name != tensors_file:
-            old.unlink()
+    _drop_leftovers(ckpt, tensors_file)
     return ckpt
+
+
+def _drop_leftovers(ckpt: Path, keep: str) -> None:
+    """Remove every file of ``ckpt`` but ``state.json`` and the tensor file ``keep`` it names: older tensor files,
+    and the staging and temporary files of a save that a kill interrupted."""
+    for path in ckpt.iterdir():
+        if path.is_file() and path.name not in (STATE_JSON, keep):
+            path.unlink()
 
 
 def load_checkpoint(
@@ -126,6 +132,7 @@ def load_checkpoint(
     tensors_path = ckpt / info["tensors_file"]
     if not tensors_path.is_file() or sha256_file(tensors_path) != info["tensors_sha256"]:
         raise InputError("checkpoint tensors are missing or do not match state.json", file=tensors_path)
+    _drop_leftovers(ckpt, info["tensors_file"])  # what an interrupted save left behind
     tensors = load_tensors(tensors_path)
     if optimizer is not None and info["optimizer"] is not None:
         restore_optimizer_state(optimizer, tensors, info["optimizer"])
