@@ -10,7 +10,8 @@
 #   1. ERMs (Eq. 4): full, w/o ERT (--no-ert: Eq. 3 only), w/o SSC (--no-ssc: Eq. 2 only).
 #   2. One index of the train (u', r') pairs per ERM.
 #   3. The full bundle: REP (Eq. 10) with the full index, then EERG (Eq. 11) from it; and the w/o REP bundle:
-#      EERG alone with the full index, its projector freshly initialised (`train eerg` without --from).
+#      EERG alone with the full index, its projector freshly initialised (`train eerg` without --from). With
+#      --no-video REP has nothing to train, so every bundle is EERG alone (w/o REP then equals full).
 #   4. With FAITHFUL=1, bundles trained end to end with each ablated part (the paper's setting: the ERM variant
 #      also feeds the demonstrations seen in REP/EERG training; w/o ERM and w/o V retrained without retrieval /
 #      video). Without it, w/o ERT / w/o SSC swap their index into the full bundle at inference time, and
@@ -48,6 +49,15 @@ train_pair() {
     while [[ $# -gt 0 && $1 != -- ]]; do rep+=("$1"); shift; done
     [[ $# -gt 0 ]] && shift
     eerg=("$@")
+    if [[ " ${rep[*]} ${EXTRA[*]} " == *" --no-video "* ]]; then
+        # Without clips REP has nothing to train (it refuses): EERG alone, from a fresh projector, as for w/o REP.
+        [[ " ${rep[*]} " == *" --index "* ]] || rep+=(--no-retrieval)
+        if [[ ! -f $OUT/bundle_$name/bundle.json ]]; then
+            $ELMD train eerg --data "$DATA/train.jsonl" --valid "$DATA/valid.jsonl" --out "$OUT/bundle_$name" \
+                "${rep[@]}" "${eerg[@]}" "${EXTRA[@]}"
+        fi
+        return
+    fi
     if [[ ! -f $OUT/rep_$name/bundle.json ]]; then
         $ELMD train rep --data "$DATA/train.jsonl" --valid "$DATA/valid.jsonl" --out "$OUT/rep_$name" \
             "${rep[@]}" "${EXTRA[@]}"
