@@ -108,12 +108,18 @@ def resolve_base_model(name_or_path: str) -> str:
     return name_or_path
 
 
-def load_sentence_transformer(name_or_path: str, device: str | None = None) -> SentenceTransformer:
-    """Load a sentence-transformers model offline-safe, turning load failures into an :class:`InputError`."""
+def load_sentence_transformer(
+    name_or_path: str, device: str | None = None, allow_pickle_weights: bool = False
+) -> SentenceTransformer:
+    """Load a sentence-transformers model offline-safe, turning load failures into an :class:`InputError`; its
+    weights are read from safetensors only unless ``allow_pickle_weights``."""
     from sentence_transformers import SentenceTransformer
 
+    safetensors_only = {} if allow_pickle_weights else {"model_kwargs": {"use_safetensors": True}}
     try:
-        return SentenceTransformer(resolve_base_model(name_or_path), device=device, trust_remote_code=False)
+        return SentenceTransformer(
+            resolve_base_model(name_or_path), device=device, trust_remote_code=False, **safetensors_only
+        )
     except (OSError, ValueError, KeyError) as exc:
         problem = f"cannot load sentence-transformers model '{name_or_path}' ({exc})"
         raise InputError(problem, field="base_model") from None

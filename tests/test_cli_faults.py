@@ -101,3 +101,14 @@ def test_a_bad_video_at_chat_start_exits_non_zero(
     not_a_video.write_text("hello", encoding="utf-8")
     code, err = _run(monkeypatch, capsys, "chat", "--video", str(not_a_video))
     assert code == 2 and err.startswith(f"error: {not_a_video}: ")
+
+
+def test_a_directory_where_a_file_is_read_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "in.csv"
+    data.write_text(MELD, encoding="utf-8")
+    (tmp_path / "labels").mkdir()
+    args = ["data", "prepare", "--format", "meld", str(data), "--labels", str(tmp_path / "labels")]
+    code, err = _run(monkeypatch, capsys, *args, "--out", str(tmp_path / "o.jsonl"))
+    assert code == 2 and err.startswith(f"error: {tmp_path / 'labels'}: ") and err.count("\n") == 1

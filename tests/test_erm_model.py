@@ -379,3 +379,19 @@ def test_cli_ctrl_c_says_where_the_checkpoint_is(tiny_model: str, tmp_path: Path
     assert child.returncode == 130
     assert f"interrupted: the last checkpoint is in {tmp_path / 'run' / 'checkpoint'}; continue with" in err
     assert "Traceback" not in err
+
+
+def test_a_pickle_only_base_encoder_needs_an_opt_in(tiny_model: str, tmp_path: Path) -> None:
+    import shutil
+
+    from elmd_sdk.io import load_tensors
+    from elmd_sdk.retrievers.encoder import load_sentence_transformer
+
+    folder = tmp_path / "pickled"
+    shutil.copytree(tiny_model, folder)
+    for weights in folder.rglob("*.safetensors"):
+        torch.save(load_tensors(weights), weights.with_name("pytorch_model.bin"))
+        weights.unlink()
+    with pytest.raises(InputError, match="cannot load sentence-transformers model"):
+        load_sentence_transformer(str(folder))
+    assert load_sentence_transformer(str(folder), allow_pickle_weights=True).get_sentence_embedding_dimension() == 32
