@@ -384,8 +384,9 @@ def test_cli_ctrl_c_says_where_the_checkpoint_is(tiny_model: str, tmp_path: Path
 def test_a_pickle_only_base_encoder_needs_an_opt_in(tiny_model: str, tmp_path: Path) -> None:
     import shutil
 
-    from elmd_sdk.io import load_tensors
     from elmd_sdk.retrievers.encoder import load_sentence_transformer
+
+    from elmd_sdk.io import load_tensors
 
     folder = tmp_path / "pickled"
     shutil.copytree(tiny_model, folder)
