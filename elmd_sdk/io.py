@@ -70,10 +70,15 @@ def check_writable(path: str | Path, *, folder: bool = False) -> Path:
 def atomic_folder(target: str | Path) -> Iterator[Path]:
     """Yield a new sibling folder of ``target`` to fill; when the block ends without error it replaces ``target``
     as a whole (:func:`replace_folder`), else it is removed. A kill at any moment leaves the old complete folder
-    (or no folder, if there was none) and at most a hidden ``.NAME.*.tmp`` sibling, which the next write removes."""
+    (or no folder, if there was none) and at most hidden ``.NAME.*`` siblings, which the next write removes; a kill
+    between the two renames of :func:`replace_folder` leaves the old folder aside, and the next write puts it back
+    before it starts."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    for stale in target.parent.glob(f".{target.name}.*.tmp"):
+    aside = sorted(target.parent.glob(f".{target.name}.*.old"))
+    if aside and not target.exists():
+        os.replace(aside.pop(), target)
+    for stale in [*aside, *target.parent.glob(f".{target.name}.*.tmp")]:
         shutil.rmtree(stale, ignore_errors=True)
     temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
     temporary.mkdir()  # follows the umask, unlike mkdtemp's private folder
@@ -88,7 +93,7 @@ def atomic_folder(target: str | Path) -> Iterator[Path]:
 def replace_folder(new: str | Path, target: str | Path) -> None:
     """Put folder ``new`` in place of ``target`` by two renames (the old one moves aside, then is deleted)."""
     new, target = Path(new), Path(target)
-    old = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    old = target.with_name(f".{target.name}.{uuid.uuid4().hex}.old")
     if target.exists():
         os.replace(target, old)
     os.replace(new, target)

@@ -29,6 +29,11 @@ def test_a_failed_write_keeps_the_old_folder_and_leaves_nothing(tmp_path: Path) 
         (folder / "c.txt").write_text("new", encoding="utf-8")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
     assert [p.name for p in target.iterdir()] == ["c.txt"]  # replaced as a whole: a.txt is gone
+    target.rename(tmp_path / ".out.4567.old")  # killed between moving the old folder aside and the new one in
+    with pytest.raises(RuntimeError), atomic_folder(target):
+        raise RuntimeError("the next write fails too")
+    assert [p.name for p in target.iterdir()] == ["c.txt"]  # the old folder was put back first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
 def test_an_index_rebuilt_in_place_is_all_old_or_all_new(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
