@@ -115,10 +115,10 @@ def load_sentence_transformer(
     weights are read from safetensors only unless ``allow_pickle_weights``."""
     from sentence_transformers import SentenceTransformer
 
-    safetensors_only = {} if allow_pickle_weights else {"model_kwargs": {"use_safetensors": True}}
+    model_kwargs = None if allow_pickle_weights else {"use_safetensors": True}
     try:
         return SentenceTransformer(
-            resolve_base_model(name_or_path), device=device, trust_remote_code=False, **safetensors_only
+            resolve_base_model(name_or_path), device=device, trust_remote_code=False, model_kwargs=model_kwargs
         )
     except (OSError, ValueError, KeyError) as exc:
         problem = f"cannot load sentence-transformers model '{name_or_path}' ({exc})"
