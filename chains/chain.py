@@ -18,15 +18,15 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from os import PathLike
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from elmd_sdk.chains.parser import ELMDResult, StreamingAnswerParser
 from elmd_sdk.chains.prompt import (
     VIDEO_PLACEHOLDER,
     attach_video,
     build_prompt,
+    emotion_choice,
     prompt_variables,
-    render_answer,
     wording,
 )
 from elmd_sdk.retrievers.retriever import emotion_vote
@@ -56,9 +56,6 @@ from elmd_sdk.data.labels import EMOTIONS, check_emotions
 from elmd_sdk.data.records import Turn, VideoRef
 from elmd_sdk.errors import ElmdError, InputError, input_error
 from elmd_sdk.paths import default_bundle_path
-
-if TYPE_CHECKING:
-    from elmd_sdk.models.closed_set import EmotionChoice
 
 _HUGE = 10**7  # tokenizers report "no limit" as a huge model_max_length
 CONTENT_FREE = ("N/A", "[MASK]")  # content-free utterances of contextual calibration (Zhao et al., 2021)
@@ -412,23 +409,12 @@ class ELMDChain(RunnableSerializable[dict[str, Any] | str, ELMDResult]):
         documents = await self.retriever.ainvoke(turn.utterance.text, config, k=self.emotion_vote_k)
         return _Retrieved.of(documents, self.labels)
 
-    def _emotion_choice(self) -> EmotionChoice:
-        """The closed set of this chain: every label's answer line and the response key forced after it."""
-        from elmd_sdk.models.closed_set import EmotionChoice
-
-        words = wording(self.language)
-        return EmotionChoice(
-            labels=self.labels,
-            lines=tuple(render_answer(label, None, self.language) for label in self.labels),
-            response_key=f"\n{words.response_key}{words.colon.rstrip()}",
-        )
-
     def _emotion_log_prior(self) -> tuple[float, ...] | None:
         """The mean log-probability of each label for content-free utterances (computed once; None when off)."""
         if not self.emotion_calibration:
             return None
         if self._log_prior is None:
-            choice = self._emotion_choice()
+            choice = emotion_choice(self.labels, self.language)
             logs = []
             for content_free in CONTENT_FREE:
                 messages = self._messages(parse_input(content_free, self.language, self.labels), None)
@@ -458,7 +444,10 @@ class ELMDChain(RunnableSerializable[dict[str, Any] | str, ELMDResult]):
             )
         if closed:
             options["emotion_choice"] = replace(
-                self._emotion_choice(), allowed=allowed, force=turn.emotion, log_prior=self._emotion_log_prior()
+                emotion_choice(self.labels, self.language),
+                allowed=allowed,
+                force=turn.emotion,
+                log_prior=self._emotion_log_prior(),
             )
         if self.copy_guard and own_model:
             demonstration = [found.demonstration.page_content] if found.demonstration is not None else []

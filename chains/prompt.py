@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from langchain_core.documents import Document
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
@@ -28,6 +28,9 @@ from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 
 from elmd_sdk.data.labels import EMOTIONS
 from elmd_sdk.data.records import Turn, VideoRef
+
+if TYPE_CHECKING:  # the chat model's module loads torch: imported only when a closed set is built
+    from elmd_sdk.models.closed_set import EmotionChoice
 
 Language = Literal["en", "zh"]
 LANGUAGES: tuple[str, ...] = ("en", "zh")
@@ -203,6 +206,19 @@ def attach_video(messages: Sequence[BaseMessage], video: VideoRef) -> list[BaseM
             out[i] = HumanMessage(content=[{"type": "text", "text": message.text}, block])
             return out
     raise ValueError("the prompt has no human message to attach the video to")
+
+
+def emotion_choice(labels: Sequence[str], language: str = "en") -> EmotionChoice:
+    """The answer format as a closed set for :class:`~elmd_sdk.models.chat_model.ELMDChatModel`: every label's answer
+    line (:func:`render_answer`), and the response key forced after the chosen one."""
+    from elmd_sdk.models.closed_set import EmotionChoice
+
+    words = wording(language)
+    return EmotionChoice(
+        labels=tuple(labels),
+        lines=tuple(render_answer(label, None, language) for label in labels),
+        response_key=f"\n{words.response_key}{words.colon.rstrip()}",
+    )
 
 
 def render_answer(emotion: str, response: str | None = None, language: str = "en") -> str:

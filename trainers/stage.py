@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -182,10 +181,6 @@ class Checkpoints:
     def save(self, tensors: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer, meta: dict[str, Any]) -> None:
         """Write a checkpoint; the previous one stays valid until this one is complete."""
         save_checkpoint(self.root, tensors, optimizer, meta)
-
-    def clear(self) -> None:
-        """Remove the checkpoint (the run is complete and its bundle written)."""
-        shutil.rmtree(self.root, ignore_errors=True)
 
 
 def run_identity(identity: dict[str, Any], config: TrainConfig) -> dict[str, Any]:

@@ -441,17 +441,12 @@ class ELMDChatModel(BaseChatModel):
         ``include_raw`` returns ``{"raw", "parsed", "parsing_error"}`` as LangChain's other chat models do.
         """
         from elmd_sdk.chains.parser import StreamingAnswerParser
-        from elmd_sdk.chains.prompt import render_answer, wording
+        from elmd_sdk.chains.prompt import emotion_choice
 
         if kwargs:
             raise ElmdError(f"unsupported with_structured_output option(s): {sorted(kwargs)}")
         labels = _schema_labels(schema)
-        words = wording(language)
-        choice = EmotionChoice(
-            labels=labels,
-            lines=tuple(render_answer(label, None, language) for label in labels),
-            response_key=f"\n{words.response_key}{words.colon.rstrip()}",
-        )
+        choice = emotion_choice(labels, language)
 
         def answer(value: LanguageModelInput) -> Any:
             message = self.invoke(value, emotion_choice=choice)

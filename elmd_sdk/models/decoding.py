@@ -45,12 +45,26 @@ class Sampling:
 
 
 @dataclass(frozen=True)
+class _CallStyle:
+    """How this model's forward takes the cache and the logits cut (read once from its signature, not per token)."""
+
+    cache_arg: str  # "cache" (transformers 5) or the older "past_key_values"
+    logits_to_keep: bool  # whether forward can project only the last positions to the vocabulary
+
+    @classmethod
+    def of(cls, model: Any) -> _CallStyle:
+        params = inspect.signature(model.forward).parameters
+        return cls("cache" if "cache" in params else "past_key_values", "logits_to_keep" in params)
+
+
+@dataclass(frozen=True)
 class Context:
     """A prompt (and any tokens forced after it) already run through the model, batch size 1."""
 
     cache: Any  # the model's KV cache over the T positions
     attention_mask: torch.Tensor  # (1, T)
     logits: torch.Tensor  # (1, vocab) float32: the distribution of the token at position T
+    call: _CallStyle  # how the model's forward is called
 
 
 def prefill(
@@ -69,8 +83,9 @@ def prefill(
         inputs = {"inputs_embeds": inputs_embeds}
     else:
         raise ValueError("pass exactly one of input_ids and inputs_embeds")
-    logits, cache = _forward(model, inputs, attention_mask, None, lock, last_only=True)
-    return Context(cache, attention_mask, logits[:, -1, :].float())
+    call = _CallStyle.of(model)
+    logits, cache = _forward(model, call, inputs, attention_mask, None, lock, last_only=True)
+    return Context(cache, attention_mask, logits[:, -1, :].float(), call)
 
 
 def extend(model: Any, context: Context, ids: Sequence[int], lock: threading.Lock | None = None) -> Context:
@@ -80,8 +95,8 @@ def extend(model: Any, context: Context, ids: Sequence[int], lock: threading.Loc
     device = context.attention_mask.device
     new = torch.tensor([list(ids)], dtype=torch.long, device=device)  # (1, n)
     mask = torch.cat([context.attention_mask, context.attention_mask.new_ones(1, len(ids))], dim=1)  # (1, T + n)
-    logits, cache = _forward(model, {"input_ids": new}, mask, context.cache, lock, last_only=True)
-    return Context(cache, mask, logits[:, -1, :].float())
+    logits, cache = _forward(model, context.call, {"input_ids": new}, mask, context.cache, lock, last_only=True)
+    return Context(cache, mask, logits[:, -1, :].float(), context.call)
 
 
 @torch.no_grad()
@@ -111,7 +126,8 @@ def score_continuations(
     mask = torch.cat(
         [context.attention_mask.expand(len(candidates), -1), valid.new_ones(len(candidates), width - 1).long()], dim=1
     )  # (L, T + W - 1)
-    logits, _ = _forward(model, {"input_ids": padded[:, :-1]}, mask, cache, lock, last_only=False)  # (L, W - 1, V)
+    inputs = {"input_ids": padded[:, :-1]}
+    logits, _ = _forward(model, context.call, inputs, mask, cache, lock, last_only=False)  # (L, W - 1, V)
     rest = logits.float().log_softmax(-1).gather(-1, padded[:, 1:].unsqueeze(-1)).squeeze(-1)  # (L, W - 1)
     return first + (rest * valid[:, 1:]).sum(-1)
 
@@ -150,6 +166,7 @@ def decode_steps(
 
 def _forward(
     model: Any,
+    call: _CallStyle,
     inputs: dict[str, torch.Tensor],
     mask: torch.Tensor,
     cache: Any,
@@ -158,12 +175,10 @@ def _forward(
     last_only: bool,
 ) -> tuple[torch.Tensor, Any]:
     """One forward pass with the KV cache: (logits (B, n or 1, vocab), cache)."""
-    params = inspect.signature(model.forward).parameters
-    keep = {"logits_to_keep": 1 if last_only else 0} if "logits_to_keep" in params else {}
-    cache_arg = "cache" if "cache" in params else "past_key_values"  # transformers 5 name, or the older one
+    keep = {"logits_to_keep": 1 if last_only else 0} if call.logits_to_keep else {}
     with lock or contextlib.nullcontext(), torch.no_grad():
-        output = model(**inputs, attention_mask=mask, use_cache=True, **{cache_arg: cache}, **keep)
-    return output.logits, getattr(output, cache_arg)
+        output = model(**inputs, attention_mask=mask, use_cache=True, **{call.cache_arg: cache}, **keep)
+    return output.logits, getattr(output, call.cache_arg)
 
 
 def _picker(sampling: Sampling, device: torch.device) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
