@@ -216,10 +216,18 @@ def test_copy_guard_blocks_every_demonstration_ngram(chat: ELMDChatModel) -> Non
     assert not _ngrams(guarded, 4) & banned
 
 
-def test_copy_guard_bans_both_tokenizations_and_nothing_for_short_texts(chat: ELMDChatModel) -> None:
-    guard = copy_guard(chat.tokenizer, ["That is wonderful news"], n=2)
+def test_copy_guard_bans_both_tokenizations_short_texts_whole_and_single_tokens_never(chat: ELMDChatModel) -> None:
+    text = "That is wonderful news"
+    guard = copy_guard(chat.tokenizer, [text], n=2)
     assert guard is not None
-    assert copy_guard(chat.tokenizer, ["a"], n=4) is None
+    banned = set(guard.sequence_bias)
+    for form in (text, " " + text):  # as the reply's first words and after other words
+        ids = chat.get_token_ids(form)
+        assert {tuple(ids[i : i + 2]) for i in range(len(ids) - 1)} <= banned
+    short = chat.get_token_ids(" Congratulations!")
+    assert 1 < len(short) < 8
+    assert tuple(short) in set(copy_guard(chat.tokenizer, ["Congratulations!"], n=8).sequence_bias)  # banned whole
+    assert copy_guard(chat.tokenizer, ["a"], n=4) is None  # one token: never banned outright
 
 
 def test_no_repeat_ngram_size_applies_to_the_reply(chat: ELMDChatModel) -> None:
