@@ -20,7 +20,7 @@ from os import PathLike
 from pathlib import Path
 from typing import Any, Literal
 
-from elmd_sdk.chains.parser import ELMDResult, StreamingAnswerParser
+from elmd_sdk.chains.parser import ELMDResult, StreamingAnswerParser, add_usage
 from elmd_sdk.chains.prompt import (
     VIDEO_PLACEHOLDER,
     attach_video,
@@ -363,7 +363,8 @@ class ELMDChain(RunnableSerializable[dict[str, Any] | str, ELMDResult]):
         child = patch_config(config, callbacks=run_manager.get_child())
         found = self._retrieve(turn, child)
         chunks = self._reply_chunks(turn, found)
-        pieces = self.chat_model.stream(self._messages(turn, found.demonstration), child, **chunks.options, **kwargs)
+        messages = self._messages(turn, found.demonstration)
+        pieces = self.chat_model.stream(messages, child, **_call_options(chunks.options, kwargs))
         try:
             for piece in pieces:
                 yield from chunks.feed(piece)
@@ -386,7 +387,7 @@ class ELMDChain(RunnableSerializable[dict[str, Any] | str, ELMDResult]):
         found = await self._aretrieve(turn, child)
         chunks = self._reply_chunks(turn, found)
         messages = self._messages(turn, found.demonstration)
-        pieces = self.chat_model.astream(messages, child, **chunks.options, **kwargs)
+        pieces = self.chat_model.astream(messages, child, **_call_options(chunks.options, kwargs))
         try:
             async for piece in pieces:
                 for chunk in chunks.feed(piece):
@@ -593,6 +594,8 @@ class _ReplyChunks:
         self._parser = None if closed else StreamingAnswerParser(labels)
         self._extras = extras
         self._first = True
+        self._usage: dict[str, int] | None = None  # token counts not yet on a chunk
+        self._finish_reason: str | None = None  # the chat model's, unless the parser ended the reply first
 
     @property
     def done(self) -> bool:
@@ -601,6 +604,7 @@ class _ReplyChunks:
 
     def feed(self, message: BaseMessage) -> list[ELMDResult]:
         """The chunks that this piece of the chat model's output makes certain."""
+        self._take_usage(message)
         if self._parser is None:
             metadata = message.response_metadata
             if "emotion" not in metadata:
@@ -613,16 +617,44 @@ class _ReplyChunks:
         return self._tagged(self._parser.feed(str(message.text)))
 
     def finish(self) -> list[ELMDResult]:
-        """The remaining chunks at the end of generation."""
+        """The remaining chunks at the end of generation; the last carries the finish reason and unsent usage."""
         if self._parser is None:
             raise ElmdError("the chat model returned nothing")
-        return self._tagged(self._parser.finish())
+        chunks = self._tagged(self._parser.finish())
+        end = ELMDResult(None, "", usage=self._usage, finish_reason=self._finish_reason or "stop")
+        self._usage = None
+        return [*chunks[:-1], chunks[-1] + end] if chunks else [end]
+
+    def _take_usage(self, message: BaseMessage) -> None:
+        """Keep the piece's token counts (and finish reason) until the next chunk goes out."""
+        usage = getattr(message, "usage_metadata", None)
+        if usage:
+            counts = {key: int(usage[key]) for key in ("input_tokens", "output_tokens", "total_tokens")}  # type: ignore[literal-required]
+            self._usage = add_usage(self._usage, counts)
+        reason = message.response_metadata.get("finish_reason")
+        if reason is not None and not self._parser_done():
+            self._finish_reason = str(reason)
+
+    def _parser_done(self) -> bool:
+        return self._parser is not None and self._parser.done
 
     def _tagged(self, chunks: list[ELMDResult]) -> list[ELMDResult]:
+        if chunks and self._usage is not None:
+            chunks = [replace(chunks[0], usage=add_usage(chunks[0].usage, self._usage)), *chunks[1:]]
+            self._usage = None
         if chunks and self._first:
             self._first = False
             return [self._extras + chunks[0], *chunks[1:]]
         return chunks
+
+
+def _call_options(options: dict[str, Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The chat model call's options: the chain's, then the caller's (``stop`` strings are added to the chain's)."""
+    merged = {**options, **kwargs}
+    if "stop" in kwargs:
+        extra = [kwargs["stop"]] if isinstance(kwargs["stop"], str) else list(kwargs["stop"] or [])
+        merged["stop"] = [*options.get("stop", []), *extra]
+    return merged
 
 
 def _added(chunks: Sequence[ELMDResult]) -> ELMDResult:

@@ -27,7 +27,7 @@ from elmd_sdk.metrics.emotion import confusion_matrix, emotion_baselines, emotio
 from elmd_sdk.metrics.reply import copy_rate, distinct_n, is_copy, lcs_length, leaks_template, template_leak_rate
 from elmd_sdk.models.chat_model import ELMDChatModel
 from elmd_sdk.models.closed_set import EmotionChoice, copy_guard
-from elmd_sdk.models.decoding import Sampling, decode_steps, prefill, score_continuations
+from elmd_sdk.models.decoding import Chooser, Sampling, decode_steps, prefill, score_continuations
 
 
 def _added(chunks: list[ELMDResult]) -> ELMDResult:
@@ -142,11 +142,12 @@ def test_closed_mode_needs_a_model_that_can_score_labels() -> None:
     fake = FakeListChatModel(responses=["Emotion: sad\nResponse: Oh no."])
     with pytest.raises(ElmdError, match="emotion_mode='free'"):
         ELMDChain(chat_model=fake).invoke(INPUT)
-    assert ELMDChain(chat_model=fake, emotion_mode="free").invoke(INPUT) == ELMDResult("sad", "Oh no.")
+    reply = ELMDChain(chat_model=fake, emotion_mode="free").invoke(INPUT)
+    assert reply == ELMDResult("sad", "Oh no.", finish_reason="stop")  # the fake model reports no usage
     junk = "Emotion: sad\nResponse: Oh no. (No copying)\nJoey: more\nNote: The response is sad."
     free = ELMDChain(chat_model=FakeListChatModel(responses=[junk]), emotion_mode="free")
-    assert free.invoke(INPUT) == ELMDResult("sad", "Oh no.")
-    assert _added(list(free.stream(INPUT))) == ELMDResult("sad", "Oh no.")
+    assert free.invoke(INPUT) == ELMDResult("sad", "Oh no.", finish_reason="stop")
+    assert _added(list(free.stream(INPUT))) == ELMDResult("sad", "Oh no.", finish_reason="stop")
 
 
 def test_stream_adds_up_to_invoke_and_first_chunk_carries_everything(chain: ELMDChain) -> None:
@@ -195,10 +196,8 @@ def _greedy_ids(chat: ELMDChatModel, text: str, processors: LogitsProcessorList 
     prompt = chat._prepare([HumanMessage(text)])
     context = prefill(chat.hf_model, prompt.attention_mask, input_ids=prompt.input_ids)
     sampling = Sampling(do_sample=False, temperature=1.0, top_p=1.0, top_k=0, seed=None)
-    steps = decode_steps(
-        chat.hf_model, context, sampling=sampling, max_new_tokens=24, eos_ids=[], processors=processors
-    )
-    return list(steps)
+    chooser = Chooser(sampling, context.logits.device, max_new_tokens=24, eos_ids=[], processors=processors)
+    return list(decode_steps(chat.hf_model, context, chooser))
 
 
 def _ngrams(ids: list[int], n: int) -> set[tuple[int, ...]]:
@@ -355,8 +354,26 @@ def test_results_serialise_to_json_ready_data(chain: ELMDChain) -> None:
         "emotion_scores",
         "utterance_emotion",
         "utterance_emotion_scores",
+        "usage",
+        "finish_reason",
     }
     assert data["demonstration"]["text"] == "Congratulations, you earned it!"
+
+
+def test_usage_and_finish_reason_match_the_chat_models_call(chain: ELMDChain) -> None:
+    messages, options = chain.prepare(INPUT)
+    direct = chain.chat_model.invoke(messages, **options)
+    result = chain.invoke(INPUT)
+    usage = direct.usage_metadata
+    assert usage is not None and usage["input_tokens"] > 0
+    assert result.usage == {key: usage[key] for key in ("input_tokens", "output_tokens", "total_tokens")}
+    chunks = list(chain.stream(INPUT))
+    assert sum(c.usage["output_tokens"] for c in chunks if c.usage) == usage["output_tokens"]
+    assert [c.finish_reason for c in chunks].count(None) == len(chunks) - 1 and chunks[-1].finish_reason
+    short = chain.invoke(INPUT, max_new_tokens=2)
+    assert short.usage is not None and short.usage["output_tokens"] <= 2
+    assert short.finish_reason == ("length" if short.usage["output_tokens"] == 2 else "stop")
+    assert chain.invoke(INPUT, stop=[short.response[:1] or "x"]).response == ""  # a caller's stop string cuts too
 
 
 # -- reply metrics -------------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from elmd_sdk.cli import chat, data, evaluate, index, train_eerg, train_erm, train_rep
+from elmd_sdk.cli import chat, data, evaluate, index, serve, train_eerg, train_erm, train_rep
 from elmd_sdk.errors import ElmdError
 
 app = typer.Typer(
@@ -25,6 +25,7 @@ train_app.command("eerg")(train_eerg.command)
 app.add_typer(train_app, name="train")
 app.command("chat")(chat.command)
 app.command("eval")(evaluate.command)
+app.command("serve")(serve.command)
 
 
 def main() -> None:

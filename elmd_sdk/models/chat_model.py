@@ -10,7 +10,9 @@ from __future__ import annotations
 import threading
 import warnings
 from collections.abc import Callable, Generator, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from os import PathLike
 from typing import Any, cast
 
@@ -39,6 +41,7 @@ from transformers import (
 )
 
 from elmd_sdk.errors import ElmdError, InputError, input_error
+from elmd_sdk.models.batching import BatchEngine
 from elmd_sdk.models.closed_set import (
     COPY_GUARD_NGRAM,
     EmotionChoice,
@@ -46,7 +49,15 @@ from elmd_sdk.models.closed_set import (
     emotion_probabilities,
     pick_emotion,
 )
-from elmd_sdk.models.decoding import Sampling, decode_steps, extend, prefill, score_continuations
+from elmd_sdk.models.decoding import (
+    Chooser,
+    Context,
+    Sampling,
+    decode_steps,
+    extend,
+    prefill,
+    score_continuations,
+)
 from elmd_sdk.models.splice import VIDEO_PLACEHOLDER, splice_video_embeds, tokenize_pieces
 from elmd_sdk.paths import DEFAULT_LLM_GGUF
 
@@ -212,6 +223,7 @@ class ELMDChatModel(BaseChatModel):
     _load_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
     _generate_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
     _line_breaks: list[int] | None = PrivateAttr(default=None)
+    _engine: BatchEngine | None = PrivateAttr(default=None)
 
     @model_validator(mode="before")
     @classmethod
@@ -358,8 +370,18 @@ class ELMDChatModel(BaseChatModel):
     ) -> Iterator[ChatGenerationChunk]:
         run = self._start(messages, self._settings(stop, kwargs))
         settings, steps = run.settings, run.steps
+        # Usage is spread over the chunks (they add up to the whole call's): the prompt's tokens on the first chunk,
+        # each chunk's new tokens on it, so a consumer that stops early still knows what it cost.
+        reported = [0, 0]  # input tokens, output tokens already on a chunk
+
+        def usage(output_tokens: int) -> UsageMetadata:
+            new = _usage(run.prompt.length - reported[0], output_tokens - reported[1])
+            reported[:] = [run.prompt.length, output_tokens]
+            return new
+
         if run.emotion:  # closed-set emotion: known before the first response token, sent at once
-            yield ChatGenerationChunk(message=AIMessageChunk(content="", response_metadata=dict(run.emotion)))
+            first = AIMessageChunk(content="", response_metadata=dict(run.emotion), usage_metadata=usage(0))
+            yield ChatGenerationChunk(message=first)
         ids: list[int] = []
         emitted = 0
         try:
@@ -368,7 +390,8 @@ class ELMDChatModel(BaseChatModel):
                 text, stopped = _cut_at_stop(self._decode(ids), settings.stop)
                 ready = len(text) if stopped else _stable_length(text, settings.stop, self._holds_whitespace())
                 if ready > emitted:
-                    chunk = ChatGenerationChunk(message=AIMessageChunk(content=text[emitted:ready]))
+                    message = AIMessageChunk(content=text[emitted:ready], usage_metadata=usage(len(ids)))
+                    chunk = ChatGenerationChunk(message=message)
                     if run_manager:
                         run_manager.on_llm_new_token(text[emitted:ready], chunk=chunk)
                     yield chunk
@@ -381,7 +404,7 @@ class ELMDChatModel(BaseChatModel):
         reason = self._finish_reason(ids, stopped, settings)
         last = AIMessageChunk(
             content=text[emitted:],
-            usage_metadata=_usage(run.prompt.length, len(ids)),
+            usage_metadata=usage(len(ids)),
             response_metadata={"finish_reason": reason, "model_name": self._model_label()},
             chunk_position="last",
         )
@@ -391,8 +414,27 @@ class ELMDChatModel(BaseChatModel):
         yield chunk
 
     def _start(self, messages: Sequence[BaseMessage], settings: _Settings) -> _Run:
-        """Prefill the prompt, choose and force the emotion line in closed-set mode, and set up the decoding steps."""
+        """Run the prompt (in the batch engine's thread when there is one) and set up the decoding steps."""
         self.ensure_loaded()
+        engine = self._engine
+        begin = partial(self._begin, messages, settings)
+        prompt, context, emotion = begin() if engine is None else engine.run(begin)
+        guard = copy_guard(self.tokenizer, settings.avoid, settings.copy_guard_ngram) if settings.avoid else None
+        chooser = Chooser(
+            settings.sampling,
+            context.attention_mask.device,
+            max_new_tokens=settings.max_new_tokens,
+            eos_ids=self._eos_ids(),
+            processors=settings.processors(self._eos_ids(), guard, self._line_break_ids),
+        )
+        if engine is None:
+            steps = decode_steps(self.hf_model, context, chooser, self._generate_lock)
+        else:
+            steps = engine.decode(context, chooser)
+        return _Run(settings, prompt, steps, emotion)
+
+    def _begin(self, messages: Sequence[BaseMessage], settings: _Settings) -> tuple[_Prompt, Context, dict[str, Any]]:
+        """Prefill the prompt; in closed-set mode score the labels, choose one and force its line."""
         prompt = self._prepare(messages)
         context = prefill(
             self.hf_model,
@@ -411,17 +453,23 @@ class ELMDChatModel(BaseChatModel):
             forced = lines[choice.labels.index(label)] + self._encode(choice.response_key)
             context = extend(self.hf_model, context, forced, self._generate_lock)
             emotion = {"emotion": label, "emotion_scores": probabilities}
-        guard = copy_guard(self.tokenizer, settings.avoid, settings.copy_guard_ngram) if settings.avoid else None
-        steps = decode_steps(
-            self.hf_model,
-            context,
-            sampling=settings.sampling,
-            max_new_tokens=settings.max_new_tokens,
-            eos_ids=self._eos_ids(),
-            processors=settings.processors(self._eos_ids(), guard, self._line_break_ids),
-            lock=self._generate_lock,
-        )
-        return _Run(settings, prompt, steps, emotion)
+        return prompt, context, emotion
+
+    @contextmanager
+    def batched(self, max_batch: int = 8) -> Iterator[BatchEngine]:
+        """Within this block, concurrent calls (from several threads) are decoded together, ``max_batch`` sequences
+        per forward pass, by one engine thread that also runs every prompt (:mod:`elmd_sdk.models.batching`); more
+        calls wait for a place. Each call keeps its own sampling, seed and stopping. A server uses this."""
+        self.ensure_loaded()
+        if self._engine is not None:
+            raise ElmdError("this chat model is already in a batched() block")
+        engine = BatchEngine(self.hf_model, max_batch=max_batch)
+        self._engine = engine
+        try:
+            yield engine
+        finally:
+            self._engine = None
+            engine.close()
 
     def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> Runnable[LanguageModelInput, AIMessage]:
         """Not supported: this model answers with an emotion and a response and does not call tools."""

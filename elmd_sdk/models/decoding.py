@@ -84,7 +84,7 @@ def prefill(
     else:
         raise ValueError("pass exactly one of input_ids and inputs_embeds")
     call = _CallStyle.of(model)
-    logits, cache = _forward(model, call, inputs, attention_mask, None, lock, last_only=True)
+    logits, cache = forward(model, call, inputs, attention_mask, None, lock, last_only=True)
     return Context(cache, attention_mask, logits[:, -1, :].float(), call)
 
 
@@ -95,7 +95,7 @@ def extend(model: Any, context: Context, ids: Sequence[int], lock: threading.Loc
     device = context.attention_mask.device
     new = torch.tensor([list(ids)], dtype=torch.long, device=device)  # (1, n)
     mask = torch.cat([context.attention_mask, context.attention_mask.new_ones(1, len(ids))], dim=1)  # (1, T + n)
-    logits, cache = _forward(model, context.call, {"input_ids": new}, mask, context.cache, lock, last_only=True)
+    logits, cache = forward(model, context.call, {"input_ids": new}, mask, context.cache, lock, last_only=True)
     return Context(cache, mask, logits[:, -1, :].float(), context.call)
 
 
@@ -127,44 +127,60 @@ def score_continuations(
         [context.attention_mask.expand(len(candidates), -1), valid.new_ones(len(candidates), width - 1).long()], dim=1
     )  # (L, T + W - 1)
     inputs = {"input_ids": padded[:, :-1]}
-    logits, _ = _forward(model, context.call, inputs, mask, cache, lock, last_only=False)  # (L, W - 1, V)
+    logits, _ = forward(model, context.call, inputs, mask, cache, lock, last_only=False)  # (L, W - 1, V)
     rest = logits.float().log_softmax(-1).gather(-1, padded[:, 1:].unsqueeze(-1)).squeeze(-1)  # (L, W - 1)
     return first + (rest * valid[:, 1:]).sum(-1)
 
 
+class Chooser:
+    """Picks one sequence's next tokens and says when it ends: ``processors`` (transformers logits processors: the
+    copy guard, a minimum length) see the ids chosen so far, ``(1, n)``, before temperature, top-k and top-p; the
+    sequence ends at an EOS id or after ``max_new_tokens``."""
+
+    def __init__(
+        self,
+        sampling: Sampling,
+        device: torch.device,
+        *,
+        max_new_tokens: int,
+        eos_ids: Sequence[int],
+        processors: LogitsProcessorList | None = None,
+    ) -> None:
+        self._pick = _picker(sampling, device)
+        self._processors = processors
+        self._max_new_tokens = max_new_tokens
+        self._eos_ids = frozenset(eos_ids)
+        self.generated = torch.empty(1, 0, dtype=torch.long, device=device)  # (1, n)
+
+    def choose(self, logits: torch.Tensor) -> int:
+        """The next token after next-token ``logits`` (1, vocab)."""
+        scores = self._processors(self.generated, logits) if self._processors else logits  # type: ignore[arg-type]
+        token = self._pick(self.generated, scores)  # (1,)
+        self.generated = torch.cat([self.generated, token.view(1, 1)], dim=1)
+        return int(token)
+
+    def finished(self) -> bool:
+        """Whether the last chosen token ends the sequence (EOS, or the length limit reached)."""
+        return int(self.generated[0, -1]) in self._eos_ids or self.generated.shape[1] >= self._max_new_tokens
+
+
 def decode_steps(
-    model: Any,
-    context: Context,
-    *,
-    sampling: Sampling,
-    max_new_tokens: int,
-    eos_ids: list[int],
-    processors: LogitsProcessorList | None = None,
-    lock: threading.Lock | None = None,
+    model: Any, context: Context, chooser: Chooser, lock: threading.Lock | None = None
 ) -> Generator[int, None, None]:
     """Yield new token ids one at a time after ``context`` (an EOS id is yielded, then decoding ends).
 
-    ``processors`` (transformers logits processors: the copy guard, a minimum length) see the ids generated so far,
-    ``(1, n)``, before temperature, top-k and top-p. With greedy settings and no processors the ids equal
-    ``model.generate(..., do_sample=False)``. Each forward pass runs under ``lock`` (models with an attached prefix
-    keep per-call state), so interleaved streams stay correct.
+    With greedy settings and no processors the ids equal ``model.generate(..., do_sample=False)``. Each forward pass
+    runs under ``lock`` (models with an attached prefix keep per-call state), so interleaved streams stay correct.
     """
-    device = context.attention_mask.device
-    pick = _picker(sampling, device)
-    generated = torch.empty(1, 0, dtype=torch.long, device=device)  # (1, n)
-    for step in range(max_new_tokens):
-        scores = context.logits
-        if processors:
-            scores = processors(generated, scores)  # type: ignore[arg-type]  # transformers annotates LongTensor
-        token = pick(generated, scores)  # (1,)
-        yield int(token)
-        if int(token) in eos_ids or step == max_new_tokens - 1:
+    while True:
+        token = chooser.choose(context.logits)
+        yield token
+        if chooser.finished():
             return
-        generated = torch.cat([generated, token.view(1, 1)], dim=1)
-        context = extend(model, context, [int(token)], lock)
+        context = extend(model, context, [token], lock)
 
 
-def _forward(
+def forward(
     model: Any,
     call: _CallStyle,
     inputs: dict[str, torch.Tensor],
@@ -174,7 +190,8 @@ def _forward(
     *,
     last_only: bool,
 ) -> tuple[torch.Tensor, Any]:
-    """One forward pass with the KV cache: (logits (B, n or 1, vocab), cache)."""
+    """One forward pass with the KV cache: (logits (B, n or 1, vocab), cache). ``inputs`` may hold ``position_ids``
+    (left-padded batches)."""
     keep = {"logits_to_keep": 1 if last_only else 0} if call.logits_to_keep else {}
     with lock or contextlib.nullcontext(), torch.no_grad():
         output = model(**inputs, attention_mask=mask, use_cache=True, **{call.cache_arg: cache}, **keep)

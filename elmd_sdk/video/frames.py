@@ -82,7 +82,7 @@ def _sample_video(path: Path, m: int, start: float | None, end: float | None, ov
             raise InputError(f"zero-length range [{lo:g}, {float(end):g}] s", file=path, field="end")
         if float(end) < lo:
             raise InputError(f"inverted range: start {lo:g} s is after end {float(end):g} s", file=path, field="end")
-    info = _probe(path)
+    info = probe_video(path)
     hi = _clamp_end(path, lo, None if end is None else float(end), info.duration, info.fps, overrun)
     # The frame shown at time t is frame floor(t * fps) (moviepy's convention); seek just before its timestamp.
     indices = np.floor(segment_centres(lo, hi, m) * info.fps + 1e-5)  # (m,)
@@ -99,8 +99,9 @@ class _VideoInfo:
     height: int
 
 
-def _probe(path: Path) -> _VideoInfo:
-    """Read duration, frame rate and frame size from the container header (moviepy's ``ffmpeg -i`` parser)."""
+def probe_video(path: Path) -> _VideoInfo:
+    """Read duration, frame rate and frame size from the container header (moviepy's ``ffmpeg -i`` parser); an
+    InputError naming the file when it is not a video with frames."""
     from moviepy.video.io.ffmpeg_reader import ffmpeg_parse_infos
 
     try:

@@ -1,0 +1,247 @@
+"""Continuous batching: the decode steps of concurrent calls on one model run as one batched forward pass.
+
+A server answers many requests at once. One engine thread owns every forward pass of its model: work submitted with
+:meth:`BatchEngine.run` (a prompt's prefill, closed-set scoring, forced tokens) runs between decode steps, and the
+sequences handed to :meth:`BatchEngine.decode` join a batch whose KV caches are kept left-padded to one width, so one
+forward pass advances every sequence by one token. Sequences join and leave between steps (each has its own sampling,
+processors and stopping). All torch work stays in this one thread (``decoding.py`` says why that matters on a CPU).
+
+Models whose cache cannot be merged (anything but transformers' ``DynamicCache`` of plain layers, or a forward
+without ``position_ids``) decode one sequence at a time; the others wait their turn.
+"""
+
+from __future__ import annotations
+
+import inspect
+import queue
+import threading
+from collections.abc import Callable, Generator
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import torch
+import torch.nn.functional as F
+
+from elmd_sdk.errors import ElmdError
+from elmd_sdk.models.decoding import Chooser, Context, forward
+
+T = TypeVar("T")
+_END = object()  # a sequence's last message: it has ended
+
+
+@dataclass(eq=False)
+class _Sequence:
+    """One sequence being decoded: how it picks tokens, its next-token logits and where its tokens go."""
+
+    chooser: Chooser
+    logits: torch.Tensor  # (1, vocab): the distribution of its next token
+    out: queue.SimpleQueue[Any] = field(default_factory=queue.SimpleQueue)  # token ids, then _END or an exception
+    cancelled: bool = False  # its consumer stopped listening
+
+
+@dataclass
+class _Batch:
+    """The sequences decoded together and their shared, left-padded KV cache."""
+
+    rows: list[_Sequence] = field(default_factory=list)
+    cache: Any = None  # DynamicCache over (B, heads, W, head_dim)
+    mask: torch.Tensor | None = None  # (B, W), 0 over each row's left padding
+    call: Any = None  # the model's forward call style
+
+
+class BatchEngine:
+    """Runs all forward passes of ``model`` in one thread and decodes up to ``max_batch`` sequences together."""
+
+    def __init__(self, model: Any, *, max_batch: int = 8) -> None:
+        if max_batch < 1:
+            raise ElmdError(f"max_batch must be at least 1, got {max_batch}")
+        self.model = model
+        self.max_batch = max_batch
+        self._inbox: queue.Queue[Any] = queue.Queue()
+        self._waiting: list[tuple[_Sequence, Context]] = []
+        self._batch = _Batch()
+        self._mergeable: bool | None = None  # known after the first sequence
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name="elmd-batch-engine", daemon=True)
+        self._thread.start()
+
+    @property
+    def active(self) -> int:
+        """Sequences being decoded now."""
+        return len(self._batch.rows)
+
+    @property
+    def waiting(self) -> int:
+        """Sequences waiting for a place in the batch."""
+        return len(self._waiting)
+
+    def run(self, work: Callable[[], T]) -> T:
+        """Run ``work`` in the engine thread (between decode steps) and return its result or raise its error."""
+        future: Future[T] = Future()
+        self._submit(("run", work, future))
+        return future.result()
+
+    def decode(self, context: Context, chooser: Chooser) -> Generator[int, None, None]:
+        """Yield the token ids of one sequence after ``context`` (made by :meth:`run` work), decoded in the batch.
+
+        Closing the generator (or dropping it) takes the sequence out of the batch at the next step.
+        """
+        sequence = _Sequence(chooser, context.logits)
+        self._submit(("decode", sequence, context))
+        try:
+            while (item := sequence.out.get()) is not _END:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            sequence.cancelled = True
+
+    def close(self) -> None:
+        """Stop the engine: sequences still decoding end with an error; waits for the thread."""
+        self._closed = True
+        self._inbox.put(None)
+        self._thread.join()
+
+    # -- the engine thread --------------------------------------------------------------------------------------
+
+    def _submit(self, item: tuple[Any, ...]) -> None:
+        if self._closed:
+            raise ElmdError("the batch engine is closed")
+        self._inbox.put(item)
+
+    def _loop(self) -> None:
+        while not self._closed:
+            self._take_work(block=not self._batch.rows and not self._waiting)
+            self._admit()
+            if self._batch.rows:
+                self._step()
+        self._fail_all(ElmdError("the batch engine was closed before this reply ended"))
+
+    def _take_work(self, *, block: bool) -> None:
+        """Run submitted work now; queue submitted sequences for admission."""
+        while True:
+            try:
+                item = self._inbox.get(block=block)
+            except queue.Empty:
+                return
+            block = False
+            if item is None:  # close()
+                return
+            if item[0] == "run":
+                _, work, future = item
+                try:
+                    future.set_result(work())
+                except BaseException as error:  # handed to the caller's thread, which raises it
+                    future.set_exception(error)
+            else:
+                self._waiting.append((item[1], item[2]))
+
+    def _admit(self) -> None:
+        """Move waiting sequences into the batch while there is room."""
+        while self._waiting and len(self._batch.rows) < self._capacity(self._waiting[0][1]):
+            sequence, context = self._waiting.pop(0)
+            if not sequence.cancelled:
+                self._join(sequence, context)
+
+    def _capacity(self, context: Context) -> int:
+        if self._mergeable is None:
+            self._mergeable = _mergeable(self.model, context.cache)
+        return self.max_batch if self._mergeable else 1
+
+    def _join(self, sequence: _Sequence, context: Context) -> None:
+        """Add a sequence's cache (1, heads, T, d) to the batch's (B, heads, W, d), left-padding the narrower."""
+        batch = self._batch
+        if not batch.rows:
+            batch.cache, batch.mask, batch.call = context.cache, context.attention_mask, context.call
+        else:
+            assert batch.mask is not None
+            width = max(batch.mask.shape[1], context.attention_mask.shape[1])
+            batch.mask = _pad_left(batch.cache, batch.mask, width)
+            mask = _pad_left(context.cache, context.attention_mask, width)
+            for ours, theirs in zip(batch.cache.layers, context.cache.layers, strict=True):
+                ours.keys = torch.cat([ours.keys, theirs.keys])
+                ours.values = torch.cat([ours.values, theirs.values])
+            batch.mask = torch.cat([batch.mask, mask])  # (B + 1, W)
+        batch.rows.append(sequence)
+
+    def _step(self) -> None:
+        """Choose every sequence's next token, drop the ended ones, run one forward pass for the rest."""
+        batch = self._batch
+        tokens: list[int] = []
+        keep: list[int] = []
+        try:
+            for i, sequence in enumerate(batch.rows):
+                if sequence.cancelled:
+                    continue
+                token = sequence.chooser.choose(sequence.logits)
+                sequence.out.put(token)
+                if sequence.chooser.finished():
+                    sequence.out.put(_END)
+                else:
+                    keep.append(i)
+                    tokens.append(token)
+            self._keep(keep)
+            if not batch.rows:
+                return
+            assert batch.mask is not None
+            positions = batch.mask.sum(dim=1, keepdim=True)  # (B, 1): each row's own next position
+            batch.mask = torch.cat([batch.mask, batch.mask.new_ones(len(tokens), 1)], dim=1)  # (B, W + 1)
+            inputs = {"input_ids": torch.tensor(tokens, device=batch.mask.device).view(-1, 1)}
+            if self._mergeable:
+                inputs["position_ids"] = positions
+            logits, batch.cache = forward(self.model, batch.call, inputs, batch.mask, batch.cache, None, last_only=True)
+            for sequence, row in zip(batch.rows, logits[:, -1, :].float(), strict=True):
+                sequence.logits = row.view(1, -1)  # (1, vocab)
+        except Exception as error:  # the batch cannot go on: every sequence in it ends with this error
+            self._fail_all(error)
+
+    def _keep(self, indices: list[int]) -> None:
+        """Keep only these rows of the batch, and drop padding columns no row needs any more."""
+        batch = self._batch
+        if len(indices) == len(batch.rows):
+            return
+        batch.rows = [batch.rows[i] for i in indices]
+        if not batch.rows:
+            self._batch = _Batch()
+            return
+        assert batch.mask is not None
+        index = torch.tensor(indices, device=batch.mask.device)
+        batch.cache.batch_select_indices(index)
+        batch.mask = batch.mask[index]
+        unused = int(batch.mask.any(dim=0).int().argmax())  # leading columns that are padding in every row
+        if unused:
+            for layer in batch.cache.layers:
+                layer.keys, layer.values = layer.keys[:, :, unused:], layer.values[:, :, unused:]
+            batch.mask = batch.mask[:, unused:]
+
+    def _fail_all(self, error: BaseException) -> None:
+        for sequence in [*self._batch.rows, *(s for s, _ in self._waiting)]:
+            sequence.out.put(error)
+        self._batch = _Batch()
+        self._waiting.clear()
+
+
+def _mergeable(model: Any, cache: Any) -> bool:
+    """Whether sequences of this model can share one batch: a DynamicCache of plain layers and ``position_ids``."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    layers = getattr(cache, "layers", None)
+    return (
+        type(cache) is DynamicCache
+        and bool(layers)
+        and all(type(layer) is DynamicLayer for layer in layers)
+        and "position_ids" in inspect.signature(model.forward).parameters
+    )
+
+
+def _pad_left(cache: Any, mask: torch.Tensor, width: int) -> torch.Tensor:
+    """Left-pad a cache's keys/values (B, heads, T, d) and its mask (B, T) to ``width`` positions; the new mask."""
+    extra = width - mask.shape[1]
+    if extra == 0:
+        return mask
+    for layer in cache.layers:
+        layer.keys = F.pad(layer.keys, (0, 0, extra, 0))
+        layer.values = F.pad(layer.values, (0, 0, extra, 0))
+    return F.pad(mask, (extra, 0))
