@@ -238,6 +238,11 @@ def stop_server(proc: subprocess.Popen[bytes], timeout: float) -> dict[str, Any]
         return {"exit_code": proc.wait(), "in_time": False, "seconds": time.perf_counter() - started}
 
 
+def exit_text(code: int) -> str:
+    """An exit status as text; a negative one names the signal that ended the process."""
+    return str(code) if code >= 0 else f"{code} ({signal.Signals(-code).name})"
+
+
 def percentile(values: list[float], q: float) -> float:
     """The ``q``-th percentile (linear interpolation), NaN without values."""
     values = sorted(v for v in values if v == v)
@@ -317,7 +322,7 @@ def main() -> None:
         ("load: aggregate tokens/s", f"{load['tokens_per_s']:.2f}", "", None),
         ("load: TTFT p50 / p99 (ms)", f"{load['ttft_p50'] * 1e3:.0f} / {load['ttft_p99'] * 1e3:.0f}", "", None),
         ("load: total latency p50 (ms)", f"{load['total_p50'] * 1e3:.0f}", "", None),
-        ("SIGTERM exit code", str(stop["exit_code"]), "0", stop["exit_code"] == 0),
+        ("SIGTERM exit code", exit_text(stop["exit_code"]), "0", stop["exit_code"] == 0),
         (f"SIGTERM exit within {args.stop_timeout:g} s", f"{stop['seconds']:.2f} s", "yes", stop["in_time"]),
     ]
     print(f"\nserve load test, greedy, max_tokens={args.max_tokens}, {args.requests} sequential requests")

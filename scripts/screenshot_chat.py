@@ -2,7 +2,9 @@
 
 Starts ``elmd-sdk serve`` (the embedded default bundle, or ``--bundle``) on a free loopback port, opens its page in
 headless Chromium, fills the background, sends two messages, waits for both streamed replies and writes the window
-to PATH (default: docs/serve-chat.png of the repository) atomically. The server's output is shown only on a failure.
+to PATH (default: docs/serve-chat.png of the repository) atomically. The page's requests get ``temperature`` 0
+(greedy), so each reply has its most likely emotion and the picture is the same from run to run. The server's output
+is shown only on a failure.
 
     .venv/bin/python scripts/screenshot_chat.py [PATH] [--bundle DIR] [--chromium EXE]
 
@@ -83,13 +85,19 @@ def wait_healthy(proc: subprocess.Popen[bytes], url: str, timeout: float) -> Non
     raise RuntimeError(f"/health did not answer within {timeout} s")
 
 
+def greedy(route: Any) -> None:
+    """Send the page's chat request on with temperature 0."""
+    route.continue_(post_data=json.dumps({**route.request.post_data_json, "temperature": 0}))
+
+
 def screenshot(url: str, chromium: str, reply_timeout: float) -> bytes:
     """The chat page at ``url`` after both MESSAGES got their replies, as PNG bytes."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        page: Any = browser.new_page(viewport={"width": 1100, "height": 820})
+        page: Any = browser.new_page(viewport={"width": 1100, "height": 900})
+        page.route("**/v1/chat/completions", greedy)
         page.goto(f"{url}/")
         page.fill("#background", BACKGROUND)
         for turn, message in enumerate(MESSAGES):
@@ -110,7 +118,8 @@ def main() -> None:
     command = [sys.executable, "-m", "elmd_sdk.cli.main", "serve", "--host", "127.0.0.1", "--port", str(port)]
     command += ["--bundle", str(args.bundle)] if args.bundle else []
     with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        env = {name: value for name, value in os.environ.items() if name != "ELMD_API_KEY"}  # the page sends no key
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
             url = f"http://127.0.0.1:{port}"
             wait_healthy(proc, url, args.start_timeout)

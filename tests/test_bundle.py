@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from chain_fakes import save_tiny_llm
+from chain_fakes import save_tiny_llm, tiny_bundle
 
 from elmd_sdk.bundle import MANIFEST_FILE, BundleManifest, load_bundle, save_manifest, verify_components
 from elmd_sdk.data import EMOTIONS
@@ -121,33 +121,12 @@ def test_verify_components_names_the_disagreeing_field() -> None:
         verify_components(manifest, pre_seq_len=64)
 
 
-def _tiny_bundle(root: Path, *, pre_seq_len: int = 4, recorded_pre_seq_len: int | None = None) -> Path:
-    """A bundle with a tiny random LLM inside it and a p-tuning prefix, no retrieval."""
-    from elmd_sdk.models.llm import llm_fingerprint, load_llm
-    from elmd_sdk.models.prefix import PrefixConfig, PrefixEncoder
-
-    save_tiny_llm(root / "llm")
-    model, _ = load_llm(root / "llm")
-    PrefixEncoder(PrefixConfig.for_model(model, pre_seq_len)).save(root / "prefix")
-    save_manifest(
-        root,
-        _manifest(
-            base_llm="llm",
-            base_llm_config_sha256=llm_fingerprint(model)["config_sha256"],
-            prefix_dir="prefix",
-            pre_seq_len=recorded_pre_seq_len or pre_seq_len,
-            generation={"do_sample": False, "max_new_tokens": 6},
-        ),
-    )
-    return root
-
-
 def test_from_bundle_loads_llm_and_prefix(tmp_path: Path) -> None:
     from elmd_sdk.chains import ELMDChain, ELMDResult
 
     from elmd_sdk.models.prefix import prefix_encoder_of
 
-    chain = ELMDChain.from_bundle(_tiny_bundle(tmp_path / "b"), max_new_tokens=4)
+    chain = ELMDChain.from_bundle(tiny_bundle(tmp_path / "b"), max_new_tokens=4)
     assert chain.manifest is not None and chain.manifest.pre_seq_len == 4
     assert prefix_encoder_of(chain.chat_model.hf_model).config.pre_seq_len == 4  # type: ignore[attr-defined,union-attr]
     assert chain.chat_model.do_sample is False and chain.chat_model.max_new_tokens == 4  # type: ignore[attr-defined]
@@ -158,7 +137,7 @@ def test_from_bundle_loads_llm_and_prefix(tmp_path: Path) -> None:
 def test_bundle_for_another_base_model_is_refused(tmp_path: Path) -> None:
     from elmd_sdk.chains import ELMDChain
 
-    bundle = _tiny_bundle(tmp_path / "b")
+    bundle = tiny_bundle(tmp_path / "b")
     save_tiny_llm(bundle / "other", layers=3)  # same tokenizer, another architecture
     manifest, _ = load_bundle(bundle)
     manifest.base_llm = "other"
@@ -170,7 +149,7 @@ def test_bundle_for_another_base_model_is_refused(tmp_path: Path) -> None:
 def test_bundle_with_another_pre_seq_len_is_refused(tmp_path: Path) -> None:
     from elmd_sdk.chains import ELMDChain
 
-    bundle = _tiny_bundle(tmp_path / "b", pre_seq_len=4, recorded_pre_seq_len=8)
+    bundle = tiny_bundle(tmp_path / "b", pre_seq_len=4, recorded_pre_seq_len=8)
     with pytest.raises(MismatchError, match="'pre_seq_len'"):
         ELMDChain.from_bundle(bundle)
 
@@ -179,5 +158,5 @@ def test_unknown_generation_override_is_refused(tmp_path: Path) -> None:
     from elmd_sdk.chains import ELMDChain
 
     with pytest.raises(InputError) as caught:
-        ELMDChain.from_bundle(_tiny_bundle(tmp_path / "b"), beams=4)
+        ELMDChain.from_bundle(tiny_bundle(tmp_path / "b"), beams=4)
     assert caught.value.field == "beams"

@@ -192,8 +192,8 @@ def test_video_clip_goes_as_base64_and_a_chat_error_shows(page: Any, tmp_path: P
     assert page.input_value("#message") == "Look at this."
 
 
-def test_api_key_error_is_shown_until_the_key_is_given(browser: Any, served_chain: Any) -> None:
-    with running_server(served_chain, api_key="sesame") as url, open_page(browser, url) as page:
+def test_api_key_error_is_shown_until_the_key_is_given(browser: Any) -> None:
+    with running_server(tiny_chain(), api_key="sesame") as url, open_page(browser, url) as page:
         status, answer = api(f"{url}/v1/models")
         assert status == 401
         error = page.locator("#error")

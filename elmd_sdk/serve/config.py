@@ -36,5 +36,5 @@ class ServeConfig:
 
     @property
     def max_body_bytes(self) -> int:
-        """Largest request body: a base64 video of the largest size plus the messages."""
-        return self.max_video_bytes * 4 // 3 + 4 + self.max_messages * (self.max_message_chars * 4 + 256)
+        """Largest request body: a base64 video of the largest size plus 8 MiB of messages and fields."""
+        return self.max_video_bytes * 4 // 3 + 4 + 8 * 2**20

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
@@ -32,6 +33,9 @@ def serve(bundle: Path | None, config: ServeConfig) -> None:
     chain = ELMDChain.from_bundle(bundle if bundle is not None else default_bundle_path())
     app = create_app(chain, config)
     print(f"serving {config.model_id} on http://{config.host}:{config.port}", file=sys.stderr, flush=True)
+    # uvicorn shuts down gracefully on SIGTERM, then raises the signal again under the handler it found: make that
+    # one a no-op, so a stopped server exits 0 (Ctrl-C still ends as an interrupt).
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: None)
     uvicorn.run(
         app,
         host=config.host,

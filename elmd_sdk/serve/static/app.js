@@ -144,6 +144,7 @@ async function streamReply(body, bot, signal) {
       if (chunk.error) throw new Error(chunk.error.message);
       const delta = chunk.choices[0]?.delta;  // the usage chunk has no choices
       if (delta?.emotion) showEmotion(bot, delta.emotion, delta.emotion_scores ?? {});
+      if (chunk.choices[0]?.finish_reason === "length") bot.classList.add("cut");
       if (delta?.content) {
         reply += delta.content;
         text.textContent = reply;

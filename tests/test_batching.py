@@ -1,0 +1,115 @@
+"""The batch engine: concurrent calls decoded together give the same tokens as calls decoded alone."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from chain_fakes import tiny_bundle, tiny_chat
+
+from elmd_sdk.errors import ElmdError
+from elmd_sdk.models.chat_model import ELMDChatModel
+
+PROMPTS = [
+    "hello there",
+    "The dog passed away this morning. I am so sad and I cannot stop crying about it all day long",
+    "I got the job!",
+    "x",
+]
+
+
+def _batch_sizes(model: Any) -> tuple[list[int], Callable[[], None]]:
+    """Record the batch size of every forward pass of ``model``."""
+    sizes: list[int] = []
+
+    def hook(_module: Any, _args: Any, kwargs: dict[str, Any]) -> None:
+        tensor = kwargs.get("input_ids", kwargs.get("inputs_embeds"))
+        sizes.append(int(tensor.shape[0]))
+
+    handle = model.register_forward_pre_hook(hook, with_kwargs=True)
+    return sizes, handle.remove
+
+
+def _concurrently(chat: ELMDChatModel, **options: Any) -> list[str]:
+    with ThreadPoolExecutor(len(PROMPTS)) as pool:
+        return list(pool.map(lambda p: str(chat.invoke(p, **options).content), PROMPTS))
+
+
+@pytest.mark.parametrize("options", [{}, {"do_sample": True, "seed": 3, "temperature": 1.5, "top_p": 0.9}])
+def test_concurrent_calls_share_forward_passes_and_equal_solo_calls(options: dict[str, Any]) -> None:
+    chat = tiny_chat(max_new_tokens=40)
+    solo = [str(chat.invoke(p, **options).content) for p in PROMPTS]
+    sizes, remove = _batch_sizes(chat.hf_model)
+    with chat.batched(max_batch=8):
+        together = _concurrently(chat, **options)
+    remove()
+    assert together == solo
+    decode_steps = [n for n in sizes if n > 1]
+    assert decode_steps and max(decode_steps) <= len(PROMPTS)  # prompts run alone, decode steps shared
+    assert len(sizes) < len(PROMPTS) * 40  # fewer forward passes than one per token per call
+
+
+def test_a_prefixed_model_batches_too(tmp_path: Path) -> None:
+    from elmd_sdk.chains import ELMDChain
+
+    chain = ELMDChain.from_bundle(tiny_bundle(tmp_path / "b"), max_new_tokens=24)
+    chat = chain.chat_model
+    assert isinstance(chat, ELMDChatModel)
+    solo = [str(chat.invoke(p).content) for p in PROMPTS]
+    sizes, remove = _batch_sizes(chat.hf_model)
+    with chat.batched(max_batch=8):
+        assert _concurrently(chat) == solo
+    remove()
+    assert max(sizes) > 1
+
+
+def test_max_batch_bounds_the_batch_and_the_rest_wait() -> None:
+    chat = tiny_chat(max_new_tokens=30)
+    solo = [str(chat.invoke(p).content) for p in PROMPTS]
+    sizes, remove = _batch_sizes(chat.hf_model)
+    with chat.batched(max_batch=2):
+        assert _concurrently(chat) == solo
+    remove()
+    assert set(sizes) == {1, 2}  # prompts alone, decode steps two at a time
+
+
+def test_a_closed_stream_leaves_the_batch() -> None:
+    chat = tiny_chat(max_new_tokens=1000)
+    with chat.batched() as engine:
+        stream = chat.stream("hello there")
+        next(stream)
+        assert engine.active == 1
+        stream.close()
+        deadline = time.monotonic() + 10
+        while engine.active and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert engine.active == 0
+
+
+def test_errors_reach_the_caller_and_the_engine_goes_on() -> None:
+    chat = tiny_chat()
+    with chat.batched() as engine:
+        with pytest.raises(ZeroDivisionError):
+            engine.run(lambda: 1 / 0)
+        assert engine.run(lambda: threading.current_thread().name) == "elmd-batch-engine"
+        assert chat.invoke("hello").content == tiny_chat().invoke("hello").content
+    with pytest.raises(ElmdError, match="closed"):
+        engine.run(lambda: None)
+    with pytest.raises(ElmdError, match="at least 1"):
+        type(engine)(chat.hf_model, max_batch=0)
+
+
+def test_left_padding_keeps_each_rows_positions() -> None:
+    """A short and a long prompt decoded together: the short one's cache is left-padded, its positions not shifted."""
+    chat = tiny_chat(max_new_tokens=40)
+    short, long = "x", " ".join(["The dog passed away this morning."] * 8)
+    expected = [str(chat.invoke(p).content) for p in (short, long)]
+    with chat.batched():
+        with ThreadPoolExecutor(2) as pool:
+            got = list(pool.map(lambda p: str(chat.invoke(p).content), (short, long)))
+    assert got == expected
