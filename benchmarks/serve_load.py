@@ -212,11 +212,11 @@ def clients_run(
     deadline = started + seconds
 
     def client_loop(k: int) -> None:
-        client = OpenAI(base_url=base_url, api_key="load-test", max_retries=0, timeout=600.0)
-        i = 0
-        while (i < requests) if requests else (time.perf_counter() < deadline):
-            outcomes.append(request(client, model, UTTERANCES[(k + i) % len(UTTERANCES)], max_tokens))
-            i += 1
+        i = 0  # no retries: a 429 or a dropped connection must count as a failure, not be hidden
+        with OpenAI(base_url=base_url, api_key="load-test", max_retries=0, timeout=600.0) as client:
+            while (i < requests) if requests else (time.perf_counter() < deadline):
+                outcomes.append(request(client, model, UTTERANCES[(k + i) % len(UTTERANCES)], max_tokens))
+                i += 1
 
     threads = [threading.Thread(target=client_loop, args=(k,), daemon=True) for k in range(n)]
     for thread in threads:

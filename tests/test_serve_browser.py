@@ -140,6 +140,8 @@ def test_reply_streams_with_its_emotion_and_probability_bars(page: Any, base_url
     assert status == 200
     message = answer["choices"][0]["message"]
     assert (emotion, text) == (message["emotion"], message["content"])
+    cut_at_the_limit = answer["choices"][0]["finish_reason"] == "length"
+    assert ("cut" in bot.get_attribute("class").split()) == cut_at_the_limit
     assert widths == pytest.approx([100 * message["emotion_scores"][name] for name in names], abs=0.051)
 
 

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from elmd_sdk.errors import ElmdError
-from elmd_sdk.models.decoding import Chooser, Context, forward
+from elmd_sdk.models.decoding import Chooser, Context, forward, plain_dynamic_cache
 
 T = TypeVar("T")
 _END = object()  # a sequence's last message: it has ended
@@ -224,16 +224,7 @@ class BatchEngine:
 
 def _mergeable(model: Any, cache: Any) -> bool:
     """Whether sequences of this model can share one batch: a DynamicCache of plain layers and ``position_ids``."""
-    from transformers import DynamicCache
-    from transformers.cache_utils import DynamicLayer
-
-    layers = getattr(cache, "layers", None)
-    return (
-        type(cache) is DynamicCache
-        and bool(layers)
-        and all(type(layer) is DynamicLayer for layer in layers)
-        and "position_ids" in inspect.signature(model.forward).parameters
-    )
+    return plain_dynamic_cache(cache) and "position_ids" in inspect.signature(model.forward).parameters
 
 
 def _pad_left(cache: Any, mask: torch.Tensor, width: int) -> torch.Tensor:

@@ -52,6 +52,7 @@ from elmd_sdk.models.closed_set import (
 from elmd_sdk.models.decoding import (
     Chooser,
     Context,
+    PromptCache,
     Sampling,
     decode_steps,
     extend,
@@ -224,6 +225,7 @@ class ELMDChatModel(BaseChatModel):
     _generate_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
     _line_breaks: list[int] | None = PrivateAttr(default=None)
     _engine: BatchEngine | None = PrivateAttr(default=None)
+    _prompt_cache: PromptCache | None = PrivateAttr(default=None)  # only used by the engine's thread
 
     @model_validator(mode="before")
     @classmethod
@@ -436,13 +438,16 @@ class ELMDChatModel(BaseChatModel):
     def _begin(self, messages: Sequence[BaseMessage], settings: _Settings) -> tuple[_Prompt, Context, dict[str, Any]]:
         """Prefill the prompt; in closed-set mode score the labels, choose one and force its line."""
         prompt = self._prepare(messages)
-        context = prefill(
-            self.hf_model,
-            prompt.attention_mask,
-            input_ids=prompt.input_ids,
-            inputs_embeds=prompt.inputs_embeds,
-            lock=self._generate_lock,
-        )
+        if self._prompt_cache is not None and prompt.input_ids is not None:
+            context = self._prompt_cache.prefill(self.hf_model, prompt.input_ids, self._generate_lock)
+        else:
+            context = prefill(
+                self.hf_model,
+                prompt.attention_mask,
+                input_ids=prompt.input_ids,
+                inputs_embeds=prompt.inputs_embeds,
+                lock=self._generate_lock,
+            )
         emotion: dict[str, Any] = {}
         if (choice := settings.emotion_choice) is not None:
             lines = [self._encode(line) for line in choice.lines]
@@ -459,16 +464,18 @@ class ELMDChatModel(BaseChatModel):
     def batched(self, max_batch: int = 8) -> Iterator[BatchEngine]:
         """Within this block, concurrent calls (from several threads) are decoded together, ``max_batch`` sequences
         per forward pass, by one engine thread that also runs every prompt (:mod:`elmd_sdk.models.batching`); more
-        calls wait for a place. Each call keeps its own sampling, seed and stopping. A server uses this."""
+        calls wait for a place. Each call keeps its own sampling, seed and stopping. Prompts also reuse the KV cache
+        of the beginning they share with the previous prompt (:class:`~elmd_sdk.models.decoding.PromptCache`; the
+        same logits up to floating-point rounding). A server uses this."""
         self.ensure_loaded()
         if self._engine is not None:
-            raise ElmdError("this chat model is already in a batched() block")
+            raise ElmdError("this chat model is already in a batched() block (one server per chat model)")
         engine = BatchEngine(self.hf_model, max_batch=max_batch)
-        self._engine = engine
+        self._engine, self._prompt_cache = engine, PromptCache()
         try:
             yield engine
         finally:
-            self._engine = None
+            self._engine, self._prompt_cache = None, None
             engine.close()
 
     def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> Runnable[LanguageModelInput, AIMessage]:

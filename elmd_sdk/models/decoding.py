@@ -88,6 +88,62 @@ def prefill(
     return Context(cache, attention_mask, logits[:, -1, :].float(), call)
 
 
+class PromptCache:
+    """Prefill that reuses the KV cache of the previous prompt's beginning, so only the rest of a new prompt runs.
+
+    Every ELMD prompt starts with the same instruction (about half of a short prompt's tokens), so a server that
+    answers one prompt after another skips that part. The cache of the last prompt is kept as its per-layer key and
+    value tensors (never written in place: caches grow by concatenation); a new prompt sharing at least
+    ``min_shared`` leading tokens with it starts from those positions. Only token prompts on a transformers
+    ``DynamicCache`` of plain layers take part; the logits equal a full prefill's up to floating-point rounding.
+    Not thread-safe: one user at a time (the batch engine's thread).
+    """
+
+    def __init__(self, min_shared: int = 16) -> None:
+        self.min_shared = min_shared
+        self._ids: list[int] = []
+        self._layers: list[tuple[torch.Tensor, torch.Tensor]] = []  # (1, heads, T, d) each
+
+    def prefill(self, model: Any, input_ids: torch.Tensor, lock: threading.Lock | None = None) -> Context:
+        """:func:`prefill` of ``input_ids`` (1, T) with an all-ones mask, from the shared beginning if there is one."""
+        from transformers import DynamicCache
+
+        ids = input_ids[0].tolist()
+        shared = min(_common_length(ids, self._ids), len(ids) - 1)  # at least one token runs, for the logits
+        mask = torch.ones_like(input_ids)  # (1, T)
+        if shared < self.min_shared:
+            context = prefill(model, mask, input_ids=input_ids, lock=lock)
+        else:
+            call = _CallStyle.of(model)
+            cache = DynamicCache(ddp_cache_data=[(k[:, :, :shared], v[:, :, :shared]) for k, v in self._layers])
+            rest = {"input_ids": input_ids[:, shared:]}  # (1, T - shared)
+            logits, cache = forward(model, call, rest, mask, cache, lock, last_only=True)
+            context = Context(cache, mask, logits[:, -1, :].float(), call)
+        if plain_dynamic_cache(context.cache):
+            self._ids, self._layers = ids, [(layer.keys, layer.values) for layer in context.cache.layers]
+        return context
+
+
+def _common_length(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the longest common beginning of two id sequences."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def plain_dynamic_cache(cache: Any) -> bool:
+    """Whether ``cache`` is a transformers DynamicCache of plain (not sliding-window) layers: per-layer key and value
+    tensors (B, heads, T, d) that can be sliced, padded and joined."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    layers = getattr(cache, "layers", None) or []
+    return type(cache) is DynamicCache and bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
+
+
 def extend(model: Any, context: Context, ids: Sequence[int], lock: threading.Lock | None = None) -> Context:
     """The context after forcing ``ids``; the old context's cache is reused (and grows), so do not use it again."""
     if not ids:

@@ -186,6 +186,8 @@ async def _events(
             if delta["content"] or len(delta) > 1:
                 yield _sse(oa.chunk(delta, model=model, id=id))
             chunk = await _next(stream)
+        await _shielded_close(stream)
+        request_scope.close()  # the place is free before the client reads the end and sends its next request
         yield _sse(oa.chunk({}, model=model, id=id, finish_reason=reason))
         if include_usage:
             yield _sse(oa.chunk(None, model=model, id=id, usage=oa.usage(usage)))

@@ -31,7 +31,7 @@ class ServeConfig:
     """Most messages in one request."""
     retry_after_s: int = 1
     """Seconds a 429 answer asks the client to wait."""
-    shutdown_timeout_s: float = 30.0
+    shutdown_timeout_s: int = 30
     """On SIGTERM, in-flight requests get this long to finish before they are cancelled."""
 
     @property

@@ -5,6 +5,9 @@ from __future__ import annotations
 import signal
 import sys
 from pathlib import Path
+from typing import Any
+
+import uvicorn
 
 from elmd_sdk.serve.config import ServeConfig
 
@@ -17,7 +20,6 @@ def model_id(bundle: Path | None) -> str:
 def serve(bundle: Path | None, config: ServeConfig) -> None:
     """Serve ``bundle`` (None: the embedded default) until SIGTERM/SIGINT; in-flight requests get
     ``config.shutdown_timeout_s`` to finish, then are cancelled (their decoding stops); returns normally (exit 0)."""
-    import uvicorn
     from transformers.utils import logging as hf_logging
 
     from elmd_sdk.chains.chain import ELMDChain
@@ -32,14 +34,24 @@ def serve(bundle: Path | None, config: ServeConfig) -> None:
     print(f"loading {bundle or 'the embedded default bundle'} ...", file=sys.stderr)
     chain = ELMDChain.from_bundle(bundle if bundle is not None else default_bundle_path())
     app = create_app(chain, config)
-    print(f"serving {config.model_id} on http://{config.host}:{config.port}", file=sys.stderr, flush=True)
     # uvicorn shuts down gracefully on SIGTERM, then raises the signal again under the handler it found: make that
     # one a no-op, so a stopped server exits 0 (Ctrl-C still ends as an interrupt).
     signal.signal(signal.SIGTERM, lambda _signum, _frame: None)
-    uvicorn.run(
-        app,
-        host=config.host,
-        port=config.port,
-        timeout_graceful_shutdown=config.shutdown_timeout_s,
-        log_level="info",
+    settings = uvicorn.Config(
+        app, host=config.host, port=config.port, timeout_graceful_shutdown=config.shutdown_timeout_s, log_level="info"
     )
+    _AnnouncingServer(settings, config.model_id).run()
+
+
+class _AnnouncingServer(uvicorn.Server):
+    """uvicorn's server that prints ``serving MODEL on http://HOST:PORT`` once it listens (with the port it got)."""
+
+    def __init__(self, settings: uvicorn.Config, model: str) -> None:
+        super().__init__(settings)
+        self.model = model
+
+    async def startup(self, sockets: Any = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            host, port = self.servers[0].sockets[0].getsockname()[:2]
+            print(f"serving {self.model} on http://{host}:{port}", file=sys.stderr, flush=True)
