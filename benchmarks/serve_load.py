@@ -12,8 +12,7 @@
       status, no emotion in the first chunk or no usage; target 0) and lost (still running 60 s after the end;
       target 0), p50/p99 time to the first content delta, p50 total latency.
    Then SIGTERM: the server should exit with status 0 within ``--stop-timeout`` s.
-Completion tokens are the server's ``usage.completion_tokens``; in-process, ``ELMDResult.usage`` when the result has
-one (its output tokens), else the chat model's tokenizer count of the response.
+Completion tokens are the server's ``usage.completion_tokens`` and, in-process, ``ELMDResult.usage["output_tokens"]``.
 
     .venv/bin/python benchmarks/serve_load.py [--bundle DIR] [--clients 8] [--duration 120] [--max-tokens 48]
         [--threads N] [--json OUT]
@@ -102,14 +101,6 @@ def machine() -> dict[str, Any]:
     }
 
 
-def completion_tokens(result: Any, chat_model: Any) -> int:
-    """``result.usage``'s output tokens if the result has them, else the tokenizer count of the response."""
-    usage = getattr(result, "usage", None)
-    if usage is not None:
-        return int(usage["output_tokens"])
-    return len(chat_model.tokenizer(result.response, add_special_tokens=False)["input_ids"])
-
-
 def baseline(args: argparse.Namespace) -> dict[str, Any]:
     """The in-process chain answering the utterances in turn: completion tokens/s (the chain is freed after)."""
     from elmd_sdk.chains import ELMDChain
@@ -122,12 +113,11 @@ def baseline(args: argparse.Namespace) -> dict[str, Any]:
         started = time.perf_counter()
         result = chain.invoke({"utterance": UTTERANCES[i % len(UTTERANCES)]}, **settings)
         wall += time.perf_counter() - started
-        tokens += completion_tokens(result, chain.chat_model)
+        tokens += result.usage["output_tokens"]
         replies.append(result.response)
-    counted = "ELMDResult.usage" if getattr(result, "usage", None) is not None else "tokenizer count of the response"
     del chain, result
     gc.collect()
-    return {"tokens": tokens, "seconds": wall, "tokens_per_s": tokens / wall, "counted_by": counted, "replies": replies}
+    return {"tokens": tokens, "seconds": wall, "tokens_per_s": tokens / wall, "replies": replies}
 
 
 def free_port() -> int:
@@ -281,7 +271,7 @@ def main() -> None:
           f"load average {host['load_average']}", flush=True)  # fmt: skip
 
     base = baseline(args)
-    print(f"baseline in-process: {base['tokens']} tokens in {base['seconds']:.2f} s ({base['counted_by']})", flush=True)
+    print(f"baseline in-process: {base['tokens']} tokens in {base['seconds']:.2f} s", flush=True)
 
     port = free_port()
     log = tempfile.NamedTemporaryFile(prefix="serve_load_", suffix=".log", delete=False)  # noqa: SIM115
@@ -348,10 +338,10 @@ def main() -> None:
             "stop": stop,
             "table": [{"figure": n, "value": v, "target": t, "met": m} for n, v, t, m in rows],
         }
+        from elmd_sdk.io import atomic_write_bytes
+
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.json.with_name(f".{args.json.name}.tmp")
-        tmp.write_text(json.dumps(data, indent=2, default=str))
-        os.replace(tmp, args.json)
+        atomic_write_bytes(args.json, json.dumps(data, indent=2, default=str).encode())
         print(f"wrote {args.json}")
 
 
