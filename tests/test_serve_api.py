@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -263,3 +267,23 @@ def test_concurrent_streams_are_decoded_in_one_batch() -> None:
         handle.remove()
     assert all(r.endswith("data: [DONE]") for r in results)
     assert any(1 < n <= 4 for n in sizes)  # decode steps with several requests' rows (7 = label scoring)
+
+
+def _readme_blocks(language: str) -> list[str]:
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(rf"^```{language}\n(.*?)^```", text, re.DOTALL | re.MULTILINE)
+    return [block for block in blocks if "http://127.0.0.1:8000" in block and "elmd-sdk serve" not in block]
+
+
+def test_the_readmes_client_examples_run_against_a_server(
+    server: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    python, shell = _readme_blocks("python"), _readme_blocks("bash")
+    assert len(python) == 2 and len(shell) == 1  # the openai and LangChain examples, the curl example
+    for code in python:
+        exec(compile(code.replace("http://127.0.0.1:8000", server), "README.md", "exec"), {"__name__": "__main__"})
+        assert capsys.readouterr().out.strip()
+    if shutil.which("curl"):
+        done = subprocess.run(["bash", "-c", shell[0].replace("http://127.0.0.1:8000", server)], capture_output=True,
+                              text=True, timeout=60, check=True)  # fmt: skip
+        assert json.loads(done.stdout)["choices"][0]["message"]["emotion"] in tiny_chain().labels

@@ -109,7 +109,7 @@ class PromptCache:
         from transformers import DynamicCache
 
         ids = input_ids[0].tolist()
-        shared = min(_common_length(ids, self._ids), len(ids) - 1)  # at least one token runs, for the logits
+        shared = min(common_length(ids, self._ids), len(ids) - 1)  # at least one token runs, for the logits
         mask = torch.ones_like(input_ids)  # (1, T)
         if shared < self.min_shared:
             context = prefill(model, mask, input_ids=input_ids, lock=lock)
@@ -124,11 +124,11 @@ class PromptCache:
         return context
 
 
-def _common_length(a: Sequence[int], b: Sequence[int]) -> int:
-    """Length of the longest common beginning of two id sequences."""
+def common_length(*sequences: Sequence[int]) -> int:
+    """Length of the longest beginning that all id sequences share."""
     n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
+    for column in zip(*sequences, strict=False):
+        if any(x != column[0] for x in column):
             break
         n += 1
     return n
