@@ -141,3 +141,20 @@ def test_the_prompt_cache_runs_only_what_is_new() -> None:
         assert torch.allclose(context.logits, full.logits, atol=1e-5)
         assert context.cache.get_seq_length() == prompt.shape[1] and context.attention_mask.shape == prompt.shape
     assert other.cache.get_seq_length() == short.shape[1]
+
+
+def test_closed_set_replies_batch_with_their_forced_emotion_lines() -> None:
+    from chain_fakes import FixedRetriever
+
+    from elmd_sdk.chains import ELMDChain
+
+    chain = ELMDChain(chat_model=tiny_chat(max_new_tokens=30), retriever=FixedRetriever())
+    solo = [chain.invoke(p) for p in PROMPTS]
+    sizes, remove = _batch_sizes(chain.chat_model.hf_model)
+    with chain.chat_model.batched():
+        with ThreadPoolExecutor(len(PROMPTS)) as pool:
+            together = list(pool.map(chain.invoke, PROMPTS))
+    remove()
+    assert [(r.emotion, r.response) for r in together] == [(r.emotion, r.response) for r in solo]
+    assert [r.emotion_scores for r in together] == pytest.approx([r.emotion_scores for r in solo])  # type: ignore[misc]
+    assert any(n > 1 for n in sizes)

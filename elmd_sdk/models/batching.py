@@ -15,7 +15,7 @@ from __future__ import annotations
 import inspect
 import queue
 import threading
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -36,6 +36,7 @@ class _Sequence:
 
     chooser: Chooser
     logits: torch.Tensor  # (1, vocab): the distribution of its next token
+    forced: list[int]  # tokens to run before the first choice (the closed-set emotion line), then empty
     out: queue.SimpleQueue[Any] = field(default_factory=queue.SimpleQueue)  # token ids, then _END or an exception
     cancelled: bool = False  # its consumer stopped listening
 
@@ -82,12 +83,15 @@ class BatchEngine:
         self._submit(("run", work, future))
         return future.result()
 
-    def decode(self, context: Context, chooser: Chooser) -> Generator[int, None, None]:
-        """Yield the token ids of one sequence after ``context`` (made by :meth:`run` work), decoded in the batch.
+    def decode(
+        self, context: Context, chooser: Chooser, forced: Sequence[int] = ()
+    ) -> Generator[int, None, None]:
+        """Yield the token ids of one sequence after ``context`` (made by :meth:`run` work) and the ``forced`` tokens
+        (run in the batch's next step, not yielded), decoded in the batch.
 
         Closing the generator (or dropping it) takes the sequence out of the batch at the next step.
         """
-        sequence = _Sequence(chooser, context.logits)
+        sequence = _Sequence(chooser, context.logits, list(forced))
         self._submit(("decode", sequence, context))
         try:
             while (item := sequence.out.get()) is not _END:
@@ -166,33 +170,45 @@ class BatchEngine:
         batch.rows.append(sequence)
 
     def _step(self) -> None:
-        """Choose every sequence's next token, drop the ended ones, run one forward pass for the rest."""
+        """Choose every sequence's next token, drop the ended ones, run one forward pass for the rest (a sequence
+        that has just joined runs its forced tokens instead: rows are right-padded to the longest feed)."""
         batch = self._batch
-        tokens: list[int] = []
+        feeds: list[list[int]] = []  # what each kept row runs in this step
         keep: list[int] = []
         try:
             for i, sequence in enumerate(batch.rows):
                 if sequence.cancelled:
                     continue
-                token = sequence.chooser.choose(sequence.logits)
-                sequence.out.put(token)
-                if sequence.chooser.finished():
-                    sequence.out.put(_END)
+                if sequence.forced:
+                    feed, sequence.forced = sequence.forced, []
                 else:
-                    keep.append(i)
-                    tokens.append(token)
+                    feed = [sequence.chooser.choose(sequence.logits)]
+                    sequence.out.put(feed[0])
+                    if sequence.chooser.finished():
+                        sequence.out.put(_END)
+                        continue
+                keep.append(i)
+                feeds.append(feed)
             self._keep(keep)
             if not batch.rows:
                 return
             assert batch.mask is not None
-            positions = batch.mask.sum(dim=1, keepdim=True)  # (B, 1): each row's own next position
-            batch.mask = torch.cat([batch.mask, batch.mask.new_ones(len(tokens), 1)], dim=1)  # (B, W + 1)
-            inputs = {"input_ids": torch.tensor(tokens, device=batch.mask.device).view(-1, 1)}
+            width = max(len(feed) for feed in feeds)
+            ids = batch.mask.new_zeros(len(feeds), width)  # (B, n): right-padded feeds
+            new = batch.mask.new_zeros(len(feeds), width)  # (B, n): 1 over each row's real tokens
+            for row, feed in enumerate(feeds):
+                ids[row, : len(feed)] = torch.tensor(feed)
+                new[row, : len(feed)] = 1
+            positions = batch.mask.sum(dim=1, keepdim=True) + torch.arange(width)  # (B, n): each row's own
+            batch.mask = torch.cat([batch.mask, new], dim=1)  # (B, W + n)
+            inputs = {"input_ids": ids}
             if self._mergeable:
                 inputs["position_ids"] = positions
-            logits, batch.cache = forward(self.model, batch.call, inputs, batch.mask, batch.cache, None, last_only=True)
-            for sequence, row in zip(batch.rows, logits[:, -1, :].float(), strict=True):
-                sequence.logits = row.view(1, -1)  # (1, vocab)
+            logits, batch.cache = forward(
+                self.model, batch.call, inputs, batch.mask, batch.cache, None, last_only=width == 1
+            )  # (B, n or 1, vocab)
+            for row, (sequence, feed) in enumerate(zip(batch.rows, feeds, strict=True)):
+                sequence.logits = logits[row, len(feed) - 1 if width > 1 else -1].float().view(1, -1)  # (1, vocab)
         except Exception as error:  # the batch cannot go on: every sequence in it ends with this error
             self._fail_all(error)
 

@@ -431,7 +431,7 @@ class ELMDChatModel(BaseChatModel):
         self.ensure_loaded()
         engine = self._engine
         begin = partial(self._begin, messages, settings)
-        prompt, context, emotion = begin() if engine is None else engine.run(begin)
+        prompt, context, forced, emotion = begin() if engine is None else engine.run(begin)
         guard = copy_guard(self.tokenizer, settings.avoid, settings.copy_guard_ngram) if settings.avoid else None
         chooser = Chooser(
             settings.sampling,
@@ -441,16 +441,21 @@ class ELMDChatModel(BaseChatModel):
             processors=settings.processors(self._eos_ids(), guard, self._line_break_ids),
         )
         if engine is None:
+            context = extend(self.hf_model, context, forced, self._generate_lock)
             steps = decode_steps(self.hf_model, context, chooser, self._generate_lock)
         else:
-            steps = engine.decode(context, chooser)
+            steps = engine.decode(context, chooser, forced)  # the forced line runs in the batch's next step
         return _Run(settings, prompt, steps, emotion)
 
-    def _begin(self, messages: Sequence[BaseMessage], settings: _Settings) -> tuple[_Prompt, Context, dict[str, Any]]:
-        """Prefill the prompt; in closed-set mode score the labels, choose one and force its line."""
+    def _begin(
+        self, messages: Sequence[BaseMessage], settings: _Settings
+    ) -> tuple[_Prompt, Context, list[int], dict[str, Any]]:
+        """Prefill the prompt; in closed-set mode score the labels and choose one. Returns the prompt, its context,
+        the tokens to force before decoding (the rest of the chosen emotion line and the response key) and the
+        emotion metadata."""
         prompt = self._prepare(messages)
         if (choice := settings.emotion_choice) is None:
-            return prompt, self._prefill(prompt, []), {}
+            return prompt, self._prefill(prompt, []), [], {}
         lines = [self._encode(line) for line in choice.lines]
         # The lines' shared start ("Emotion:") is forced whatever the label: it runs with the prompt, and only the
         # rest is scored (its log-likelihood is the same for every label, so the label probabilities do not change).
@@ -462,8 +467,7 @@ class ELMDChatModel(BaseChatModel):
         generator = settings.sampling.generator(context.attention_mask.device)
         label = pick_emotion(choice, probabilities, settings.sampling.do_sample, generator)
         forced = rests[choice.labels.index(label)] + self._encode(choice.response_key)
-        context = extend(self.hf_model, context, forced, self._generate_lock)
-        return prompt, context, {"emotion": label, "emotion_scores": probabilities}
+        return prompt, context, forced, {"emotion": label, "emotion_scores": probabilities}
 
     def _prefill(self, prompt: _Prompt, forced: list[int]) -> Context:
         """The prompt followed by ``forced`` tokens, run in one pass (from the prompt cache when there is one)."""
