@@ -145,15 +145,13 @@ def test_the_prompt_cache_runs_only_what_is_new() -> None:
 
 def test_closed_set_replies_batch_with_their_forced_emotion_lines() -> None:
     from chain_fakes import FixedRetriever
-
     from elmd_sdk.chains import ELMDChain
 
     chain = ELMDChain(chat_model=tiny_chat(max_new_tokens=30), retriever=FixedRetriever())
     solo = [chain.invoke(p) for p in PROMPTS]
     sizes, remove = _batch_sizes(chain.chat_model.hf_model)
-    with chain.chat_model.batched():
-        with ThreadPoolExecutor(len(PROMPTS)) as pool:
-            together = list(pool.map(chain.invoke, PROMPTS))
+    with chain.chat_model.batched(), ThreadPoolExecutor(len(PROMPTS)) as pool:
+        together = list(pool.map(chain.invoke, PROMPTS))
     remove()
     assert [(r.emotion, r.response) for r in together] == [(r.emotion, r.response) for r in solo]
     assert [r.emotion_scores for r in together] == pytest.approx([r.emotion_scores for r in solo])  # type: ignore[misc]

@@ -275,9 +275,7 @@ def _readme_blocks(language: str) -> list[str]:
     return [block for block in blocks if "http://127.0.0.1:8000" in block and "elmd-sdk serve" not in block]
 
 
-def test_the_readmes_client_examples_run_against_a_server(
-    server: str, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_the_readmes_client_examples_run_against_a_server(server: str, capsys: pytest.CaptureFixture[str]) -> None:
     python, shell = _readme_blocks("python"), _readme_blocks("bash")
     assert len(python) == 2 and len(shell) == 1  # the openai and LangChain examples, the curl example
     for code in python:
