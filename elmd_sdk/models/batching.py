@@ -83,9 +83,7 @@ class BatchEngine:
         self._submit(("run", work, future))
         return future.result()
 
-    def decode(
-        self, context: Context, chooser: Chooser, forced: Sequence[int] = ()
-    ) -> Generator[int, None, None]:
+    def decode(self, context: Context, chooser: Chooser, forced: Sequence[int] = ()) -> Generator[int, None, None]:
         """Yield the token ids of one sequence after ``context`` (made by :meth:`run` work) and the ``forced`` tokens
         (run in the batch's next step, not yielded), decoded in the batch.
 
