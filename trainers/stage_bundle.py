@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from elmd_sdk.trainers.bundle_writer import PREFIX_DIR, PROJECTOR_DIR, BundleParts, write_bundle
 from elmd_sdk.trainers.stage import (
     Stage,
     StageResult,
@@ -20,13 +19,15 @@ from elmd_sdk.trainers.stage import (
     run_stage,
 )
 
+from elmd_sdk.bundle import PREFIX_DIR, PROJECTOR_DIR
+from elmd_sdk.bundle.write import TrainedParts, write_bundle
 from elmd_sdk.io import atomic_folder
 from elmd_sdk.models.prefix import PrefixEncoder
 from elmd_sdk.video import VideoProjector
 
 
 def train_to_bundle(
-    accelerator: Any, stage: Stage, config: TrainConfig, out_dir: Path, resume: bool, parts: BundleParts
+    accelerator: Any, stage: Stage, config: TrainConfig, out_dir: Path, resume: bool, parts: TrainedParts
 ) -> StageResult:
     """Train ``stage`` (see :func:`~elmd_sdk.trainers.stage.run_stage`); once complete, write ``parts`` to ``out_dir``.
 

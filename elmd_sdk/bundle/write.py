@@ -1,4 +1,4 @@
-"""Write a trained stage as a bundle folder (format: :mod:`elmd_sdk.bundle`) that ``ELMDChain.from_bundle`` loads.
+"""Write a trained stage as a bundle folder that ``ELMDChain.from_bundle`` loads.
 
 The ERM and index are copied in, so the bundle is self-contained; weights are safetensors + JSON; ``bundle.json`` is
 written last. The caller writes into a fresh folder that then replaces the old bundle as a whole
@@ -13,18 +13,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from elmd_sdk.bundle import BundleManifest, save_manifest
+from elmd_sdk.bundle.manifest import (
+    ERM_DIR,
+    INDEX_DIR,
+    PREFIX_DIR,
+    PROJECTOR_DIR,
+    BundleManifest,
+    save_manifest,
+)
 from elmd_sdk.models.prefix import PrefixEncoder
 from elmd_sdk.video import VideoProjector
 
-ERM_DIR = "erm"
-INDEX_DIR = "index"
-PROJECTOR_DIR = "projector"
-PREFIX_DIR = "prefix"
-
 
 @dataclass
-class BundleParts:
+class TrainedParts:
     """What a stage produced and what it was made with, for the manifest."""
 
     base_llm: str | None  # the LLM reference the weights were trained on (None = embedded default)
@@ -42,7 +44,7 @@ class BundleParts:
     description: str
 
 
-def write_bundle(out_dir: str | Path, parts: BundleParts, name: str) -> Path:
+def write_bundle(out_dir: str | Path, parts: TrainedParts, name: str) -> Path:
     """Write projector/, prefix/, erm/, index/ and then bundle.json into the new, empty folder ``out_dir`` for a
     bundle called ``name``; returns the manifest path."""
     out_dir = Path(out_dir)

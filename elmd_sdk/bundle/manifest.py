@@ -1,12 +1,4 @@
-"""Bundles: one folder holding everything an ELMD chain needs, described by a JSON manifest ``bundle.json``.
-
-Layout (every path in the manifest is relative to the bundle folder and stays inside it)::
-
-    bundle.json     the manifest (:class:`BundleManifest`)
-    erm/            the Emotional Retrieval Module (elmd_sdk.retrievers.encoder format)
-    index/          the FAISS index of demonstration pairs (elmd_sdk.retrievers.index format)
-    projector/      trained video projector, Eq. 9 (safetensors + JSON), when REP/EERG trained one
-    prefix/         trained p-tuning v2 prefix, section 3.5 (safetensors + JSON), when EERG trained one
+"""The bundle manifest: what ``bundle.json`` holds, its checks, and the names of a bundle's files and folders.
 
 The manifest records what the weights were made for (the base LLM's config hash, the visual encoder's
 fingerprint, pre_seq_len); :func:`verify_components` refuses a bundle whose recorded identity disagrees
@@ -27,6 +19,10 @@ from elmd_sdk.errors import InputError, MismatchError
 from elmd_sdk.io import atomic_write_json, path_inside, read_json, sha256_file
 
 MANIFEST_FILE = "bundle.json"
+ERM_DIR = "erm"
+INDEX_DIR = "index"
+PROJECTOR_DIR = "projector"
+PREFIX_DIR = "prefix"
 BUNDLE_FORMAT = "elmd-bundle"
 FORMAT_VERSION = 1
 LANGUAGES = ("en", "zh")
@@ -174,7 +170,8 @@ def save_manifest(bundle_dir: str | PathLike[str], manifest: BundleManifest) -> 
 
 
 def load_bundle(bundle_dir: str | PathLike[str]) -> tuple[BundleManifest, BundlePaths]:
-    """Read and check ``bundle.json`` and that every part it names is there; returns it and the parts' paths."""
+    """Read and check ``bundle.json`` and that every part it names is there (without loading any weights); returns
+    the manifest and the parts' paths."""
     root = Path(bundle_dir)
     if not root.is_dir():
         raise InputError("bundle folder not found", file=root)

@@ -9,7 +9,14 @@ from os import PathLike
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from elmd_sdk.bundle import GENERATION_SETTINGS, BundleManifest, BundlePaths, load_bundle, verify_components
+from elmd_sdk.bundle.manifest import (
+    GENERATION_SETTINGS,
+    MANIFEST_FILE,
+    BundleManifest,
+    BundlePaths,
+    load_bundle,
+    verify_components,
+)
 from elmd_sdk.errors import InputError
 
 if TYPE_CHECKING:
@@ -19,7 +26,7 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class BundleParts:
+class LoadedBundle:
     """A bundle's loaded components."""
 
     manifest: BundleManifest
@@ -28,7 +35,7 @@ class BundleParts:
     retriever: EmotionalRetriever | None
 
 
-def load_parts(
+def load_components(
     bundle: str | PathLike[str],
     *,
     use_retrieval: bool = True,
@@ -36,10 +43,10 @@ def load_parts(
     k: int = 1,
     device: str | None = None,
     **generation: Any,
-) -> BundleParts:
+) -> LoadedBundle:
     """Load and cross-check every component of a bundle (parts switched off by the ablations are skipped)."""
     manifest, paths = load_bundle(bundle)
-    source = paths.root / "bundle.json"
+    source = paths.root / MANIFEST_FILE
     settings = {**manifest.generation, **_check_generation(generation)}
     chat = _load_chat_model(manifest, paths, use_video=use_video, device=device, settings=settings, source=source)
     retriever = None
@@ -49,7 +56,7 @@ def load_parts(
 
         encoder = ERMEncoder.load(paths.erm) if paths.erm is not None else None
         retriever = EmotionalRetriever.load(paths.index, k=k, encoder=encoder)
-    return BundleParts(manifest=manifest, paths=paths, chat_model=chat, retriever=retriever)
+    return LoadedBundle(manifest=manifest, paths=paths, chat_model=chat, retriever=retriever)
 
 
 def _load_chat_model(
