@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from os import PathLike
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from elmd_sdk.chains.parser import ELMDResult, StreamingAnswerParser, add_usage
 from elmd_sdk.chains.prompt import (
@@ -57,7 +57,9 @@ from elmd_sdk.data.records import Turn, VideoRef
 from elmd_sdk.errors import ElmdError, InputError, input_error
 from elmd_sdk.paths import default_bundle_path
 
-_HUGE = 10**7  # tokenizers report "no limit" as a huge model_max_length
+if TYPE_CHECKING:
+    from elmd_sdk.models.chat_model import ELMDChatModel
+
 CONTENT_FREE = ("N/A", "[MASK]")  # content-free utterances of contextual calibration (Zhao et al., 2021)
 
 
@@ -428,13 +430,11 @@ class ELMDChain(RunnableSerializable[dict[str, Any] | str, ELMDResult]):
 
     def _reply_chunks(self, turn: _Turn, found: _Retrieved) -> _ReplyChunks:
         """The parser of this turn's reply, with the chat model's call options (stops, emotion choice, copy guard)."""
-        from elmd_sdk.models.chat_model import ELMDChatModel
-
         words = wording(self.language)
         options: dict[str, Any] = {
             "stop": sorted({f"\n{words.user_name}{words.colon.strip()}", f"\n{words.user_name}:"})
         }
-        own_model = isinstance(self.chat_model, ELMDChatModel)
+        own_model = _own_model(self.chat_model) is not None
         allowed = turn.allowed_emotions if turn.allowed_emotions is not None else self.allowed_emotions
         closed = self.emotion_mode == "closed" or turn.emotion is not None or allowed is not None
         if closed and not own_model:
@@ -517,41 +517,19 @@ class ELMDChain(RunnableSerializable[dict[str, Any] | str, ELMDResult]):
         return newest(lo)
 
     def count_tokens(self, messages: Sequence[BaseMessage], with_video: bool = False) -> int:
-        """Prompt length in tokens, as the chat model will see it (video tokens E_v included)."""
-        tokenizer = getattr(self.chat_model, "tokenizer", None)
-        if tokenizer is None or not hasattr(tokenizer, "apply_chat_template"):
-            return self.chat_model.get_num_tokens_from_messages(list(messages))
-        from elmd_sdk.models.splice import tokenize_pieces
-
-        turns = [{"role": _role(m), "content": str(m.text)} for m in messages]
-        text = tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
-        pieces = tokenize_pieces(tokenizer, text)
-        count = sum(len(piece) for piece in pieces)
-        if with_video:
-            count += self._video_token_count() * (len(pieces) - 1)
-        return count
-
-    def _video_token_count(self) -> int:
-        """Length m + o of E_v for the loaded visual encoder (Eq. 8)."""
-        encoder = getattr(self.chat_model, "visual_encoder", None)
-        frames = int(getattr(self.chat_model, "frames", 8))
-        return frames + int(getattr(encoder, "o", 0))
+        """Prompt length in tokens, as the chat model will see it (with ``with_video``, video tokens E_v included)."""
+        if (own := _own_model(self.chat_model)) is not None:
+            return own.count_prompt_tokens(messages, with_video=with_video)
+        return self.chat_model.get_num_tokens_from_messages(list(messages))
 
     def _context_window(self) -> int | None:
         if self.context_window is not None:
             return self.context_window
-        model = getattr(self.chat_model, "hf_model", None)
-        if model is not None:
-            config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-            for name in ("max_position_embeddings", "seq_length", "n_positions"):
-                value = getattr(config, name, None)
-                if isinstance(value, int) and 0 < value < _HUGE:
-                    return value
-        tokenizer = getattr(self.chat_model, "tokenizer", None)
-        limit = getattr(tokenizer, "model_max_length", None)
-        return limit if isinstance(limit, int) and 0 < limit < _HUGE else None
+        own = _own_model(self.chat_model)
+        return own.context_window() if own is not None else None
 
     def _max_new_tokens(self) -> int:
+        """Positions kept free for the reply (the chat model's limit when it states one)."""
         value = getattr(self.chat_model, "max_new_tokens", None) or getattr(self.chat_model, "max_tokens", None)
         return int(value) if isinstance(value, int) else 0
 
@@ -646,6 +624,14 @@ class _ReplyChunks:
             self._first = False
             return [self._extras + chunks[0], *chunks[1:]]
         return chunks
+
+
+def _own_model(chat_model: BaseChatModel) -> ELMDChatModel | None:
+    """The chat model as an :class:`ELMDChatModel` (which scores labels, counts video tokens and knows its context
+    window), or None for another LangChain chat model."""
+    from elmd_sdk.models.chat_model import ELMDChatModel
+
+    return chat_model if isinstance(chat_model, ELMDChatModel) else None
 
 
 def _call_options(options: dict[str, Any], kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -28,13 +28,13 @@ from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 
 from elmd_sdk.data.labels import EMOTIONS
 from elmd_sdk.data.records import Turn, VideoRef
+from elmd_sdk.models.rendering import VIDEO_PLACEHOLDER
 
 if TYPE_CHECKING:  # the chat model's module loads torch: imported only when a closed set is built
     from elmd_sdk.models.closed_set import EmotionChoice
 
 Language = Literal["en", "zh"]
 LANGUAGES: tuple[str, ...] = ("en", "zh")
-VIDEO_PLACEHOLDER = "<video>"  # must equal elmd_sdk.models.chat_model.VIDEO_PLACEHOLDER (checked by a test)
 
 # Chinese names of the seven paper labels, shown in the zh prompt and accepted by the parser.
 ZH_LABEL_NAMES: dict[str, str] = {

@@ -27,12 +27,6 @@ INPUT = {
 }
 
 
-def test_video_placeholder_is_the_chat_models() -> None:
-    from elmd_sdk.models.chat_model import VIDEO_PLACEHOLDER as MODEL_PLACEHOLDER
-
-    assert VIDEO_PLACEHOLDER == MODEL_PLACEHOLDER
-
-
 def test_prompt_holds_the_six_parts(chain: ELMDChain) -> None:
     demo = FixedRetriever().invoke("x")[0]
     system, reference, answer, human = chain.build_messages(INPUT, demo)

@@ -22,7 +22,8 @@ from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 
 from elmd_sdk.errors import ElmdError, InputError
 from elmd_sdk.models.chat_model import VIDEO_PLACEHOLDER, ELMDChatModel, _cut_at_stop, _stable_length
-from elmd_sdk.models.splice import splice_video_embeds, tokenize_pieces
+from elmd_sdk.models.rendering import tokenize_pieces
+from elmd_sdk.models.splice import splice_video_embeds
 
 Q = 4  # feature size of the stand-in visual encoder
 

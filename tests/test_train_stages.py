@@ -13,7 +13,6 @@ from accelerate.utils import set_seed
 from elmd_sdk.chains.prompt import build_prompt
 from elmd_sdk.retrievers import EmotionalRetriever, build_index
 from elmd_sdk.trainers import checkpoint as checkpoint_module
-from elmd_sdk.trainers import feature_cache
 from elmd_sdk.trainers.eerg import EergConfig, train_eerg
 from elmd_sdk.trainers.emotion_eval import score_examples
 from elmd_sdk.trainers.examples import PromptConfig, build_examples, label_candidates, prompt_messages
@@ -36,6 +35,7 @@ from elmd_sdk.models.chat_model import ELMDChatModel
 from elmd_sdk.models.prefix import PrefixConfig, PrefixEncoder, attach_prefix
 from elmd_sdk.models.splice import splice_video_embeds
 from elmd_sdk.video import ProjectorConfig, VideoProjector, spatio_temporal_pool
+from elmd_sdk.video import tokens as video_tokens
 
 LABELS = ("happy", "sad", "anger")
 FRAMES = 4
@@ -118,8 +118,8 @@ class Run:
 def rep_run(env: Env) -> Run:
     out, calls = env.root / "rep", []
     with pytest.MonkeyPatch.context() as patch:
-        original = feature_cache.sample_frames
-        patch.setattr(feature_cache, "sample_frames", lambda *a, **k: calls.append(a) or original(*a, **k))
+        original = video_tokens.sample_frames  # the feature cache decodes clips through elmd_sdk.video.tokens
+        patch.setattr(video_tokens, "sample_frames", lambda *a, **k: calls.append(a) or original(*a, **k))
         result = _rep(env, out)  # the first run on an empty feature cache
     return Run(result, out, len(calls))
 
@@ -240,7 +240,7 @@ def test_rep_trains_only_the_projector_and_writes_a_bundle(env: Env, rep_run: Ru
     assert paths.index is not None and (paths.index / "index.json").is_file() and paths.erm is None
     saved = VideoProjector.load(paths.projector, encoder=ColourEncoder().fingerprint(), llm=llm_fingerprint(fresh))
     assert torch.equal(saved.linear.weight, result.model.projector.linear.weight.cpu())
-    assert not (out / "checkpoints").exists() and (out / "training.json").is_file()
+    assert not (out / "checkpoint").exists() and (out / "training.json").is_file()
     again = _rep(env, out, resume=True)  # as if killed after the bundle was complete: nothing left to train
     assert again.history == result.history and again.completed
     assert torch.equal(again.model.projector.linear.weight, saved.linear.weight)
@@ -268,7 +268,7 @@ def test_eerg_trains_only_prefix_and_projector_without_decoding_video(
     def fail(*args: object, **kwargs: object) -> None:
         raise AssertionError("video decoded again")
 
-    monkeypatch.setattr(feature_cache, "sample_frames", fail)  # every clip is cached by now: another stage runs
+    monkeypatch.setattr(video_tokens, "sample_frames", fail)  # every clip is cached by now: another stage runs
     again = _eerg(env, _eerg_config(env, rep_run.out, epochs=1, pre_seq_len=2), env.root / "eerg_cached")
     assert again.completed
 

@@ -1,8 +1,8 @@
 """Samples + retrieved demonstrations -> token-level training examples, rendered exactly as inference renders them.
 
 The prompt is the chain's six-part template (:func:`elmd_sdk.chains.prompt.build_prompt`) filled by
-``prompt_variables``, with the clip attached by ``attach_video``; it goes through the chat model's own message
-conversion and the tokenizer's chat template, and is cut at the ``<video>`` placeholder by ``tokenize_pieces``.
+``prompt_variables``, with the clip attached by ``attach_video``, and rendered into token pieces around the
+``<video>`` placeholder by :func:`elmd_sdk.models.rendering.prompt_pieces`, as the chat model renders it.
 The target is ``render_answer``: the emotion line for REP (Eq. 10), emotion and response plus the end-of-sequence
 token for EERG (Eq. 11). A trained bundle therefore sees at inference the very token ids it was trained on.
 """
@@ -21,9 +21,8 @@ from langchain_core.prompts import ChatPromptTemplate
 
 from elmd_sdk.data.labels import EMOTIONS
 from elmd_sdk.data.records import Sample, VideoRef
-from elmd_sdk.errors import ElmdError, InputError
-from elmd_sdk.models.chat_model import split_conversation
-from elmd_sdk.models.splice import tokenize_pieces
+from elmd_sdk.errors import InputError
+from elmd_sdk.models.rendering import prompt_pieces
 
 
 @dataclass(frozen=True)
@@ -94,19 +93,6 @@ def prompt_messages(
     return attach_video(messages, sample.video) if video and sample.video is not None else messages
 
 
-def prompt_pieces(tokenizer: Any, messages: Sequence[BaseMessage]) -> list[list[int]]:
-    """Token ids of the rendered chat prompt (generation prompt included) around each ``<video>`` placeholder.
-
-    Same conversion, chat template and piece tokenization as :class:`~elmd_sdk.models.chat_model.ELMDChatModel`.
-    """
-    turns, _ = split_conversation(messages)
-    try:
-        text = tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
-    except Exception as error:  # no template, or one refusing these roles (jinja2 raises its own types)
-        raise ElmdError(f"cannot render the chat prompt with this tokenizer's chat template: {error}") from error
-    return tokenize_pieces(tokenizer, text)
-
-
 def answer_ids(tokenizer: Any, emotion: str, response: str | None, language: str) -> list[int]:
     """Target token ids: ``render_answer(emotion)`` (REP), or emotion and response then end-of-sequence (EERG)."""
     ids = list(tokenizer(render_answer(emotion, response, language), add_special_tokens=False)["input_ids"])
@@ -151,7 +137,7 @@ def build_examples(
         while True:
             current = dataclasses.replace(sample, history=history)
             messages = prompt_messages(template, current, demonstration, config.use_video, config.language)
-            pieces = tuple(tuple(p) for p in prompt_pieces(tokenizer, messages))
+            pieces = tuple(tuple(p) for p in prompt_pieces(tokenizer, messages)[0])
             example = Example(pieces, sample.video if len(pieces) == 2 else None, target, label_index[emotion])
             if config.max_length is None or example.length(video_tokens) <= config.max_length:
                 break

@@ -23,7 +23,8 @@ from elmd_sdk.errors import InputError
 from elmd_sdk.io import load_tensors, save_tensors
 from elmd_sdk.paths import cache_dir
 from elmd_sdk.progress import make_progress
-from elmd_sdk.video import VisualEncoder, sample_frames
+from elmd_sdk.video import VisualEncoder
+from elmd_sdk.video.tokens import clip_features
 
 FEATURES_DIR = "features"
 TENSOR_NAME = "x"
@@ -84,8 +85,7 @@ class FeatureCache:
 
     def compute(self, video: VideoRef) -> torch.Tensor:
         """Decode ``video``, encode it (Eq. 5) and store X atomically; returns X ``(m, o, q)``."""
-        frames = sample_frames(video.path, m=self.frames, start=video.start, end=video.end)  # (m, H, W, 3)
-        x = self.encoder.encode(frames).cpu()  # (m, o, q)
+        x = clip_features(self.encoder, video.path, frames=self.frames, start=video.start, end=video.end).cpu()
         metadata = {"video": video.path, "start": str(video.start), "end": str(video.end), "frames": str(self.frames)}
         save_tensors(self.path(video), {TENSOR_NAME: x}, metadata=metadata)
         return x

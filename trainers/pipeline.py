@@ -50,19 +50,12 @@ def load_frozen_llm(
     return llm, tokenizer, llm_fingerprint(llm)
 
 
-def context_limit(llm: Any) -> int | None:
-    """The LLM's maximum number of positions, if its config states one."""
-    config = llm.config.get_text_config() if hasattr(llm.config, "get_text_config") else llm.config
-    for name in ("max_position_embeddings", "seq_length"):
-        value = getattr(config, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
-
-
 def fit_prompt(prompt: PromptConfig, llm: Any) -> PromptConfig:
-    """``prompt`` with ``max_length`` filled in from the LLM's context length when it is unset."""
-    return prompt if prompt.max_length is not None else replace(prompt, max_length=context_limit(llm))
+    """``prompt`` with ``max_length`` filled in from the LLM's context window (as the chain fits prompts at
+    inference: :func:`elmd_sdk.models.rendering.context_window`) when it is unset."""
+    from elmd_sdk.models.rendering import context_window
+
+    return prompt if prompt.max_length is not None else replace(prompt, max_length=context_window(llm))
 
 
 def open_feature_cache(

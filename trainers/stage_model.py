@@ -18,6 +18,7 @@ from torch import nn
 from elmd_sdk.errors import MismatchError
 from elmd_sdk.models.splice import splice_video_embeds
 from elmd_sdk.video import VideoProjector
+from elmd_sdk.video.tokens import project
 
 IGNORE = -100
 
@@ -39,8 +40,7 @@ class StageModel(nn.Module):
         """E_v (Eq. 9) of one clip: ``(m + o, q)`` -> ``(m + o, hidden)``."""
         if self.projector is None:
             raise RuntimeError("this stage has no video projector, so it cannot take a clip")
-        weight = self.projector.linear.weight
-        return self.projector(pooled.to(device=weight.device, dtype=weight.dtype))
+        return project(self.projector, pooled)
 
     def forward(
         self,

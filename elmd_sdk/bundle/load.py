@@ -20,9 +20,8 @@ from elmd_sdk.bundle.manifest import (
 from elmd_sdk.errors import InputError
 
 if TYPE_CHECKING:
-    from elmd_sdk.retrievers import EmotionalRetriever
-
     from elmd_sdk.models.chat_model import ELMDChatModel
+    from elmd_sdk.retrievers import EmotionalRetriever
 
 
 @dataclass(frozen=True)

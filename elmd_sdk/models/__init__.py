@@ -9,19 +9,21 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from elmd_sdk.models.chat_model import VIDEO_PLACEHOLDER, ELMDChatModel
+    from elmd_sdk.models.chat_model import ELMDChatModel
     from elmd_sdk.models.chatglm2 import ChatGLM2Tokenizer, load_chatglm2
     from elmd_sdk.models.gguf_cache import ensure_gguf_cache
     from elmd_sdk.models.llm import llm_fingerprint, load_llm
     from elmd_sdk.models.prefix import PrefixConfig, PrefixEncoder, attach_prefix, detach_prefix, prefix_encoder_of
-    from elmd_sdk.models.splice import SplicedInputs, splice_video_embeds, tokenize_pieces
+    from elmd_sdk.models.rendering import VIDEO_PLACEHOLDER, prompt_pieces, tokenize_pieces
+    from elmd_sdk.models.splice import SplicedInputs, splice_video_embeds
 
 _EXPORTS = {
     "ELMDChatModel": "elmd_sdk.models.chat_model",
-    "VIDEO_PLACEHOLDER": "elmd_sdk.models.splice",
+    "VIDEO_PLACEHOLDER": "elmd_sdk.models.rendering",
+    "prompt_pieces": "elmd_sdk.models.rendering",
     "SplicedInputs": "elmd_sdk.models.splice",
     "splice_video_embeds": "elmd_sdk.models.splice",
-    "tokenize_pieces": "elmd_sdk.models.splice",
+    "tokenize_pieces": "elmd_sdk.models.rendering",
     "load_llm": "elmd_sdk.models.llm",
     "llm_fingerprint": "elmd_sdk.models.llm",
     "ensure_gguf_cache": "elmd_sdk.models.gguf_cache",
@@ -48,6 +50,7 @@ __all__ = [
     "load_chatglm2",
     "load_llm",
     "prefix_encoder_of",
+    "prompt_pieces",
     "splice_video_embeds",
     "tokenize_pieces",
 ]

@@ -23,7 +23,6 @@ from langchain_core.messages import (
     AIMessage,
     AIMessageChunk,
     BaseMessage,
-    ChatMessage,
     HumanMessage,
     SystemMessage,
 )
@@ -60,7 +59,8 @@ from elmd_sdk.models.decoding import (
     prefill,
     score_continuations,
 )
-from elmd_sdk.models.splice import VIDEO_PLACEHOLDER, splice_video_embeds, tokenize_pieces
+from elmd_sdk.models.rendering import VIDEO_PLACEHOLDER, context_window, prompt_pieces
+from elmd_sdk.models.splice import splice_video_embeds
 from elmd_sdk.paths import DEFAULT_LLM_GGUF
 
 __all__ = ["VIDEO_PLACEHOLDER", "ELMDChatModel"]
@@ -571,12 +571,7 @@ class ELMDChatModel(BaseChatModel):
 
     def _prepare(self, messages: Sequence[BaseMessage]) -> _Prompt:
         """Render the chat template, tokenize around placeholders and splice in each video's tokens."""
-        turns, videos = split_conversation(messages)
-        try:
-            text = self.tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
-        except Exception as error:  # no template, or a template refusing these roles (jinja2 raises its own types)
-            raise ElmdError(f"cannot render the chat prompt with this tokenizer's chat template: {error}") from error
-        pieces = tokenize_pieces(self.tokenizer, text)
+        pieces, videos = prompt_pieces(self.tokenizer, messages)
         embed_tokens = self.hf_model.get_input_embeddings()
         device = embed_tokens.weight.device
         if not videos:
@@ -593,20 +588,40 @@ class ELMDChatModel(BaseChatModel):
                 "this chat model has no video projector; load one with "
                 "ELMDChatModel.load(..., projector=PATH) or drop the video from the message"
             )
-        if "pooled" in block:
-            pooled = torch.as_tensor(block["pooled"])  # (m + o, q)
-        else:
+        from elmd_sdk.video.tokens import video_tokens
+
+        source = block.get("frames", block.get("path"))
+        if "pooled" not in block:
             if self.visual_encoder is None:
                 raise ElmdError("this chat model has no visual encoder; pass visual_encoder= to ELMDChatModel.load")
-            from elmd_sdk.video import sample_frames, spatio_temporal_pool
-
-            source = block.get("frames", block.get("path"))
             if source is None:
                 raise InputError("a video block needs 'path', 'frames' or 'pooled'", field="video")
-            frames = sample_frames(source, m=self.frames, start=block.get("start"), end=block.get("end"))
-            pooled = spatio_temporal_pool(self.visual_encoder.encode(frames))  # (m + o, q)
-        weight = next(self.projector.parameters())
-        return self.projector(pooled.to(device=weight.device, dtype=weight.dtype))  # (m + o, hidden)
+        return video_tokens(
+            self.projector,
+            self.visual_encoder,
+            source,
+            pooled=block.get("pooled"),
+            frames=self.frames,
+            start=block.get("start"),
+            end=block.get("end"),
+        )  # (m + o, hidden)
+
+    def count_prompt_tokens(self, messages: Sequence[BaseMessage], *, with_video: bool = True) -> int:
+        """Positions the prompt of ``messages`` takes, as :meth:`invoke` renders it: its tokens plus, per video,
+        the :meth:`video_token_count` rows of E_v (left out with ``with_video=False``)."""
+        self.ensure_loaded()
+        pieces, _ = prompt_pieces(self.tokenizer, messages)
+        videos = len(pieces) - 1
+        return sum(len(piece) for piece in pieces) + (self.video_token_count() * videos if with_video else 0)
+
+    def video_token_count(self) -> int:
+        """Rows of E_v one clip takes: m + o (Eq. 8) for the loaded visual encoder (o = 0 without one)."""
+        return self.frames + int(getattr(self.visual_encoder, "o", 0))
+
+    def context_window(self) -> int | None:
+        """Most positions the LLM takes (its config's length, else the tokenizer's), None when neither says."""
+        self.ensure_loaded()
+        return context_window(self.hf_model, self.tokenizer)
 
     def _decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
@@ -694,51 +709,6 @@ def _torch_dtype(name: str | None) -> torch.dtype | None:
     if not isinstance(dtype, torch.dtype):
         raise InputError(f"not a torch dtype: {name!r}", field="dtype")
     return dtype
-
-
-def _role(message: BaseMessage) -> str:
-    """Chat-template role of a message: system, user or assistant (or a ChatMessage's own role)."""
-    if isinstance(message, ChatMessage):
-        return message.role
-    for kind, role in _ROLES:
-        if isinstance(message, kind):
-            return role
-    raise InputError(f"unsupported message type {message.type!r}; use system, human and ai messages", field="messages")
-
-
-def split_conversation(messages: Sequence[BaseMessage]) -> tuple[list[dict[str, str]], list[dict[str, Any]]]:
-    """Chat-template turns (with placeholders resolved) and the video blocks, in placeholder order."""
-    turns: list[dict[str, str]] = []
-    videos: list[dict[str, Any]] = []
-    own_videos: list[int] = []
-    for message in messages:
-        texts: list[str] = []
-        count = 0
-        for block in [message.content] if isinstance(message.content, str) else message.content:
-            if isinstance(block, str):
-                texts.append(block)
-            elif block.get("type") == "text":
-                texts.append(block["text"])
-            elif block.get("type") == "video":
-                videos.append(block)
-                count += 1
-            else:
-                raise InputError(f"unsupported content block type {block.get('type')!r}", field="content")
-        turns.append({"role": _role(message), "content": "".join(texts)})
-        own_videos.append(count)
-    placeholders = sum(turn["content"].count(VIDEO_PLACEHOLDER) for turn in turns)
-    if not videos:
-        for turn in turns:
-            turn["content"] = turn["content"].replace(VIDEO_PLACEHOLDER, "")
-    elif placeholders == 0:
-        for turn, count in zip(turns, own_videos, strict=True):
-            turn["content"] = (VIDEO_PLACEHOLDER + "\n") * count + turn["content"]
-    elif placeholders != len(videos):
-        raise InputError(
-            f"{placeholders} '{VIDEO_PLACEHOLDER}' placeholder(s) in the text but {len(videos)} video block(s)",
-            field="content",
-        )
-    return turns, videos
 
 
 def _cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:

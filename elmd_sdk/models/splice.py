@@ -1,34 +1,18 @@
-"""Splicing video tokens E_v into an LLM's input embeddings at ``<video>`` placeholders (paper 3.4, Figure 4).
+"""Splicing video tokens E_v into an LLM's input embeddings between the prompt's pieces (paper 3.4, Figure 4).
 
-The prompt text is cut at each placeholder and every text piece is tokenized on its own, so how a tokenizer would
-split the placeholder string itself never matters. Inference (the chat model) and training (REP/EERG) both build
-their inputs with these functions, so the two see identical token ids and positions.
+The pieces come from :func:`elmd_sdk.models.rendering.prompt_pieces`. Inference (the chat model) and training
+(REP/EERG) both build their inputs with these functions, so the two see identical token ids and positions.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
 
 from elmd_sdk.errors import ElmdError
-
-VIDEO_PLACEHOLDER = "<video>"
-"""Marks where the video tokens E_v go in a prompt; removed when the prompt comes without a video."""
-
-
-def tokenize_pieces(tokenizer: Any, text: str, placeholder: str = VIDEO_PLACEHOLDER) -> list[list[int]]:
-    """Token ids of the text pieces around each placeholder: k placeholders give k + 1 pieces (some may be empty).
-
-    Each piece is tokenized without added special tokens, as ``apply_chat_template(tokenize=True)`` does, so a text
-    with no placeholder gives exactly the ids of a plain chat-template tokenization.
-    """
-    return [
-        tokenizer(piece, add_special_tokens=False)["input_ids"] if piece else [] for piece in text.split(placeholder)
-    ]
 
 
 @dataclass(frozen=True)
