@@ -10,6 +10,7 @@ import base64
 import json
 import os
 import shutil
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -66,7 +67,14 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def served_chain() -> Any:
-    return tiny_chain()
+    """The tiny chain, each decode step slowed to 40 ms: the reply's tokens arrive apart in time, as a real model's
+    do, so the page renders several states of it even on a loaded machine."""
+    chain = tiny_chain()
+    chain.chat_model.hf_model.register_forward_pre_hook(
+        lambda _module, _args, kwargs: time.sleep(0.04) if kwargs["input_ids"].shape[1] == 1 else None,
+        with_kwargs=True,
+    )
+    return chain
 
 
 @pytest.fixture(scope="module")
