@@ -15,6 +15,7 @@ from elmd_sdk.data import (
     VideoRef,
     build_samples,
     builtin_label_map,
+    join_sentences,
     merge_turns,
     predominant_emotion,
     read_label_map,
@@ -92,6 +93,30 @@ def test_merge_turns_joins_text_and_spans_shared_clip() -> None:
         [sent("A", "a", "x", video=VideoRef("u0.mp4")), sent("A", "b", "x", video=VideoRef("u1.mp4"))], ["sad", "sad"]
     )
     assert separate[0][1] == VideoRef("u1.mp4")  # separate clips: the last sentence's
+
+
+@pytest.mark.parametrize(
+    ("texts", "expected"),
+    [
+        (["Hi.", "How are you?"], "Hi. How are you?"),
+        (["你好", "欢迎光临"], "你好欢迎光临"),
+        (["怎么了？", "撞车了吗"], "怎么了？撞车了吗"),  # full-width punctuation is Chinese script too
+        (["好的", "OK"], "好的OK"),  # Chinese on either side of the break: no space
+        (["OK", "好的"], "OK好的"),
+        (["ありがとう", "ございます"], "ありがとうございます"),
+        (["안녕하세요", "반가워요"], "안녕하세요 반가워요"),  # Korean spaces its words
+        (["one"], "one"),
+    ],
+)
+def test_join_sentences_spaces_only_between_spaced_scripts(texts: list[str], expected: str) -> None:
+    assert join_sentences(texts) == expected
+
+
+def test_merge_turns_joins_chinese_without_a_space_unless_told() -> None:
+    sentences = [sent("A", "你好", "x"), sent("A", "欢迎光临", "x"), sent("B", "谢谢", "x")]
+    merged = merge_turns(sentences, ["happy", "happy", "neutral"])
+    assert [turn.text for turn, _ in merged] == ["你好欢迎光临", "谢谢"]
+    assert merge_turns(sentences, ["happy", "happy", "neutral"], joiner=" / ")[0][0].text == "你好 / 欢迎光临"
 
 
 def test_build_samples_pairs_and_history() -> None:

@@ -54,7 +54,7 @@ def test_cped_samples_with_drop(tmp_path: Path) -> None:
     assert [d.dialogue_id for d in load_cped(path)] == ["1_000", "1_001"]
     result = prepare_corpus("cped", path, drop_unmapped=True)
     assert result.dropped_labels == {"negative-other": 1} and result.skipped_pairs == 0
-    first, second = Turn("于春晓", "怎么了 撞车了吗", "surprise"), Turn("戴娜", "撞你个头 好意思吗你", "sad")
+    first, second = Turn("于春晓", "怎么了撞车了吗", "surprise"), Turn("戴娜", "撞你个头好意思吗你", "sad")
     assert [(s.dialogue_id, s.utterance, s.response, s.history) for s in result.samples] == [
         ("1_000", first, second, []),
         ("1_000", second, Turn("于春晓", "别闹了", "happy"), [first]),

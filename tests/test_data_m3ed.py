@@ -69,7 +69,9 @@ def test_m3ed_samples_and_videos(tmp_path: Path) -> None:
     assert [(d.dialogue_id, len(d.sentences)) for d in dialogues] == [("anjia_1", 4), ("anjia_2", 2)]
     assert dialogues[0].sentences[2].line == line_of(path, '"anjia_1_3"')
     samples = prepare_corpus("m3ed", path, video_root="videos").samples
-    a1 = Turn("房似锦", "你好 欢迎光临", "happy")  # Neutral/Happy tie -> the later one; name from SpeakerInfo
+    a1 = Turn(
+        "房似锦", "你好欢迎光临", "happy"
+    )  # Chinese merges without a space; tie -> the later label; SpeakerInfo name
     b1 = Turn("B", "什么？", "surprise")  # no Name: the speaker letter
     assert [(s.dialogue_id, s.utterance, s.response, s.history) for s in samples] == [
         ("anjia_1", a1, b1, []),

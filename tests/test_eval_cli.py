@@ -25,6 +25,8 @@ from elmd_sdk.data import EMOTIONS, write_jsonl
 from elmd_sdk.data.records import Sample, Turn
 from elmd_sdk.errors import InputError, MismatchError
 from elmd_sdk.evaluate import EvalSettings, Variant, classify_variant, parse_variant, run_ablations
+from elmd_sdk.evaluate import ablations as ablations_module
+from elmd_sdk.metrics import TextMetricOptions
 
 SAMPLES = [
     Sample("d1", Turn("A", "I won the lottery today", "happy"), Turn("B", "wow that is amazing news for you", "happy")),
@@ -88,8 +90,9 @@ def fakes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, EvalSettings]]:
         retriever = None if Path(bundle_dir).name.startswith("wo_") else LookupRetriever()
         return ELMDChain(chat_model=EchoChat(), retriever=retriever, emotion_mode=settings.emotion_mode)
 
-    monkeypatch.setattr(ev, "load_chain", load_chain)
-    monkeypatch.setattr(ev, "load_retriever", lambda index_dir: LookupRetriever(exact=False))
+    for module in (ev, ablations_module):  # the command's single run takes it from ev, run_ablations from its module
+        monkeypatch.setattr(module, "load_chain", load_chain)
+    monkeypatch.setattr(ablations_module, "load_retriever", lambda index_dir: LookupRetriever(exact=False))
     return loads
 
 
@@ -226,6 +229,27 @@ def test_cli_eval_writes_report_and_table(tmp_path: Path, fakes: list[Any]) -> N
     )  # one sample: its label is the majority
     assert (tmp_path / "report.confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "report.confusion.png" in result.output
+
+
+def test_cli_chinese_metric_options_default_to_the_config_and_reach_the_report(
+    tmp_path: Path, fakes: list[Any]
+) -> None:
+    bundle = make_bundle(tmp_path / "full")
+    data = tmp_path / "test.jsonl"
+    write_jsonl(data, SAMPLES)
+    out = tmp_path / "r.json"
+    base = ["eval", "--bundle", str(bundle), "--data", str(data), "--out", str(out), "--emotion-mode", "free"]
+    result = CliRunner().invoke(app, base)
+    assert result.exit_code == 0, result.output
+    assert fakes[0][1].text_metrics == TextMetricOptions()
+    result = CliRunner().invoke(app, [*base, "--zh-bleu-tokens", "words", "--zh-rouge-counting", "clipped"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text(encoding="utf-8"))
+    assert report["settings"]["text_metrics"] == {"zh_bleu_tokens": "words", "zh_rouge_counting": "clipped"}
+    assert report["metrics"]["bleu_tokens"] == "words" and report["metrics"]["rouge_counting"] == "clipped"  # English
+    assert "BLEU on words" in result.output
+    result = CliRunner().invoke(app, [*base, "--zh-rouge-counting", "lin"], env={"COLUMNS": "250"})
+    assert result.exit_code == 2 and "'lin' is not one of 'unique', 'clipped'" in result.output
 
 
 def test_cli_sample_flag_and_default_decoding(tmp_path: Path, fakes: list[Any]) -> None:

@@ -24,7 +24,7 @@ from elmd_sdk.evaluate import (
     score,
     write_report,
 )
-from elmd_sdk.metrics import score_generations
+from elmd_sdk.metrics import TextMetricOptions, score_generations
 
 SAMPLES = [
     Sample(
@@ -117,6 +117,24 @@ def test_evaluate_scores_emotions_by_hand_and_text_against_score_generations() -
     assert unsynonymed["meteor_synonyms"] is False
 
 
+def test_evaluate_scores_chinese_with_the_chosen_bleu_tokens_and_rouge_counting() -> None:
+    samples = [Sample("d1", Turn("A", "我们走吗？", "neutral"), Turn("B", "好的，我们走", "happy"))]
+    chain = RunnableLambda(lambda inputs: ELMDResult("happy", "好的好的，我们走吧"))
+    default = evaluate(chain, samples, language="zh", show_progress=False).metrics
+    # Characters, as ChatGLM2: 好的好的，我们走吧 (9) vs 好的，我们走 (6), BP 1; clipped n-gram matches
+    # 6/9 (好 的 ， 我 们 走), 5/8 (好的 的， ，我 我们 们走), 4/7, 3/6.
+    assert default["bleu_4"] == pytest.approx(100 * (6 / 9 * 5 / 8 * 4 / 7 * 3 / 6) ** 0.25)
+    # ROUGE-1 on jieba words 好 的 好 的 我们 走 吧 vs 好 的 我们 走, each distinct word once: F(4/5, 1) = 8/9.
+    assert default["rouge_1"] == pytest.approx(100 * 8 / 9, abs=1e-5)
+    assert (default["bleu_tokens"], default["rouge_counting"]) == ("chars", "unique")
+    words = TextMetricOptions(zh_bleu_tokens="words", zh_rouge_counting="clipped")
+    chosen = evaluate(chain, samples, language="zh", text_metrics=words, show_progress=False).metrics
+    # Jieba words, 7 vs 4: 4/7, 3/6 (好的 的我们 我们走), 2/5, 1/4 (好的我们走).
+    assert chosen["bleu_4"] == pytest.approx(100 * (4 / 7 * 3 / 6 * 2 / 5 * 1 / 4) ** 0.25)
+    assert chosen["rouge_1"] == pytest.approx(100 * 8 / 11, abs=1e-5)  # every word counted: F(4/7, 1)
+    assert (chosen["bleu_tokens"], chosen["rouge_counting"]) == ("words", "clipped")
+
+
 def test_evaluate_refuses_no_samples_and_names_a_refused_sample() -> None:
     with pytest.raises(InputError, match="no samples"):
         evaluate(fake_chain(), [], show_progress=False)
@@ -142,6 +160,8 @@ def test_settings_validate_and_generation_overrides() -> None:
         EvalSettings(batch_size=0).validate()
     with pytest.raises(InputError, match="limit"):
         EvalSettings(limit=0).validate()
+    with pytest.raises(InputError, match="zh_rouge_counting"):
+        EvalSettings(text_metrics=TextMetricOptions(zh_rouge_counting="lin")).validate()  # type: ignore[arg-type]
 
 
 def test_report_json_holds_metrics_settings_bundle_and_every_generation(tmp_path: Path) -> None:
@@ -161,6 +181,7 @@ def test_report_json_holds_metrics_settings_bundle_and_every_generation(tmp_path
     assert report["data"]["samples_total"] == 5 and report["data"]["samples_used"] == 3
     assert len(report["data"]["sha256"]) == 64
     assert report["settings"]["max_new_tokens"] == 16 and report["settings"]["seed"] == 0
+    assert report["settings"]["text_metrics"] == {"zh_bleu_tokens": "chars", "zh_rouge_counting": "unique"}
     assert report["metrics"]["bleu_4"] == pytest.approx(100.0)
     assert [g["reference"] for g in report["generations"]] == [s.response.text for s in SAMPLES]
     first = report["generations"][0]
@@ -186,9 +207,10 @@ def test_real_default_chain_on_two_samples(elmd_home: str, tmp_path: Path) -> No
 
     from elmd_sdk.chains.chain import default_bundle_path
 
+    from elmd_sdk.bundle import MANIFEST_FILE
     from elmd_sdk.evaluate import load_chain
 
-    if not (default_bundle_path() / "bundle.json").is_file():
+    if not (default_bundle_path() / MANIFEST_FILE).is_file():
         pytest.skip("the embedded default bundle is not built")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -1,4 +1,5 @@
-"""Tokenization and BLEU-2/4: hand-counted n-grams in English and Chinese, and nltk itself on the same tokens."""
+"""Tokenization and BLEU-2/4: hand-counted n-grams in English, Chinese words and Chinese characters, and nltk itself on
+the same tokens (on characters exactly as ChatGLM2's p-tuning evaluation calls it)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
 
 from elmd_sdk.errors import InputError
-from elmd_sdk.metrics import bleu, tokenize
+from elmd_sdk.metrics import bleu, characters, tokenize
 
 EN_HYPS = ["The cat sat on the mat.", "Hello there!"]
 EN_REFS = ["the cat is on the mat", "Hello, my friend."]
@@ -71,6 +72,34 @@ def test_chinese_bleu_by_hand() -> None:
     pair2_b4 = (3 / 5 * 2 / 4 * 1 / 3 * 1 / 4) ** 0.25
     assert bleu(hyps, refs, 2) == pytest.approx(100 * (pair1_b2 + pair2_b2) / 2)
     assert bleu(hyps, refs, 4) == pytest.approx(100 * (pair1_b4 + pair2_b4) / 2)
+
+
+def test_chinese_character_bleu_by_hand() -> None:
+    hyps = [characters(t) for t in ZH_HYPS]
+    refs = [characters(t) for t in ZH_REFS]
+    assert hyps[0] == ["我", "今", "天", "很", "开", "心", "。"]  # punctuation kept, as list(text)
+    # Pair 1, 7 vs 8 characters (BP e^(1-8/7)): 1-grams 5/7 (我 今 天 开 心), 2-grams 2/6 (今天, 开心), no 3- or
+    # 4-gram match -> method3 gives 1/(2*5) and 1/(4*4).
+    bp = math.exp(1 - 8 / 7)
+    pair1_b2 = bp * math.sqrt(5 / 7 * 2 / 6)
+    pair1_b4 = bp * (5 / 7 * 2 / 6 * 1 / 10 * 1 / 16) ** 0.25
+    # Pair 2, 12 vs 7 characters (BP 1): 1-grams 6/12 (我 们 好 好 谈 谈), 2-grams 5/11 (我们 们好 好好 好谈 谈谈),
+    # 3-grams 4/10, 4-grams 3/9 (我们好好 们好好谈 好好谈谈).
+    pair2_b2 = math.sqrt(6 / 12 * 5 / 11)
+    pair2_b4 = (6 / 12 * 5 / 11 * 4 / 10 * 3 / 9) ** 0.25
+    assert bleu(hyps, refs, 2) == pytest.approx(100 * (pair1_b2 + pair2_b2) / 2)
+    assert bleu(hyps, refs, 4) == pytest.approx(100 * (pair1_b4 + pair2_b4) / 2)
+
+
+def test_character_bleu_4_is_chatglm2_ptuning_bleu() -> None:
+    """ChatGLM2's ptuning/main.py: sentence_bleu([list(label)], list(pred), smoothing_function=method3), x100, mean."""
+    expected = [
+        sentence_bleu([list(label)], list(pred), smoothing_function=SmoothingFunction().method3)
+        for pred, label in zip(ZH_HYPS, ZH_REFS, strict=True)
+    ]
+    hyps = [characters(t) for t in ZH_HYPS]
+    refs = [characters(t) for t in ZH_REFS]
+    assert bleu(hyps, refs, 4) == pytest.approx(100 * sum(expected) / len(expected), abs=1e-12)
 
 
 @pytest.mark.parametrize(("hyp_texts", "ref_texts", "language"), [(EN_HYPS, EN_REFS, "en"), (ZH_HYPS, ZH_REFS, "zh")])

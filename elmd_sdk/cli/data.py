@@ -63,6 +63,14 @@ def prepare(
         float, typer.Option("--fps", min=1.0, help="m3ed: units per second of HH:MM:SS:xx's last field (frames).")
     ] = 25.0,
     encoding: Annotated[str, typer.Option("--encoding", help="Text encoding of the input file.")] = "utf-8",
+    background: Annotated[
+        Path | None,
+        typer.Option(
+            "--background",
+            help="JSON mapping {dialogue id or show: background text} for each sample's background B "
+            "(shows: M3ED's show key, CPED's TV_ID; a dialogue's own entry wins).",
+        ),
+    ] = None,
 ) -> None:
     """Convert a corpus into native JSONL samples (u, r, history), merging each speaker's sentences."""
     from elmd_sdk.data import prepare_corpus, write_jsonl
@@ -82,6 +90,7 @@ def prepare(
         max_history=max_history,
         ticks_per_second=fps,
         encoding=encoding,
+        background=background,
     )
     write_jsonl(out, result.samples)
     _emotion_table(str(out), [("u", result.samples, "utterance"), ("r", result.samples, "response")])

@@ -7,8 +7,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from elmd_sdk.metrics.options import BleuTokens, RougeCounting, TextMetricOptions
+
 if TYPE_CHECKING:
     from elmd_sdk.evaluate import AblationRow
+
+_TEXT_METRICS = TextMetricOptions()  # the defaults of --zh-bleu-tokens and --zh-rouge-counting
 
 _COLUMNS = (
     ("BLEU-2", "bleu_2"),
@@ -29,7 +33,10 @@ def _cell(value: Any) -> str:
 
 def _caption(metrics: dict[str, Any]) -> str:
     synonyms = "with WordNet synonyms" if metrics.get("meteor_synonyms") else "without synonyms (no offline WordNet)"
-    return f"x100, {metrics['count']} samples; tokens: {metrics['tokenization']}; METEOR {synonyms}"
+    return (
+        f"x100, {metrics['count']} samples; tokens: {metrics['tokenization']}; BLEU on {metrics['bleu_tokens']}; "
+        f"ROUGE-1 {metrics['rouge_counting']} counts; METEOR {synonyms}"
+    )
 
 
 def _print_scores(title: str, label: str, metrics: dict[str, Any]) -> None:
@@ -140,6 +147,21 @@ def command(
             help="closed: the emotion is the most likely label (closed-set decoding); free: the model writes it.",
         ),
     ] = "closed",
+    zh_bleu_tokens: Annotated[
+        BleuTokens,
+        typer.Option(
+            "--zh-bleu-tokens",
+            help="Chinese BLEU on chars (every character, as ChatGLM2's evaluation) or jieba words.",
+        ),
+    ] = _TEXT_METRICS.zh_bleu_tokens,
+    zh_rouge_counting: Annotated[
+        RougeCounting,
+        typer.Option(
+            "--zh-rouge-counting",
+            help="Chinese ROUGE-1 counts each distinct word once (unique: rouge-chinese's default, as ChatGLM2's "
+            "evaluation) or with its multiplicity, clipped (clipped: Lin 2004).",
+        ),
+    ] = _TEXT_METRICS.zh_rouge_counting,
 ) -> None:
     """Generate a response for every test sample and score BLEU-2/4, METEOR, ROUGE-1/L and emotion accuracy/F1."""
     from elmd_sdk.data import read_jsonl
@@ -174,6 +196,7 @@ def command(
         meteor_synonyms=meteor_synonyms,
         device=device,
         emotion_mode=emotion_mode,  # type: ignore[arg-type]  # checked by validate()
+        text_metrics=TextMetricOptions(zh_bleu_tokens=zh_bleu_tokens, zh_rouge_counting=zh_rouge_counting),
     )
     settings.validate()
     check_writable(out)
@@ -201,7 +224,12 @@ def command(
     else:
         chain = load_chain(bundle_dir, settings)
         result = evaluate(
-            chain, samples, batch_size=batch_size, meteor_synonyms=meteor_synonyms, description="generating"
+            chain,
+            samples,
+            batch_size=batch_size,
+            meteor_synonyms=meteor_synonyms,
+            text_metrics=settings.text_metrics,
+            description="generating",
         )
         report = eval_report(result, settings=settings, data=data, samples_total=len(all_samples), bundle=identity)
         written = write_report(out, report)

@@ -1,6 +1,15 @@
 """Data layer: the sample record, corpus loaders, label mappings and dialogue-level splits."""
 
-from elmd_sdk.data.build import BuildResult, Dialogue, Sentence, build_samples, merge_turns, predominant_emotion
+from elmd_sdk.data.background import Backgrounds, read_backgrounds
+from elmd_sdk.data.build import (
+    BuildResult,
+    Dialogue,
+    Sentence,
+    build_samples,
+    join_sentences,
+    merge_turns,
+    predominant_emotion,
+)
 from elmd_sdk.data.cped import load_cped
 from elmd_sdk.data.jsonl import iter_jsonl, read_jsonl, sample_from_dict, write_jsonl
 from elmd_sdk.data.labels import CORPORA, EMOTIONS, LabelMap, builtin_label_map, read_label_map
@@ -15,6 +24,7 @@ __all__ = [
     "EMOTIONS",
     "FORMATS",
     "SPLITS",
+    "Backgrounds",
     "BuildResult",
     "Dialogue",
     "LabelMap",
@@ -25,6 +35,7 @@ __all__ = [
     "build_samples",
     "builtin_label_map",
     "iter_jsonl",
+    "join_sentences",
     "load_cped",
     "load_m3ed",
     "load_meld",
@@ -33,6 +44,7 @@ __all__ = [
     "parse_timestamp",
     "predominant_emotion",
     "prepare_corpus",
+    "read_backgrounds",
     "read_jsonl",
     "read_label_map",
     "sample_from_dict",

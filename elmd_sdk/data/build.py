@@ -8,12 +8,22 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from elmd_sdk.data.labels import LabelMap
 from elmd_sdk.data.records import Sample, Turn, VideoRef
+
+if TYPE_CHECKING:
+    from elmd_sdk.data.background import Backgrounds
+
+_UNSPACED_SCRIPT = re.compile(
+    "[\u3000-\u303f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef\U00020000-\U0003ffff]"
+)
+"""Characters of scripts written without spaces between words: CJK punctuation, kana, Han, full-width forms."""
 
 
 @dataclass(frozen=True)
@@ -31,10 +41,11 @@ class Sentence:
 
 @dataclass(frozen=True)
 class Dialogue:
-    """The sentences of one dialogue, in order."""
+    """The sentences of one dialogue, in order, and the show it comes from where the corpus names one."""
 
     dialogue_id: str
     sentences: list[Sentence]
+    show: str | None = None  # M3ED: the show key; CPED: TV_ID; MELD names none
 
 
 @dataclass
@@ -67,18 +78,29 @@ def _merge_videos(videos: list[VideoRef | None]) -> VideoRef | None:
     return VideoRef(last.path, first.start, last.end)
 
 
+def join_sentences(texts: Sequence[str]) -> str:
+    """One text from consecutive sentences: a space between two, none where the break touches Chinese or Japanese
+    script on either side (``你好`` + ``欢迎光临`` -> ``你好欢迎光临``; ``Hi.`` + ``Ross!`` -> ``Hi. Ross!``)."""
+    joined = texts[0] if texts else ""
+    for text in texts[1:]:
+        unspaced = _UNSPACED_SCRIPT.match(joined[-1:]) or _UNSPACED_SCRIPT.match(text[:1])
+        joined += text if unspaced else f" {text}"
+    return joined
+
+
 def merge_turns(
-    sentences: Iterable[Sentence], emotions: Iterable[str | None], *, joiner: str = " "
+    sentences: Iterable[Sentence], emotions: Iterable[str | None], *, joiner: str | None = None
 ) -> list[tuple[Turn, VideoRef | None]]:
     """Merge runs of consecutive sentences by one speaker into single turns.
 
-    A merged turn's text joins the sentences with ``joiner``, its emotion is their
+    A merged turn's text joins the sentences with ``joiner`` (None: :func:`join_sentences`), its emotion is their
     :func:`predominant_emotion`, and its video is :func:`_merge_videos` of theirs.
     """
     merged: list[tuple[Turn, VideoRef | None]] = []
     for speaker, run in itertools.groupby(zip(sentences, emotions, strict=True), key=lambda pair: pair[0].speaker):
         group = list(run)
-        text = joiner.join(s.text for s, _ in group)
+        texts = [s.text for s, _ in group]
+        text = join_sentences(texts) if joiner is None else joiner.join(texts)
         emotion = predominant_emotion([e for _, e in group])
         merged.append((Turn(speaker, text, emotion), _merge_videos([s.video for s, _ in group])))
     return merged
@@ -90,14 +112,16 @@ def build_samples(
     *,
     drop_unmapped: bool = False,
     max_history: int | None = None,
-    joiner: str = " ",
+    joiner: str | None = None,
+    backgrounds: Backgrounds | None = None,
 ) -> BuildResult:
     """Map labels onto the seven, merge each speaker's consecutive sentences, and emit one sample per turn pair.
 
     Every merged turn u_i followed by a turn r = u_{i+1} (by another speaker, as merging guarantees)
     yields Sample(u=u_i, r=u_{i+1}, history = the turns before u_i, the last ``max_history`` of them
-    if set), with u_i's video. An unmapped label is an InputError unless ``drop_unmapped``: then the
-    sentence stays in the dialogue without a label, and pairs whose u or r ends up unlabelled are skipped.
+    if set), with u_i's video and the dialogue's background B from ``backgrounds`` (by dialogue id, else by
+    show). An unmapped label is an InputError unless ``drop_unmapped``: then the sentence stays in the dialogue
+    without a label, and pairs whose u or r ends up unlabelled are skipped.
     """
     if max_history is not None and max_history < 0:
         raise ValueError("max_history must be >= 0 or None")
@@ -112,6 +136,7 @@ def build_samples(
                 result.dropped_labels[s.label] += 1
             emotions.append(emotion)
         turns = merge_turns(dialogue.sentences, emotions, joiner=joiner)
+        background = backgrounds.lookup(dialogue.dialogue_id, dialogue.show) if backgrounds is not None else None
         for i in range(len(turns) - 1):
             (utterance, video), (response, _) = turns[i], turns[i + 1]
             if utterance.emotion is None or response.emotion is None:
@@ -119,7 +144,7 @@ def build_samples(
                 continue
             first = 0 if max_history is None else max(0, i - max_history)
             history = [turn for turn, _ in turns[first:i]]
-            result.samples.append(Sample(dialogue.dialogue_id, utterance, response, history, None, video))
+            result.samples.append(Sample(dialogue.dialogue_id, utterance, response, history, background, video))
     return result
 
 

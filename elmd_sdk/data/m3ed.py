@@ -70,7 +70,7 @@ class _Reader:
             self.sentence([show, clip_id, "Dialog", utt_id], utt, names, video_path)
             for utt_id, utt in self.get(clip, "Dialog", dict, [show, clip_id]).items()
         ]
-        return Dialogue(clip_id, sentences)
+        return Dialogue(clip_id, sentences, show)
 
     def sentence(self, keys: list[str], utt: Any, names: dict[str, str], video_path: str | None) -> Sentence:
         """One sentence; its speaker is named by ``SpeakerInfo`` when given, else by its letter."""

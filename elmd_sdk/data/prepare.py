@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from elmd_sdk.data.background import Backgrounds, read_backgrounds
 from elmd_sdk.data.build import BuildResult, build_samples, cap_history
 from elmd_sdk.data.cped import load_cped
 from elmd_sdk.data.jsonl import iter_jsonl
@@ -26,15 +27,20 @@ def prepare_corpus(
     max_history: int | None = None,
     ticks_per_second: float = DEFAULT_TICKS_PER_SECOND,
     encoding: str = "utf-8",
+    background: str | Path | None = None,
 ) -> BuildResult:
     """Load ``path`` in format ``fmt`` and build its samples.
 
     ``labels`` is a mapping file replacing the corpus's shipped one; ``ticks_per_second`` is M3ED's
-    sub-second unit; ``encoding`` is the input's text encoding. ``jsonl`` input is validated and only has
-    its history capped: label and video options do not apply to it. A corpus that yields no sample is an
-    InputError naming the file.
+    sub-second unit; ``encoding`` is the input's text encoding; ``background`` is a JSON file mapping dialogue
+    ids or shows to the background B of their samples (:mod:`~elmd_sdk.data.background`). ``jsonl`` input is
+    validated and only has its history capped and its backgrounds set: label and video options do not apply to
+    it. A corpus that yields no sample is an InputError naming the file.
     """
-    result = _prepare(fmt, path, labels, drop_unmapped, video_root, max_history, ticks_per_second, encoding)
+    backgrounds = read_backgrounds(background) if background is not None else None
+    result = _prepare(
+        fmt, path, labels, drop_unmapped, video_root, max_history, ticks_per_second, encoding, backgrounds
+    )
     if not result.samples:
         dropped = ", ".join(f"{label!r}: {n}" for label, n in result.dropped_labels.most_common())
         raise InputError(
@@ -55,6 +61,7 @@ def _prepare(
     max_history: int | None,
     ticks_per_second: float,
     encoding: str,
+    backgrounds: Backgrounds | None,
 ) -> BuildResult:
     if fmt == "jsonl":
         for option, value in (("--labels", labels), ("--drop-unmapped", drop_unmapped), ("--video-root", video_root)):
@@ -62,7 +69,11 @@ def _prepare(
                 raise InputError(
                     "does not apply to --format jsonl (its samples already use the seven labels)", field=option
                 )
-        return BuildResult([cap_history(sample, max_history) for sample in iter_jsonl(path, encoding)])
+        samples = [cap_history(sample, max_history) for sample in iter_jsonl(path, encoding)]
+        if backgrounds is not None:
+            backgrounds.check_keys(sample.dialogue_id for sample in samples)
+            samples = [backgrounds.apply(sample) for sample in samples]
+        return BuildResult(samples)
     if fmt not in FORMATS:
         raise InputError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}", field="--format")
     label_map = read_label_map(labels) if labels is not None else builtin_label_map(fmt)
@@ -74,4 +85,8 @@ def _prepare(
         if video_root is not None:
             raise InputError("CPED ships no videos to refer to", field="--video-root")
         dialogues = load_cped(path, encoding=encoding)
-    return build_samples(dialogues, label_map, drop_unmapped=drop_unmapped, max_history=max_history)
+    if backgrounds is not None:
+        backgrounds.check_keys((d.dialogue_id for d in dialogues), (d.show for d in dialogues))
+    return build_samples(
+        dialogues, label_map, drop_unmapped=drop_unmapped, max_history=max_history, backgrounds=backgrounds
+    )

@@ -20,15 +20,10 @@ import functools
 import importlib.util
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
-
-import nltk
-from nltk.corpus.reader.wordnet import WordNetCorpusReader
-from nltk.stem.porter import PorterStemmer
-from nltk.translate.meteor_score import single_meteor_score
 
 from elmd_sdk.errors import InputError
 from elmd_sdk.io import atomic_write_bytes
@@ -72,25 +67,33 @@ class _NoSynonyms:
         return []
 
 
-class _EnglishWordNet(WordNetCorpusReader):
-    """nltk's WordNet reader over a plain ``dict`` folder, English only.
+@functools.cache
+def _english_wordnet() -> Callable[[str, None], WordNetLike]:
+    """nltk's WordNet reader class over a plain ``dict`` folder, English only; made on first use, as importing nltk
+    takes seconds (this package is imported by the command line at start).
 
     ``map_wn`` maps another WordNet version onto nltk's ``corpora/wordnet`` for multilingual (OMW) use; it
     would look for that corpus, which is exactly what may be missing here, and METEOR never needs it.
     """
+    from nltk.corpus.reader.wordnet import WordNetCorpusReader
 
-    def map_wn(self, version: str = "wordnet") -> None:
-        """No cross-version mapping (see the class docstring)."""
-        return None
+    class EnglishWordNet(WordNetCorpusReader):
+        def map_wn(self, version: str = "wordnet") -> None:
+            """No cross-version mapping (see :func:`_english_wordnet`)."""
+            return None
+
+    return EnglishWordNet
 
 
-def _read_dict_folder(root: Path) -> WordNetCorpusReader:
+def _read_dict_folder(root: Path) -> WordNetLike:
     """Open a WordNet ``dict`` folder with nltk, authorizing that folder only in nltk's path guard."""
+    import nltk
+
     if str(root) not in nltk.data.path:
         nltk.data.path.append(str(root))  # nltk refuses to read corpora outside its data paths
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The multilingual functions are not available")
-        return _EnglishWordNet(str(root), None)
+        return _english_wordnet()(str(root), None)
 
 
 def _missing_files(root: Path) -> list[str]:
@@ -146,6 +149,9 @@ def load_wordnet() -> WordNetSource | None:
 
 def meteor(hyps: Sequence[Sequence[str]], refs: Sequence[Sequence[str]], wordnet: WordNetLike | None) -> float:
     """METEOR x100 of tokenized pairs, averaged; ``wordnet=None`` matches exact words and stems only."""
+    from nltk.stem.porter import PorterStemmer
+    from nltk.translate.meteor_score import single_meteor_score
+
     if len(hyps) != len(refs) or not hyps:
         raise ValueError(f"need as many hypotheses as references, at least one (got {len(hyps)} and {len(refs)})")
     synonyms: WordNetLike = wordnet if wordnet is not None else _NoSynonyms()

@@ -10,8 +10,9 @@ from elmd_sdk.errors import InputError
 from elmd_sdk.metrics.bleu import BLEU_METHOD, bleu
 from elmd_sdk.metrics.emotion import emotion_scores
 from elmd_sdk.metrics.meteor import METEOR_METHOD, load_wordnet, meteor
-from elmd_sdk.metrics.rouge import ROUGE_METHOD, rouge
-from elmd_sdk.metrics.tokenize import TOKENIZATION, check_language, tokenize
+from elmd_sdk.metrics.options import TextMetricOptions
+from elmd_sdk.metrics.rouge import ROUGE_METHODS, rouge
+from elmd_sdk.metrics.tokenize import CHARACTERS, TOKENIZATION, characters, check_language, tokenize
 
 
 def score_generations(
@@ -23,37 +24,53 @@ def score_generations(
     labels: Sequence[str] = EMOTIONS,
     *,
     meteor_synonyms: bool = True,
+    text_metrics: TextMetricOptions | None = None,
 ) -> dict[str, Any]:
     """BLEU-2/4, METEOR, ROUGE-1/L F (x100) of ``hyps`` against ``refs``, plus emotion accuracy and macro-F1.
 
-    ``language`` (``"en"``/``"zh"``) picks the tokenization. Emotion scores are None unless both
-    ``pred_emotions`` and ``gold_emotions`` are given. ``meteor_synonyms=False`` skips WordNet even when one
-    is installed (English only; Chinese never uses it). The dict is JSON-ready and records how each number
-    was computed: ``tokenization``, ``meteor_synonyms`` and ``wordnet_source`` among others.
+    ``language`` (``"en"``/``"zh"``) picks the tokenization; ``text_metrics`` picks Chinese BLEU's tokens and
+    ROUGE-1's counting (None: :class:`~elmd_sdk.metrics.options.TextMetricOptions`' defaults, ChatGLM2's). Emotion
+    scores are None unless both ``pred_emotions`` and ``gold_emotions`` are given. ``meteor_synonyms=False`` skips
+    WordNet even when one is installed (English only; Chinese never uses it). The dict is JSON-ready and records how
+    each number was computed: ``tokenization`` (the words METEOR, ROUGE and the reply checks score on),
+    ``bleu_tokens``/``bleu_tokenization``, ``rouge_counting``/``rouge_tokenization``, ``meteor_synonyms`` and
+    ``wordnet_source`` among others.
     """
     check_language(language)
+    text_metrics = text_metrics or TextMetricOptions()
+    text_metrics.validate()
     if len(hyps) != len(refs) or not refs:
         raise InputError(f"need as many generations as references, at least one (got {len(hyps)} and {len(refs)})")
-    hyp_tokens = [tokenize(h, language) for h in hyps]
-    ref_tokens = [tokenize(r, language) for r in refs]
+    hyp_words = [tokenize(h, language) for h in hyps]
+    ref_words = [tokenize(r, language) for r in refs]
+    bleu_tokens = text_metrics.bleu_tokens(language)
+    if bleu_tokens == "chars":
+        hyp_bleu, ref_bleu = [characters(h) for h in hyps], [characters(r) for r in refs]
+    else:
+        hyp_bleu, ref_bleu = hyp_words, ref_words
+    counting = text_metrics.rouge_counting(language)
     source = load_wordnet() if meteor_synonyms and language == "en" else None
     report: dict[str, Any] = {
         "count": len(refs),
         "language": language,
-        "bleu_2": bleu(hyp_tokens, ref_tokens, 2),
-        "bleu_4": bleu(hyp_tokens, ref_tokens, 4),
-        "meteor": meteor(hyp_tokens, ref_tokens, source.wordnet if source else None),
-        **rouge(hyp_tokens, ref_tokens),
+        "bleu_2": bleu(hyp_bleu, ref_bleu, 2),
+        "bleu_4": bleu(hyp_bleu, ref_bleu, 4),
+        "meteor": meteor(hyp_words, ref_words, source.wordnet if source else None),
+        **rouge(hyp_words, ref_words, counting=counting),
         "emotion_accuracy": None,
         "emotion_macro_f1": None,
         "emotion_f1": None,
         "scale": 100,
         "tokenization": TOKENIZATION[language],
+        "bleu_tokens": bleu_tokens,
+        "bleu_tokenization": CHARACTERS if bleu_tokens == "chars" else TOKENIZATION[language],
         "bleu_method": BLEU_METHOD,
         "meteor_method": METEOR_METHOD,
         "meteor_synonyms": source is not None,
         "wordnet_source": source.origin if source else None,
-        "rouge_method": ROUGE_METHOD,
+        "rouge_counting": counting,
+        "rouge_tokenization": TOKENIZATION[language],
+        "rouge_method": ROUGE_METHODS[counting],
     }
     if (pred_emotions is None) != (gold_emotions is None):
         raise InputError("give both predicted and gold emotions, or neither")

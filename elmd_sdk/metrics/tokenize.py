@@ -1,9 +1,10 @@
-"""The one tokenization per language that every text metric (BLEU, METEOR, ROUGE) scores on.
+"""The tokenizations the text metrics score on: one word tokenization per language, and characters for BLEU.
 
 English: lower-cased, then words matched by ``[^\\W_]+(?:'[^\\W_]+)*`` (runs of letters or digits, an inner
 apostrophe kept: ``don't``); punctuation is dropped. Chinese: jieba (precise mode, HMM on) words, lower-cased,
-dropping tokens that hold no letter or digit (punctuation, spaces). Jieba words rather than characters, as the
-paper's toolchain (rouge-chinese) scores Chinese on jieba words.
+dropping tokens that hold no letter or digit (punctuation, spaces). METEOR, ROUGE and the reply checks score on
+these words, as the paper's toolchain (rouge-chinese) scores Chinese ROUGE on jieba words. Chinese BLEU scores by
+default on :func:`characters` instead, as ChatGLM2's p-tuning evaluation does (:mod:`elmd_sdk.metrics.options`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,13 @@ TOKENIZATION: dict[str, str] = {
     "en": "english-words: lowercase, regex [^\\W_]+(?:'[^\\W_]+)*, punctuation dropped",
     "zh": "jieba-words: jieba 0.42 precise mode (HMM), lowercase, tokens without a letter or digit dropped",
 }
-"""The tokenization of each language, as written into every evaluation report."""
+"""The word tokenization of each language, as written into every evaluation report."""
+
+CHARACTERS = (
+    "characters: list(text), every character as written (punctuation, spaces and case kept), "
+    "as ChatGLM2's ptuning/main.py scores BLEU"
+)
+"""The character tokenization of :func:`characters`, as written into a report whose BLEU scores on it."""
 
 _EN_WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)*")
 _HAS_WORD_CHAR = re.compile(r"[^\W_]")
@@ -53,3 +60,8 @@ def tokenize(text: str, language: str) -> list[str]:
     if check_language(language) == "en":
         return _EN_WORD.findall(lowered)
     return [tok for tok in _jieba().lcut(lowered) if _HAS_WORD_CHAR.search(tok)]
+
+
+def characters(text: str) -> list[str]:
+    """Every character of ``text`` as written: ChatGLM2's ``list(pred)`` for BLEU (nothing dropped or lowered)."""
+    return list(text)

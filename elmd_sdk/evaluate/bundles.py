@@ -1,0 +1,77 @@
+"""The bundle under evaluation: which folder, what identifies it in a report, and its chain or retriever."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from langchain_core.runnables import Runnable
+
+from elmd_sdk.bundle import MANIFEST_FILE, load_bundle
+from elmd_sdk.errors import InputError
+from elmd_sdk.evaluate.settings import EvalSettings
+from elmd_sdk.io import sha256_file
+
+if TYPE_CHECKING:
+    from elmd_sdk.chains.chain import ELMDChain
+
+
+def resolve_bundle(bundle: str | Path | None) -> Path:
+    """The bundle folder: ``None`` or ``"default"`` is the embedded default bundle."""
+    if bundle is None or str(bundle) == "default":
+        from elmd_sdk.chains.chain import default_bundle_path
+
+        path = default_bundle_path()
+        if not (path / MANIFEST_FILE).is_file():
+            raise InputError(
+                "the embedded default bundle is not built (python -m elmd_sdk.trainers.default_bundle "
+                "--out chains/default_bundle); pass --bundle DIR",
+                file=path,
+            )
+        return path
+    return Path(bundle)
+
+
+def bundle_identity(bundle_dir: str | Path) -> dict[str, Any]:
+    """What identifies a bundle in a report: its folder, the manifest's hash and its recorded components."""
+    manifest, _ = load_bundle(bundle_dir)
+    return {
+        "path": str(bundle_dir),
+        "manifest_sha256": sha256_file(Path(bundle_dir) / MANIFEST_FILE),
+        "name": manifest.name,
+        "language": manifest.language,
+        "labels": list(manifest.labels),
+        "base_llm": manifest.base_llm,
+        "base_llm_config_sha256": manifest.base_llm_config_sha256,
+        "training_data_sha256": manifest.training_data_sha256,
+        "parts": {
+            "erm": manifest.erm_dir is not None,
+            "index": manifest.index_dir is not None,
+            "projector": manifest.projector_dir is not None,
+            "prefix": manifest.prefix_dir is not None,
+        },
+        "elmd_sdk_version": manifest.elmd_sdk_version,
+    }
+
+
+def load_chain(
+    bundle_dir: str | Path, settings: EvalSettings, *, use_retrieval: bool = True, use_video: bool = True
+) -> ELMDChain:
+    """``ELMDChain.from_bundle`` with the settings' decoding overrides and device."""
+    from elmd_sdk.chains.chain import ELMDChain
+
+    return ELMDChain.from_bundle(
+        bundle_dir,
+        use_retrieval=use_retrieval,
+        use_video=use_video,
+        device=settings.device,
+        emotion_mode=settings.emotion_mode,
+        **settings.generation(),
+    )
+
+
+def load_retriever(index_dir: str | Path) -> Runnable[str, Any]:
+    """An EmotionalRetriever (k = 1) over an index folder, with the ERM its manifest records."""
+    from elmd_sdk.retrievers import EmotionalRetriever
+
+    return EmotionalRetriever.load(index_dir, k=1)
