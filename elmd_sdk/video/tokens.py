@@ -7,22 +7,18 @@ the same way.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
 from elmd_sdk.video.encoders import VisualEncoder
-from elmd_sdk.video.frames import sample_frames
+from elmd_sdk.video.frames import FrameSource, sample_frames
 from elmd_sdk.video.pooling import spatio_temporal_pool
 from elmd_sdk.video.projector import VideoProjector
 
 
 def clip_features(
     encoder: VisualEncoder,
-    source: str | Sequence[Image.Image | np.ndarray] | np.ndarray,
+    source: FrameSource,
     *,
     frames: int,
     start: float | None = None,
@@ -43,7 +39,7 @@ def project(projector: VideoProjector | nn.Module, pooled: torch.Tensor) -> torc
 def video_tokens(
     projector: VideoProjector | nn.Module,
     encoder: VisualEncoder | None,
-    source: str | Sequence[Image.Image | np.ndarray] | np.ndarray | None = None,
+    source: FrameSource | None = None,
     *,
     pooled: torch.Tensor | None = None,
     frames: int,
