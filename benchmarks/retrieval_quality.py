@@ -20,12 +20,15 @@ import random
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from _common import meld_parser, read_meld
 
 if TYPE_CHECKING:
+    from elmd_sdk.retrievers.encoder import ERMConfig
+
     from elmd_sdk.data import Sample
 
 VARIANTS = {
@@ -38,9 +41,11 @@ VARIANTS = {
 TARGET_MACRO_RATIO = 1.3
 
 
-def parse_args() -> argparse.Namespace:
-    """Command-line options; the defaults fit well under 30 minutes on 2 CPU cores."""
-    p = meld_parser(__doc__)
+def parse_args(
+    description: str | None = __doc__, extra: Callable[[argparse.ArgumentParser], object] | None = None
+) -> argparse.Namespace:
+    """Command-line options (``extra`` adds a script's own); the defaults fit well under 30 minutes on 2 CPU cores."""
+    p = meld_parser(description)
     p.add_argument("--max-steps", type=int, default=120, help="optimizer steps per trained variant (0 = no cap)")
     p.add_argument("--epochs", type=int, default=1, help="epochs per variant (max-steps stops earlier)")
     p.add_argument("--train-limit", type=int, default=0, help="train the ERM on this many samples (0 = all)")
@@ -60,6 +65,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--device", default=None, help="torch device for training and encoding (default: auto)")
     p.add_argument("--curve", action="store_true", help="print every trained variant's dev match@1 per epoch")
     p.add_argument("--work-dir", type=Path, default=None, help="keep ERM folders and indexes here (default: temp)")
+    if extra is not None:
+        extra(p)
     return p.parse_args()
 
 
@@ -108,9 +115,7 @@ def run_variants(
     args: argparse.Namespace, corpus: list[Sample], train: list[Sample], queries: list[Sample], work: Path
 ) -> dict[str, tuple[float, float, float]]:
     """Train (or load) each variant, index the corpus with it, and measure (micro, macro, seconds)."""
-    from elmd_sdk.retrievers import EmotionalRetriever, EncoderSource, ERMEncoder, build_index
     from elmd_sdk.retrievers.encoder import ERMConfig
-    from elmd_sdk.trainers.erm import ERMTrainConfig, train_erm
 
     chosen = ["plain", *(v.strip() for v in args.variants.split(",") if v.strip())]
     unknown = [v for v in chosen if v not in VARIANTS]
@@ -119,45 +124,66 @@ def run_variants(
     results: dict[str, tuple[float, float, float]] = {}
     for name in chosen:
         switches = VARIANTS[name]
-        started = time.perf_counter()
-        folder = work / name.replace(" ", "_").replace("/", "")
-        if switches is None:
-            encoder = ERMEncoder.plain(args.base_model, device=args.device)
-            source = EncoderSource("plain", None)
-        else:
-            use_ert, use_ssc = switches
-            config = ERMTrainConfig(
-                erm=ERMConfig(base_model=args.base_model, use_ert=use_ert, use_ssc=use_ssc),
-                epochs=args.epochs,
-                batch_size=args.batch_size,
-                lr=args.lr,
-                lr_schedule=args.lr_schedule,
-                seed=args.seed,
-                max_steps=args.max_steps or None,
-                checkpoint_every=10**9,
-                device=args.device,
-                progress=None,
-            )
-            trained = train_erm(config, train, queries if args.curve else None, folder / "erm")
-            for stats in trained.history if args.curve else ():
-                print(
-                    f"  {name} epoch {stats.epoch} (step {stats.global_step}): loss {stats.train_loss:.4f} "
-                    f"dev micro {stats.valid_match_micro:.4f} macro {stats.valid_match_macro:.4f}",
-                    flush=True,
-                )
-            encoder = trained.encoder
-            source = EncoderSource("erm", str(folder / "erm"))
-        build_index(encoder, corpus, folder / "index", args.index_type, source=source, show_progress=True)
-        retriever = EmotionalRetriever.load(folder / "index", k=1, encoder=encoder)
-        vectors = encoder.encode([q.utterance.text for q in queries])  # (q, dim)
-        hits = []
-        for query, vector in zip(queries, vectors, strict=True):
-            [top] = retriever.search_by_vector(vector)
-            hits.append((str(query.utterance.emotion), top.metadata["utterance_emotion"] == query.utterance.emotion))
-        micro, macro = match_at_1(hits)
-        results[name] = (micro, macro, time.perf_counter() - started)
-        print(f"{name:9s} micro {micro:.4f} macro {macro:.4f} ({results[name][2]:.0f} s)", flush=True)
+        erm = (
+            None
+            if switches is None
+            else ERMConfig(base_model=args.base_model, use_ert=switches[0], use_ssc=switches[1])
+        )
+        results[name] = measure(args, name, erm, corpus, train, queries, work / name.replace(" ", "_").replace("/", ""))
     return results
+
+
+def measure(
+    args: argparse.Namespace,
+    name: str,
+    erm: ERMConfig | None,
+    corpus: list[Sample],
+    train: list[Sample],
+    queries: list[Sample],
+    folder: Path,
+) -> tuple[float, float, float]:
+    """Train an ERM with ``erm`` (None: the plain encoder, untrained), index the corpus with it and search with the
+    queries: (micro@1, macro@1, seconds)."""
+    from elmd_sdk.retrievers import EmotionalRetriever, EncoderSource, ERMEncoder, build_index
+    from elmd_sdk.trainers.erm import ERMTrainConfig, train_erm
+
+    started = time.perf_counter()
+    if erm is None:
+        encoder = ERMEncoder.plain(args.base_model, device=args.device)
+        source = EncoderSource("plain", None)
+    else:
+        config = ERMTrainConfig(
+            erm=erm,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            lr_schedule=args.lr_schedule,
+            seed=args.seed,
+            max_steps=args.max_steps or None,
+            checkpoint_every=10**9,
+            device=args.device,
+            progress=None,
+        )
+        trained = train_erm(config, train, queries if args.curve else None, folder / "erm")
+        for stats in trained.history if args.curve else ():
+            print(
+                f"  {name} epoch {stats.epoch} (step {stats.global_step}): loss {stats.train_loss:.4f} "
+                f"dev micro {stats.valid_match_micro:.4f} macro {stats.valid_match_macro:.4f}",
+                flush=True,
+            )
+        encoder = trained.encoder
+        source = EncoderSource("erm", str(folder / "erm"))
+    build_index(encoder, corpus, folder / "index", args.index_type, source=source, show_progress=True)
+    retriever = EmotionalRetriever.load(folder / "index", k=1, encoder=encoder)
+    vectors = encoder.encode([q.utterance.text for q in queries])  # (q, dim)
+    hits = []
+    for query, vector in zip(queries, vectors, strict=True):
+        [top] = retriever.search_by_vector(vector)
+        hits.append((str(query.utterance.emotion), top.metadata["utterance_emotion"] == query.utterance.emotion))
+    micro, macro = match_at_1(hits)
+    seconds = time.perf_counter() - started
+    print(f"{name:9s} micro {micro:.4f} macro {macro:.4f} ({seconds:.0f} s)", flush=True)
+    return micro, macro, seconds
 
 
 def report(results: dict[str, tuple[float, float, float]]) -> None:

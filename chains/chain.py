@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from elmd_sdk.chains.parser import ELMDResult, StreamingAnswerParser, add_usage
 from elmd_sdk.chains.prompt import (
     VIDEO_PLACEHOLDER,
+    DemonstrationForm,
     attach_video,
     build_prompt,
     emotion_choice,
@@ -151,6 +152,9 @@ class ELMDChain(RunnableSerializable[dict[str, Any] | str, ELMDResult]):
     emotion_calibration: bool = True
     """Closed set: divide the label probabilities by the model's prior for content-free inputs ("N/A", "[MASK]";
     contextual calibration), computed once per chain, so the choice follows the input, not the model's bias."""
+    demonstration_form: DemonstrationForm = "exchange"
+    """How R enters the prompt: ``exchange`` (u' with the special instruction answered with e' and r') or ``paper``
+    (r' with the special instruction only, paper 3.3); the README gives the measured reason for the default."""
 
     _prompt: ChatPromptTemplate | None = PrivateAttr(default=None)
     _log_prior: tuple[float, ...] | None = PrivateAttr(default=None)
@@ -179,6 +183,7 @@ class ELMDChain(RunnableSerializable[dict[str, Any] | str, ELMDResult]):
         emotion_mode: Literal["closed", "free"] = "closed",
         allowed_emotions: Sequence[str] | None = None,
         copy_guard: bool = True,
+        demonstration_form: DemonstrationForm = "exchange",
         **generation: Any,
     ) -> ELMDChain:
         """Load a bundle folder (``bundle.json`` + ERM, index, projector, prefix) into a ready chain.
@@ -204,6 +209,7 @@ class ELMDChain(RunnableSerializable[dict[str, Any] | str, ELMDResult]):
                 emotion_mode=emotion_mode,
                 allowed_emotions=None if allowed_emotions is None else tuple(allowed_emotions),
                 copy_guard=copy_guard,
+                demonstration_form=demonstration_form,
             )
         except ValidationError as error:
             raise input_error(error) from None
@@ -485,6 +491,7 @@ class ELMDChain(RunnableSerializable[dict[str, Any] | str, ELMDResult]):
                 video=video is not None,
                 demonstration=demonstration,
                 language=self.language,
+                demonstration_form=self.demonstration_form,
             )
             messages = self.prompt.format_messages(**variables)
             return attach_video(messages, video) if video is not None else messages

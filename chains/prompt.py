@@ -48,13 +48,18 @@ ZH_LABEL_NAMES: dict[str, str] = {
 }
 
 
+DemonstrationForm = Literal["exchange", "paper"]
+"""How R enters the prompt: an example exchange (u', e', r'; the default) or the paper's r' with its instruction."""
+
+
 @dataclass(frozen=True)
 class Wording:
     """Every language-dependent string of the prompt: the I part, the template of B/H/u/E_v/R, answer keys."""
 
     instruction: str  # system message (part I); mustache, variable {{{labels}}}
     human: str  # parts B, H, u, E_v, then a one-line reminder of the answer format; mustache, variables below
-    reference: str  # the human side of R: the retrieved utterance u' with the special instruction
+    reference: str  # the human side of R as an exchange: the retrieved utterance u' with the special instruction
+    reference_reply: str  # R in the paper's form: the retrieved response r' with the special instruction
     emotion_key: str  # answer line keys, e.g. "Emotion" / "情感"
     response_key: str
     colon: str  # ": " or the full-width "："
@@ -83,6 +88,7 @@ ENGLISH = Wording(
         "\n\nAnswer with the emotion, then the response."
     ),
     reference="(Reference from a similar situation, not to be copied)\nCurrent utterance: {{{utterance}}}",
+    reference_reply="(A reply from a similar situation, for reference only, not to be copied)\n{{{response}}}",
     emotion_key="Emotion",
     response_key="Response",
     colon=": ",
@@ -110,6 +116,7 @@ CHINESE = Wording(
         "\n\n请先给出情感，再给出回复。"
     ),
     reference="（相似情境下的参考对话，请勿照抄）\n当前话语：{{{utterance}}}",
+    reference_reply="（相似情境下的参考回复，仅供参考，请勿照抄）\n{{{response}}}",
     emotion_key="情感",
     response_key="回复",
     colon="：",
@@ -154,11 +161,20 @@ def build_prompt(language: str = "en", labels: Sequence[str] = EMOTIONS) -> Chat
     return prompt.partial(labels=shown)
 
 
-def demonstration_messages(demonstration: Document, language: str = "en") -> list[BaseMessage]:
-    """R as an example exchange: the retrieved utterance u' with the special instruction, answered in the answer
-    format with its response emotion e' and response r' (``page_content``; metadata ``utterance``,
-    ``response_emotion`` as ``EmotionalRetriever`` returns them). Without e' the answer holds r' alone."""
+def demonstration_messages(
+    demonstration: Document, language: str = "en", form: DemonstrationForm = "exchange"
+) -> list[BaseMessage]:
+    """R from a retrieved entry (``page_content`` r'; metadata ``utterance`` u', ``response_emotion`` e', as
+    ``EmotionalRetriever`` returns them).
+
+    ``form="paper"``: r' with its special instruction, one human message (paper 3.3). ``form="exchange"``: an
+    example exchange, u' with the special instruction answered in the answer format with e' and r' (without e' the
+    answer holds r' alone).
+    """
     words = wording(language)
+    if form == "paper":
+        reply = ChatPromptTemplate.from_messages([("human", words.reference_reply)], template_format="mustache")
+        return reply.format_messages(response=demonstration.page_content.strip())
     reference = ChatPromptTemplate.from_messages([("human", words.reference)], template_format="mustache")
     utterance = str(demonstration.metadata.get("utterance") or "")
     emotion = demonstration.metadata.get("response_emotion")
@@ -184,6 +200,7 @@ def prompt_variables(
     video: bool = False,
     demonstration: Document | None = None,
     language: str = "en",
+    demonstration_form: DemonstrationForm = "exchange",
 ) -> dict[str, object]:
     """The template's input variables for one turn (``video`` says whether E_v's placeholder is included)."""
     return {
@@ -192,7 +209,9 @@ def prompt_variables(
         "speaker": utterance.speaker,
         "utterance": utterance.text,
         "video": VIDEO_PLACEHOLDER if video else "",
-        "demonstration": demonstration_messages(demonstration, language) if demonstration is not None else [],
+        "demonstration": (
+            demonstration_messages(demonstration, language, demonstration_form) if demonstration is not None else []
+        ),
     }
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 import warnings
 from typing import Any
 
@@ -59,7 +58,10 @@ def test_invoke_returns_typed_result_with_demonstration(chain: ELMDChain) -> Non
     result = chain.invoke(INPUT)
     assert isinstance(result, ELMDResult)
     assert result.demonstration is not None and result.demonstration.page_content == "Congratulations, you earned it!"
-    assert result.emotion is None or result.emotion in chain.labels
+    scores = result.emotion_scores or {}
+    assert result.emotion == max(scores, key=scores.__getitem__)  # greedy: the most likely label
+    messages, options = chain.prepare(INPUT)
+    assert scores == chain.chat_model.invoke(messages, **options).response_metadata["emotion_scores"]
     assert chain.invoke(INPUT["utterance"]).response == chain.invoke({"utterance": INPUT["utterance"]}).response
 
 
@@ -87,10 +89,21 @@ def test_async_matches_sync(chain: ELMDChain) -> None:
 
 
 def test_stopping_a_stream_early_stops_generation(chain: ELMDChain) -> None:
-    stream = chain.stream(INPUT)
-    next(stream)
-    stream.close()  # type: ignore[attr-defined]
-    assert not [t for t in threading.enumerate() if t.name == "elmd-generate"]
+    calls: list[int] = []
+    handle = chain.chat_model.hf_model.register_forward_pre_hook(lambda module, args: calls.append(1))
+    try:
+        reply = chain.invoke(INPUT)
+        whole = len(calls)  # prompt, label scoring, forced emotion line, then one pass per further reply token
+        calls.clear()
+        stream = chain.stream(INPUT)
+        first = next(stream)
+        before_close = len(calls)
+        stream.close()  # type: ignore[attr-defined]
+    finally:
+        handle.remove()
+    assert first.emotion == reply.emotion and first.response == ""  # the emotion comes before any reply token
+    assert len(calls) == before_close  # closing ran no forward pass
+    assert before_close <= whole - chain.chat_model.max_new_tokens + 1  # none of the reply's decoding steps ran
 
 
 def test_composes_with_other_runnables(chain: ELMDChain) -> None:
@@ -248,3 +261,21 @@ def test_over_long_utterance_is_a_clear_error(chain: ELMDChain) -> None:
 def test_unknown_language_is_refused(chat: ELMDChatModel) -> None:
     with pytest.raises(ValueError, match="supported: en, zh"):
         ELMDChain(chat_model=chat, language="fr")
+
+
+def test_the_demonstration_in_the_papers_form_is_r_prime_with_its_instruction_only(chat: Any) -> None:
+    from elmd_sdk.chains import ELMDChain
+
+    paper = ELMDChain(chat_model=chat, retriever=FixedRetriever(), demonstration_form="paper")
+    messages = paper.build_messages({"utterance": "Guess what?"}, FixedRetriever().invoke("x")[0])
+    demo = messages[1:-1]
+    assert [m.type for m in demo] == ["human"]
+    assert demo[0].text == "(A reply from a similar situation, for reference only, not to be copied)\n" + (
+        "Congratulations, you earned it!"
+    )
+    exchange = ELMDChain(chat_model=chat, retriever=FixedRetriever()).build_messages(
+        {"utterance": "Guess what?"}, FixedRetriever().invoke("x")[0]
+    )
+    assert [m.type for m in exchange[1:-1]] == ["human", "ai"]
+    assert exchange[2].text == "Emotion: happy\nResponse: Congratulations, you earned it!"
+    assert paper.invoke("Guess what?").emotion in paper.labels  # the chain runs with it

@@ -250,6 +250,13 @@ def test_cli_chinese_metric_options_default_to_the_config_and_reach_the_report(
     assert "BLEU on words" in result.output
     result = CliRunner().invoke(app, [*base, "--zh-rouge-counting", "lin"], env={"COLUMNS": "250"})
     assert result.exit_code == 2 and "'lin' is not one of 'unique', 'clipped'" in result.output
+    assert fakes[-1][1].demonstration_form == "exchange"
+    result = CliRunner().invoke(app, [*base, "--demonstration", "paper"])
+    assert result.exit_code == 0, result.output
+    assert fakes[-1][1].demonstration_form == "paper"
+    assert json.loads(out.read_text(encoding="utf-8"))["settings"]["demonstration_form"] == "paper"
+    result = CliRunner().invoke(app, [*base, "--demonstration", "both"])
+    assert result.exit_code != 0 and "must be exchange or paper" in str(result.exception)
 
 
 def test_cli_sample_flag_and_default_decoding(tmp_path: Path, fakes: list[Any]) -> None:

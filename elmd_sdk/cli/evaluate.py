@@ -147,6 +147,13 @@ def command(
             help="closed: the emotion is the most likely label (closed-set decoding); free: the model writes it.",
         ),
     ] = "closed",
+    demonstration: Annotated[
+        str,
+        typer.Option(
+            "--demonstration",
+            help="exchange: R as an example exchange (u', e', r'); paper: r' with its special instruction only.",
+        ),
+    ] = "exchange",
     zh_bleu_tokens: Annotated[
         BleuTokens,
         typer.Option(
@@ -196,6 +203,7 @@ def command(
         meteor_synonyms=meteor_synonyms,
         device=device,
         emotion_mode=emotion_mode,  # type: ignore[arg-type]  # checked by validate()
+        demonstration_form=demonstration,  # type: ignore[arg-type]  # checked by validate()
         text_metrics=TextMetricOptions(zh_bleu_tokens=zh_bleu_tokens, zh_rouge_counting=zh_rouge_counting),
     )
     settings.validate()

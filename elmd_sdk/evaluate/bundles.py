@@ -66,6 +66,7 @@ def load_chain(
         use_video=use_video,
         device=settings.device,
         emotion_mode=settings.emotion_mode,
+        demonstration_form=settings.demonstration_form,
         **settings.generation(),
     )
 

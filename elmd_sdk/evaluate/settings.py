@@ -21,6 +21,7 @@ class EvalSettings:
     meteor_synonyms: bool = True  # METEOR with WordNet synonyms where an offline WordNet is installed
     device: str | None = None  # torch device of the LLM; None = where transformers loads
     emotion_mode: Literal["closed", "free"] = "closed"  # closed-set emotion decoding, or the model writes it (paper)
+    demonstration_form: Literal["exchange", "paper"] = "exchange"  # R as an example exchange, or the paper's r'
     text_metrics: TextMetricOptions = field(default_factory=TextMetricOptions)  # Chinese BLEU tokens, ROUGE counting
 
     def validate(self) -> None:
@@ -33,6 +34,8 @@ class EvalSettings:
             raise InputError(f"must be at least 1, got {self.batch_size}", field="batch_size")
         if self.emotion_mode not in ("closed", "free"):
             raise InputError(f"must be closed or free, got {self.emotion_mode!r}", field="emotion_mode")
+        if self.demonstration_form not in ("exchange", "paper"):
+            raise InputError(f"must be exchange or paper, got {self.demonstration_form!r}", field="demonstration_form")
         self.text_metrics.validate()
 
     def generation(self) -> dict[str, Any]:
