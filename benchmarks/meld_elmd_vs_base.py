@@ -53,9 +53,8 @@ def parse_args() -> argparse.Namespace:
 
 def train_retriever(train: list[Sample], work: Path, args: argparse.Namespace) -> tuple[Any, float]:
     """Train the ERM on MELD train and index MELD train with it; returns the EmotionalRetriever and seconds taken."""
-    from elmd_sdk.retrievers import EmotionalRetriever
+    from elmd_sdk.retrievers import EmotionalRetriever, EncoderSource, build_index
     from elmd_sdk.retrievers.encoder import ERMConfig
-    from elmd_sdk.retrievers.index import EncoderSource, build_index
     from elmd_sdk.trainers.erm import ERMTrainConfig, train_erm
 
     start = time.perf_counter()

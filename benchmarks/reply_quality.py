@@ -2,11 +2,12 @@
 
 One run prints, on the same MELD dev samples (each with at least one history turn):
 
-- for three systems over one SmolLM2-135M-Instruct chat model (the embedded default LLM, untuned, greedy, the
-  default bundle's no-repeat-3 rule): "closed" (closed-set emotion decoding with the ERM's demonstration, the
-  SDK's default), "free" (the model writes the emotion line itself, as in the paper) and "no retrieval" (closed
-  set, no demonstration): emotion accuracy and macro-F1, how many replies name a label, template-leak rate, copy
-  rate, distinct-2, seconds per reply;
+- for four systems over one SmolLM2-135M-Instruct chat model (the embedded default LLM, untuned, greedy, the
+  default bundle's no-repeat-3 rule): "closed" (closed-set emotion decoding with the ERM's demonstration as an
+  example exchange u', e', r', the SDK's default), "free" (the model writes the emotion line itself, as in the
+  paper), "no retrieval" (closed set, no demonstration) and "closed, paper R" (closed set, the demonstration in the
+  paper's form: r' with its special instruction only): emotion accuracy and macro-F1, how many replies name a
+  label, template-leak rate, copy rate, distinct-2, seconds per reply;
 - two emotion baselines on the same samples: the majority class and the response emotion e' of the top retrieved
   demonstration;
 - the utterance emotion (the similarity-weighted vote of the ``--vote-k`` nearest MELD train utterances) as weighted
@@ -55,8 +56,7 @@ def parse_args() -> argparse.Namespace:
 
 def build_retrievers(train: list[Sample], erm_dir: Path, work: Path, k: int) -> tuple[Any, Any]:
     """EmotionalRetrievers over MELD train with the ERM and with the plain encoder (indexes built here)."""
-    from elmd_sdk.retrievers import EmotionalRetriever, ERMEncoder
-    from elmd_sdk.retrievers.index import EncoderSource, build_index
+    from elmd_sdk.retrievers import EmotionalRetriever, EncoderSource, ERMEncoder, build_index
 
     retrievers = []
     for name, encoder, source in (
@@ -146,6 +146,9 @@ def main() -> None:
             "closed": ELMDChain(chat_model=chat, retriever=erm_retriever, emotion_vote_k=args.vote_k),
             "free": ELMDChain(chat_model=chat, retriever=erm_retriever, emotion_mode="free"),
             "no retrieval": ELMDChain(chat_model=chat, retriever=erm_retriever, use_retrieval=False),
+            "closed, paper R": ELMDChain(
+                chat_model=chat, retriever=erm_retriever, emotion_vote_k=args.vote_k, demonstration_form="paper"
+            ),
         }
         labels = systems["closed"].labels
         results: dict[str, EvalResult] = {}
@@ -190,12 +193,13 @@ def main() -> None:
                 max_new_tokens=args.max_new_tokens,
                 do_sample=False,
                 emotion_mode="free" if name == "free" else "closed",
+                demonstration_form="paper" if name == "closed, paper R" else "exchange",
             )
             report = eval_report(
                 result, settings=settings, data=meld_csv(args.data_root, "dev"), samples_total=len(dev), bundle=None
             )
             report["benchmark"] = {"system": name, "subset_seed": args.seed, "max_history": args.max_history}
-            write_report(args.out / f"{name.replace(' ', '_')}.json", report)
+            write_report(args.out / f"{name.replace(', ', '_').replace(' ', '_')}.json", report)
         print(f"reports written to {args.out}")
 
 

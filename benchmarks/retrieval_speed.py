@@ -91,7 +91,7 @@ def latency(args: argparse.Namespace, queries: list[str]) -> None:
     """Print invoke, encoder-only, FAISS-only and store-search latencies on a synthetic index per index type."""
     from elmd_sdk.retrievers import EmotionalRetriever, ERMEncoder, IndexConfig, IndexEntry
     from elmd_sdk.retrievers.encoder import ERMConfig
-    from elmd_sdk.retrievers.index import build_store
+    from elmd_sdk.retrievers.index_build import build_store
 
     encoder = ERMEncoder.create(ERMConfig(s=args.ssc)) if args.ssc else ERMEncoder.plain()
     rng = np.random.default_rng(args.seed)

@@ -20,7 +20,7 @@ from os import PathLike
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from elmd_sdk.chains.parser import ELMDResult, StreamingAnswerParser, add_usage
+from elmd_sdk.chains.parser import AnswerReader, ELMDResult
 from elmd_sdk.chains.prompt import (
     VIDEO_PLACEHOLDER,
     DemonstrationForm,
@@ -565,71 +565,30 @@ class _Retrieved:
 
 
 class _ReplyChunks:
-    """Chat model output (messages or stream chunks) -> result chunks; the first carries the emotion, its
-    probabilities, the demonstration and the utterance emotion.
-
-    Free mode parses the emotion line the model wrote (:class:`StreamingAnswerParser`); closed mode takes the emotion
-    the chat model chose from its first chunk's metadata and only cuts the response where it ends.
-    """
+    """Chat model output -> result chunks (:class:`AnswerReader`), the first also carrying the demonstration and
+    the utterance emotion; closed mode requires the emotion the chat model chose."""
 
     def __init__(self, labels: Sequence[str], closed: bool, extras: ELMDResult, options: dict[str, Any]) -> None:
         self.options = options  # keyword arguments of the chat model call
-        self._labels = labels
-        self._closed = closed
-        self._parser = None if closed else StreamingAnswerParser(labels)
-        self._extras = extras
-        self._first = True
-        self._usage: dict[str, int] | None = None  # token counts not yet on a chunk
-        self._finish_reason: str | None = None  # the chat model's, unless the parser ended the reply first
+        self._reader = AnswerReader(labels, closed=closed)
+        self._extras: ELMDResult | None = extras  # added to the first chunk that goes out
 
     @property
     def done(self) -> bool:
         """Whether the response has ended (nothing more to feed)."""
-        return self._parser is not None and self._parser.done
+        return self._reader.done
 
     def feed(self, message: BaseMessage) -> list[ELMDResult]:
         """The chunks that this piece of the chat model's output makes certain."""
-        self._take_usage(message)
-        if self._parser is None:
-            metadata = message.response_metadata
-            if "emotion" not in metadata:
-                raise ElmdError("the chat model returned no closed-set emotion (its first chunk has no 'emotion')")
-            self._parser = StreamingAnswerParser(self._labels, emotion=metadata["emotion"])
-            self._extras = replace(
-                self._extras, emotion=metadata["emotion"], emotion_scores=dict(metadata["emotion_scores"])
-            )
-            return self._tagged([ELMDResult(metadata["emotion"], ""), *self._parser.feed(str(message.text))])
-        return self._tagged(self._parser.feed(str(message.text)))
+        return self._tagged(self._reader.feed(message))
 
     def finish(self) -> list[ELMDResult]:
-        """The remaining chunks at the end of generation; the last carries the finish reason and unsent usage."""
-        if self._parser is None:
-            raise ElmdError("the chat model returned nothing")
-        chunks = self._tagged(self._parser.finish())
-        end = ELMDResult(None, "", usage=self._usage, finish_reason=self._finish_reason or "stop")
-        self._usage = None
-        return [*chunks[:-1], chunks[-1] + end] if chunks else [end]
-
-    def _take_usage(self, message: BaseMessage) -> None:
-        """Keep the piece's token counts (and finish reason) until the next chunk goes out."""
-        usage = getattr(message, "usage_metadata", None)
-        if usage:
-            counts = {key: int(usage[key]) for key in ("input_tokens", "output_tokens", "total_tokens")}
-            self._usage = add_usage(self._usage, counts)
-        reason = message.response_metadata.get("finish_reason")
-        if reason is not None and not self._parser_done():
-            self._finish_reason = str(reason)
-
-    def _parser_done(self) -> bool:
-        return self._parser is not None and self._parser.done
+        """The remaining chunks at the end of generation."""
+        return self._tagged(self._reader.finish())
 
     def _tagged(self, chunks: list[ELMDResult]) -> list[ELMDResult]:
-        if chunks and self._usage is not None:
-            chunks = [replace(chunks[0], usage=add_usage(chunks[0].usage, self._usage)), *chunks[1:]]
-            self._usage = None
-        if chunks and self._first:
-            self._first = False
-            return [self._extras + chunks[0], *chunks[1:]]
+        if chunks and self._extras is not None:
+            chunks, self._extras = [chunks[0] + self._extras, *chunks[1:]], None
         return chunks
 
 

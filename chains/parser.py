@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -25,6 +25,7 @@ from langchain_core.messages import BaseMessage
 from langchain_core.output_parsers.transform import BaseTransformOutputParser
 
 from elmd_sdk.data.labels import EMOTIONS
+from elmd_sdk.errors import ElmdError
 
 # Words accepted for each of the seven labels (lower case), English and Chinese.
 SYNONYMS: dict[str, tuple[str, ...]] = {
@@ -407,8 +408,73 @@ def _unsettled_tail(text: str) -> int:
     return cut
 
 
+class AnswerReader:
+    """Chat model output (strings, messages or stream chunks) -> :class:`ELMDResult` chunks, fed piece by piece.
+
+    The emotion comes from the first piece's metadata when the chat model chose it (closed-set decoding by
+    :class:`~elmd_sdk.models.chat_model.ELMDChatModel`: ``emotion`` and ``emotion_scores``), else it is parsed from
+    the text (free mode); the response is cut where it ends. Token counts (``usage_metadata``) ride on the next
+    chunk that goes out; the last chunk carries the finish reason (the chat model's, or ``"stop"`` when the reply
+    ended before generation did). ``closed=True`` requires the chosen emotion, ``False`` ignores it.
+    """
+
+    def __init__(self, labels: Sequence[str] = EMOTIONS, *, closed: bool | None = None) -> None:
+        self._labels = labels
+        self._closed = closed
+        self._parser: StreamingAnswerParser | None = None
+        self._usage: dict[str, int] | None = None  # token counts not yet on a chunk
+        self._finish_reason: str | None = None
+
+    @property
+    def done(self) -> bool:
+        """Whether the response has ended (nothing more to feed)."""
+        return self._parser is not None and self._parser.done
+
+    def feed(self, piece: str | BaseMessage) -> list[ELMDResult]:
+        """The chunks that this piece makes certain."""
+        text = _piece_text(piece)
+        metadata = piece.response_metadata if isinstance(piece, BaseMessage) else {}
+        if isinstance(piece, BaseMessage):
+            self._take_usage(piece, metadata)
+        if self._parser is not None:
+            return self._with_usage(self._parser.feed(text))
+        chosen = metadata.get("emotion") if self._closed is not False else None
+        if chosen is None and self._closed:
+            raise ElmdError("the chat model returned no closed-set emotion (its first chunk has no 'emotion')")
+        self._parser = StreamingAnswerParser(self._labels, emotion=chosen)
+        if chosen is None:
+            return self._with_usage(self._parser.feed(text))
+        head = ELMDResult(chosen, "", emotion_scores=dict(metadata.get("emotion_scores") or {}) or None)
+        return self._with_usage([head, *self._parser.feed(text)])
+
+    def finish(self) -> list[ELMDResult]:
+        """The remaining chunks at the end of generation; the last carries the finish reason and unsent usage."""
+        if self._parser is None:
+            raise ElmdError("the chat model returned nothing")
+        chunks = self._with_usage(self._parser.finish())
+        end = ELMDResult(None, "", usage=self._usage, finish_reason=self._finish_reason or "stop")
+        self._usage = None
+        return [*chunks[:-1], chunks[-1] + end] if chunks else [end]
+
+    def _take_usage(self, message: BaseMessage, metadata: Mapping[str, Any]) -> None:
+        usage = getattr(message, "usage_metadata", None)
+        if usage:
+            counts = {key: int(usage[key]) for key in ("input_tokens", "output_tokens", "total_tokens")}
+            self._usage = add_usage(self._usage, counts)
+        reason = metadata.get("finish_reason")
+        if reason is not None and not self.done:
+            self._finish_reason = str(reason)
+
+    def _with_usage(self, chunks: list[ELMDResult]) -> list[ELMDResult]:
+        if chunks and self._usage is not None:
+            chunks = [replace(chunks[0], usage=add_usage(chunks[0].usage, self._usage)), *chunks[1:]]
+            self._usage = None
+        return chunks
+
+
 class ELMDOutputParser(BaseTransformOutputParser[ELMDResult]):
-    """LangChain output parser for the ELMD answer format; streams :class:`ELMDResult` chunks."""
+    """LangChain output parser for the ELMD answer format; streams :class:`ELMDResult` chunks. After an
+    ``ELMDChatModel`` in closed-set mode it takes the emotion the model chose from the message metadata."""
 
     labels: tuple[str, ...] = EMOTIONS
     """The bundle's label set; emotions outside it (after synonym mapping) parse as None."""
@@ -430,21 +496,21 @@ class ELMDOutputParser(BaseTransformOutputParser[ELMDResult]):
         return f"{render_answer('<emotion>', '<response>', self.language)}\n({words.emotion_key}: {shown})"
 
     def _transform(self, input: Iterator[str | BaseMessage]) -> Iterator[ELMDResult]:
-        machine = StreamingAnswerParser(self.labels)
+        reader = AnswerReader(self.labels)
         for piece in input:
-            yield from machine.feed(_piece_text(piece))
-            if machine.done:
+            yield from reader.feed(piece)
+            if reader.done:
                 break
-        yield from machine.finish()
+        yield from reader.finish()
 
     async def _atransform(self, input: AsyncIterator[str | BaseMessage]) -> AsyncIterator[ELMDResult]:
-        machine = StreamingAnswerParser(self.labels)
+        reader = AnswerReader(self.labels)
         async for piece in input:
-            for chunk in machine.feed(_piece_text(piece)):
+            for chunk in reader.feed(piece):
                 yield chunk
-            if machine.done:
+            if reader.done:
                 break
-        for chunk in machine.finish():
+        for chunk in reader.finish():
             yield chunk
 
     @property

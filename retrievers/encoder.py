@@ -18,8 +18,9 @@ safetensors weights, JSON configs and the tokenizer's text files) and ``ssc.safe
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,6 +39,7 @@ from elmd_sdk.io import (
     save_tensors,
     sha256_file,
 )
+from elmd_sdk.progress import make_progress
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -123,6 +125,33 @@ def load_sentence_transformer(
     except (OSError, ValueError, KeyError) as exc:
         problem = f"cannot load sentence-transformers model '{name_or_path}' ({exc})"
         raise InputError(problem, field="base_model") from None
+
+
+def encode_in_chunks(
+    encode: Callable[[list[str]], np.ndarray],
+    texts: Sequence[str],
+    dim: int,
+    chunk: int,
+    *,
+    longest_first: bool = False,
+    show_progress: bool = False,
+) -> np.ndarray:
+    """Embed ``texts`` ``chunk`` at a time with ``encode`` (texts -> (c, dim)): (n, dim) float32 in input order.
+
+    ``longest_first`` encodes the longest texts first, so each batch holds texts of similar length and little
+    padding (sentence-transformers sorts only within one call, i.e. within one chunk); ``show_progress`` shows a bar.
+    """
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i])) if longest_first else range(len(texts))
+    out = np.empty((len(texts), dim), dtype=np.float32)  # (n, dim)
+    progress = make_progress() if show_progress else None
+    with progress if progress is not None else contextlib.nullcontext():
+        task = progress.add_task("encoding", total=len(texts), info=f"dim {dim}") if progress is not None else None
+        for start in range(0, len(texts), chunk):
+            rows = list(order[start : start + chunk])
+            out[rows] = encode([texts[i] for i in rows])  # (c, dim)
+            if progress is not None:
+                progress.advance(task, len(rows))
+    return out
 
 
 def weights_digest(modules: Sequence[torch.nn.Module]) -> str:
@@ -257,26 +286,12 @@ class ERMEncoder:
     @torch.inference_mode()
     def encode(self, texts: Sequence[str], batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
         """Retrieval vectors for texts: (n, dim) float32, L2-normalised, so inner product = similarity."""
-        texts = list(texts)
         for module in self.modules():
             module.eval()
-        out = np.empty((len(texts), self.dim), dtype=np.float32)
-        if not texts:
-            return out
         chunk = batch_size * 16
-        if show_progress:
-            from elmd_sdk.progress import make_progress
-
-            progress = make_progress()
-            with progress:
-                task = progress.add_task("encode", total=len(texts), info="")
-                for start in range(0, len(texts), chunk):
-                    out[start : start + chunk] = self._encode_chunk(texts[start : start + chunk], batch_size)
-                    progress.advance(task, min(chunk, len(texts) - start))
-        else:
-            for start in range(0, len(texts), chunk):
-                out[start : start + chunk] = self._encode_chunk(texts[start : start + chunk], batch_size)
-        return out
+        return encode_in_chunks(
+            lambda part: self._encode_chunk(part, batch_size), list(texts), self.dim, chunk, show_progress=show_progress
+        )
 
     def _encode_chunk(self, texts: list[str], batch_size: int) -> np.ndarray:
         e_u = self.model.encode(texts, batch_size=batch_size, convert_to_tensor=True, show_progress_bar=False)

@@ -139,7 +139,7 @@ class EmotionalRetriever(BaseRetriever):
         if encoder is None:
             encoder = encoder_from_source(resolve_source(read_manifest(index_dir), index_dir), index_dir)
         loaded = load_index(index_dir, encoder, nprobe=nprobe, ef_search=ef_search)
-        kwargs.setdefault("score_baseline", loaded.manifest["score_baseline"])
+        kwargs.setdefault("score_baseline", loaded.manifest.score_baseline)
         try:
             return cls(store=loaded.store, encoder=encoder, k=k, **kwargs)
         except ValidationError as error:

@@ -7,9 +7,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from elmd_sdk.trainers.checkpoint import load_checkpoint, save_checkpoint
+from elmd_sdk.trainers.checkpoint import (
+    check_resumable,
+    check_start,
+    checkpoint_dir,
+    load_checkpoint,
+    resume_checkpoint,
+    save_checkpoint,
+)
 
-from elmd_sdk.errors import InputError
+from elmd_sdk.errors import InputError, MismatchError
 
 
 def _train_steps(model: torch.nn.Module, opt: torch.optim.Optimizer, n: int) -> None:
@@ -108,3 +115,32 @@ def test_leftovers_of_an_interrupted_save_are_removed_at_the_next_start(tmp_path
     loaded = load_checkpoint(tmp_path)
     assert loaded is not None and loaded[1] == {"step": 1}
     assert sorted(p.name for p in ckpt.iterdir()) == kept
+
+
+def test_every_trainer_keeps_its_checkpoint_in_out_checkpoint(tmp_path: Path) -> None:
+    assert (
+        save_checkpoint(tmp_path, {"w": torch.ones(1)}, None, {}) == checkpoint_dir(tmp_path) == tmp_path / "checkpoint"
+    )
+    assert (tmp_path / "checkpoint" / "state.json").is_file()
+
+
+def test_start_and_resume_rules(tmp_path: Path) -> None:
+    check_start(tmp_path, resume=False)  # nothing there: a fresh start
+    with pytest.raises(InputError, match=r"nothing to resume: no checkpoint in .*checkpoint; run without --resume"):
+        check_start(tmp_path, resume=True)
+    with pytest.raises(InputError, match="nothing to resume"):
+        resume_checkpoint(tmp_path, torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1))
+    save_checkpoint(tmp_path, {"w": torch.ones(1)}, None, {"step": 1})
+    check_start(tmp_path, resume=True)
+    with pytest.raises(InputError, match="holds the checkpoint of an unfinished run") as error:
+        check_start(tmp_path, resume=False)
+    assert error.value.file == str(tmp_path)
+
+
+def test_resumable_settings_name_the_first_difference(tmp_path: Path) -> None:
+    saved = {"lr": 0.1, "max_steps": 2, "seed": 0}
+    check_resumable(saved, {"lr": 0.1, "max_steps": 9, "seed": 0}, {"max_steps"}, tmp_path)  # may change
+    with pytest.raises(MismatchError, match=r"saved with lr=0\.1, resumed with 0\.2; resume with the same settings"):
+        check_resumable(saved, {"lr": 0.2, "max_steps": 2, "seed": 1}, {"max_steps"}, tmp_path)
+    with pytest.raises(MismatchError, match="saved with epochs=None, resumed with 3"):  # a setting the checkpoint lacks
+        check_resumable(saved, {**saved, "epochs": 3}, set(), tmp_path)

@@ -12,6 +12,7 @@ from elmd_sdk.chains.chain import default_bundle_path
 from elmd_sdk.retrievers import build_index
 from elmd_sdk.retrievers.encoder import ERMConfig, ERMEncoder
 from elmd_sdk.retrievers.index import read_manifest, resolve_source
+from elmd_sdk.retrievers.index_manifest import StoredSource
 from retriever_fakes import HashEncoder, tiny_corpus
 
 from elmd_sdk.bundle import load_bundle
@@ -45,12 +46,14 @@ def test_an_index_encoder_source_stays_beside_the_index(tmp_path: Path) -> None:
     index = tmp_path / "project" / "index"
     build_index(HashEncoder(), tiny_corpus(), index)
     manifest = read_manifest(index)
-    manifest["encoder_source"] = {"kind": "erm", "path": "../erm", "relative_to_index": True}
+    manifest.encoder_source = StoredSource("erm", "../erm", relative_to_index=True)
     assert resolve_source(manifest, index).path == str((tmp_path / "project" / "erm").resolve())
-    manifest["encoder_source"]["path"] = "../../outside_erm"
+    manifest.encoder_source = StoredSource("erm", "../../outside_erm", relative_to_index=True)
     with pytest.raises(InputError, match="leads out of"):
         resolve_source(manifest, index)
-    manifest["encoder_source"] = {"kind": "erm", "path": 7}
+    recorded = json.loads((index / "index.json").read_text(encoding="utf-8"))
+    recorded["encoder_source"] = {"kind": "erm", "path": 7}
+    (index / "index.json").write_text(json.dumps(recorded), encoding="utf-8")
     with pytest.raises(InputError, match="must be a string or null") as error:
-        resolve_source(manifest, index)
+        read_manifest(index)
     assert error.value.field == "encoder_source.path"

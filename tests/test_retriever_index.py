@@ -9,21 +9,23 @@ from pathlib import Path
 import faiss
 import numpy as np
 import pytest
-from elmd_sdk.retrievers.index import (
+from elmd_sdk.retrievers.index import load_index, resolve_source
+from elmd_sdk.retrievers.index_build import IndexConfig, build_index, default_nlist
+from elmd_sdk.retrievers.index_manifest import (
     DOCSTORE_FILE,
     FAISS_FILE,
     ID_MAP_FILE,
     MANIFEST_FILE,
     EncoderSource,
-    IndexConfig,
-    build_index,
-    default_nlist,
-    load_index,
-    resolve_source,
+    IndexManifest,
+    IndexParams,
+    StoredSource,
+    read_manifest,
 )
 from retriever_fakes import HashEncoder, tiny_corpus
 
 from elmd_sdk.errors import InputError, MismatchError
+from elmd_sdk.paths import default_bundle_path
 
 
 @pytest.fixture
@@ -80,9 +82,9 @@ def test_approximate_indexes_build_save_load_and_find_exact_match(
     corpus = tiny_corpus()
     build_index(encoder, corpus, tmp_path / "ix", index_type, nlist=4, nprobe=4)  # type: ignore[arg-type]
     loaded = load_index(tmp_path / "ix", encoder)
-    assert loaded.manifest["index_type"] == index_type
+    assert loaded.manifest.index_type == index_type
     if index_type == "ivf":
-        assert loaded.manifest["params"]["nlist"] == 4
+        assert loaded.manifest.params == IndexParams(nlist=4, nprobe=4, hnsw_m=32, ef_search=64)
         assert faiss.extract_index_ivf(loaded.store.index).nprobe == 4
     else:
         assert isinstance(loaded.store.index, faiss.IndexHNSWFlat)
@@ -196,7 +198,9 @@ def test_encoder_folder_beside_index_is_recorded_relative_and_survives_a_move(
     bundle = tmp_path / "bundle"
     (bundle / "erm").mkdir(parents=True)
     loaded = build_index(encoder, tiny_corpus(), bundle / "index", source=EncoderSource("erm", str(bundle / "erm")))
-    assert loaded.manifest["encoder_source"] == {"kind": "erm", "path": "../erm", "relative_to_index": True}
+    assert loaded.manifest.encoder_source == StoredSource("erm", "../erm", relative_to_index=True)
+    recorded = json.loads((bundle / "index" / MANIFEST_FILE).read_text())["encoder_source"]
+    assert recorded == {"kind": "erm", "path": "../erm", "relative_to_index": True}
     moved = tmp_path / "moved"
     shutil.move(bundle, moved)
     source = resolve_source(load_index(moved / "index").manifest, moved / "index")
@@ -207,12 +211,68 @@ def test_far_away_folder_is_absolute_and_model_names_are_kept(tmp_path: Path, en
     far = tmp_path / "elsewhere" / "erm"
     far.mkdir(parents=True)
     loaded = build_index(encoder, tiny_corpus(), tmp_path / "a" / "b" / "ix", source=EncoderSource("erm", str(far)))
-    assert loaded.manifest["encoder_source"]["path"] == str(far.resolve())
+    assert loaded.manifest.encoder_source == StoredSource("erm", str(far.resolve()), relative_to_index=False)
     loaded = build_index(encoder, tiny_corpus(), tmp_path / "ix2", source=EncoderSource("plain", "some/hub-name"))
-    assert loaded.manifest["encoder_source"] == {"kind": "plain", "path": "some/hub-name", "relative_to_index": False}
+    assert loaded.manifest.encoder_source == StoredSource("plain", "some/hub-name", relative_to_index=False)
 
 
 def test_manifest_naming_another_index_type_is_a_mismatch(flat_index: Path) -> None:
     _edit_manifest(flat_index, index_type="hnsw")
     with pytest.raises(MismatchError, match=r"index\.faiss: holds a FAISS IndexFlat.*not the inner-product hnsw index"):
         load_index(flat_index)
+
+
+def test_the_committed_default_index_reads_back_to_the_same_json() -> None:
+    """An index written before the typed manifest loads, and the manifest writes back exactly what it read."""
+    index = default_bundle_path() / "index"
+    raw = json.loads((index / MANIFEST_FILE).read_text())
+    manifest = read_manifest(index)
+    assert (manifest.index_type, manifest.dim, manifest.count) == ("flat", 1536, 385)
+    assert manifest.params == IndexParams(nlist=None, nprobe=8, hnsw_m=32, ef_search=64)
+    assert manifest.encoder_source == StoredSource("erm", "../erm", relative_to_index=True)
+    assert manifest.to_dict() == raw
+
+
+def test_an_index_from_before_the_score_baseline_loads_with_raw_scores(flat_index: Path) -> None:
+    manifest = json.loads((flat_index / MANIFEST_FILE).read_text())
+    del manifest["score_baseline"]
+    (flat_index / MANIFEST_FILE).write_text(json.dumps(manifest))
+    assert load_index(flat_index).manifest.score_baseline == 0.0
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "problem"),
+    [
+        ({"dim": "64"}, "dim", "must be a positive integer, got '64'"),
+        ({"count": True}, "count", "must be a positive integer, got True"),
+        ({"index_type": "lsh"}, "index_type", "unknown index type 'lsh'"),
+        ({"metric": "l2"}, "metric", "must be 'inner_product'"),
+        ({"sha256": {FAISS_FILE: "0" * 64}}, "sha256", f"needs the SHA-256 of {DOCSTORE_FILE}"),
+        ({"encoder_fingerprint": "abc"}, "encoder_fingerprint", "must be an object or null"),
+        ({"score_baseline": 1.0}, "score_baseline", "must be a number in [-1, 1), got 1.0"),
+        ({"params": {"nlist": None, "nprobe": 0, "hnsw_m": 32, "ef_search": 64}}, "params.nprobe", "got 0"),
+        ({"params": {"nlist": 0, "nprobe": 8, "hnsw_m": 32, "ef_search": 64}}, "params.nlist", "got 0"),
+        ({"params": [8]}, "params", "must be an object"),
+        ({"encoder_source": {"kind": "sbert"}}, "encoder_source", "kind 'erm' or 'plain'"),
+        ({"encoder_source": {"kind": "erm", "path": 7}}, "encoder_source.path", "must be a string or null, got 7"),
+        ({"encoder_source": {"kind": "erm", "relative_to_index": 1}}, "encoder_source.relative_to_index", "true or"),
+        ({"format_version": 2}, "format_version", "unsupported index format 2"),
+        ({"encoder": "x"}, "encoder", "unknown field"),
+        ({"count": None}, "count", "must be a positive integer, got None"),
+    ],
+)
+def test_a_bad_manifest_field_is_an_input_error_naming_file_and_field(
+    flat_index: Path, changes: dict, field: str, problem: str
+) -> None:
+    _edit_manifest(flat_index, **changes)
+    with pytest.raises(InputError) as error:
+        load_index(flat_index)
+    assert error.value.file == str(flat_index / MANIFEST_FILE) and error.value.field == field
+    assert problem in error.value.problem
+
+
+def test_a_missing_manifest_field_is_named(flat_index: Path) -> None:
+    manifest = json.loads((flat_index / MANIFEST_FILE).read_text())
+    del manifest["params"]
+    with pytest.raises(InputError, match=r"index\.json: field 'params': missing"):
+        IndexManifest.from_dict(manifest, flat_index / MANIFEST_FILE)

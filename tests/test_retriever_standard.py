@@ -6,7 +6,7 @@ from functools import cached_property
 from typing import Any
 
 import pytest
-from elmd_sdk.retrievers.index import IndexConfig, IndexEntry, build_store
+from elmd_sdk.retrievers.index_build import IndexConfig, IndexEntry, build_store
 from elmd_sdk.retrievers.retriever import EmotionalRetriever
 from langchain_tests.integration_tests import RetrieversIntegrationTests
 from retriever_fakes import HashEncoder, tiny_corpus

@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 from elmd_sdk.chains import ELMDChain, build_prompt
-from elmd_sdk.retrievers import ERMEncoder, build_index
+from elmd_sdk.retrievers import EncoderSource, ERMEncoder, build_index
 from elmd_sdk.retrievers.encoder import ERMConfig
-from elmd_sdk.retrievers.index import EncoderSource
 from elmd_sdk.trainers.examples import prompt_messages
 from train_fakes import COLOURS, colour_samples, save_tiny_llm, write_colour_video
 from typer.testing import CliRunner
@@ -137,14 +136,14 @@ def test_train_rep_killed_with_sigkill_resumes_to_the_uninterrupted_weights(file
     subprocess.run(command(reference), check=True, env=env, capture_output=True)
     child = subprocess.Popen(command(run), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while not (run / "checkpoints").is_dir() and child.poll() is None and time.monotonic() < deadline:
+    while not (run / "checkpoint").is_dir() and child.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
     time.sleep(0.2)  # let it train (and write checkpoints) a little longer before the kill
     assert child.poll() is None, "the run ended before it could be killed"
     child.send_signal(signal.SIGKILL)
     child.wait()
     assert not (run / "bundle.json").exists()
-    assert (run / "checkpoints" / "checkpoint" / "state.json").is_file()  # resume has something to continue from
+    assert (run / "checkpoint" / "state.json").is_file()  # resume has something to continue from
 
     resumed = subprocess.run([*command(run), "--resume"], env=env, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr

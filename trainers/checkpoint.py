@@ -1,27 +1,69 @@
-"""Resumable training checkpoints in safetensors + JSON (no pickle), written atomically.
+"""Resumable training checkpoints in safetensors + JSON (no pickle), written atomically, and the resume rules ERM,
+REP and EERG share.
 
-A checkpoint is a folder ``DIR/checkpoint`` holding ``state-<hash>.safetensors`` (trainable weights,
-the optimizer's tensors, RNG states) and ``state.json`` (step counters, optimizer scalars, config, and
-the name and SHA-256 of its tensor file). The tensor file gets a new name each time and is written
+A run writing to ``OUT`` keeps its checkpoint in the folder ``OUT/checkpoint``: ``state-<hash>.safetensors``
+(trainable weights, the optimizer's tensors, RNG states) and ``state.json`` (step counters, optimizer scalars,
+config, and the name and SHA-256 of its tensor file). The tensor file gets a new name each time and is written
 first; ``state.json`` is then replaced atomically, and only after that are older tensor files removed.
 A run killed at any moment therefore leaves ``state.json`` naming a complete tensor file: the new
-checkpoint or the previous one, never a torn mix.
+checkpoint or the previous one, never a torn mix. A run refuses to start afresh over an unfinished run's checkpoint
+(:func:`check_start`), and to resume with settings that would change its result (:func:`check_resumable`).
 """
 
 from __future__ import annotations
 
 import os
 import random
+from collections.abc import Mapping, Set
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from elmd_sdk.errors import InputError
+from elmd_sdk.errors import InputError, MismatchError
 from elmd_sdk.io import atomic_write_json, load_tensors, read_json, save_tensors, sha256_file
 
+CHECKPOINT_DIR = "checkpoint"
 STATE_JSON = "state.json"
+TRAINING_LOG = "training.json"  # beside the trained weights: the run's settings, history and whether it completed
+
+
+def checkpoint_dir(out_dir: str | Path) -> Path:
+    """The checkpoint folder of a run writing to ``out_dir``."""
+    return Path(out_dir) / CHECKPOINT_DIR
+
+
+def has_checkpoint(out_dir: str | Path) -> bool:
+    """Whether ``out_dir`` holds the checkpoint of an unfinished run."""
+    return (checkpoint_dir(out_dir) / STATE_JSON).is_file()
+
+
+def check_start(out_dir: str | Path, resume: bool) -> None:
+    """Refuse to start afresh over an unfinished run's checkpoint, and to resume where there is none."""
+    if has_checkpoint(out_dir) and not resume:
+        problem = "holds the checkpoint of an unfinished run; resume it (--resume) or choose another folder"
+        raise InputError(problem, file=out_dir)
+    if resume and not has_checkpoint(out_dir):
+        raise _nothing_to_resume(out_dir)
+
+
+def _nothing_to_resume(out_dir: str | Path) -> InputError:
+    return InputError(
+        f"nothing to resume: no checkpoint in {checkpoint_dir(out_dir)}; run without --resume to start a new run",
+        file=out_dir,
+    )
+
+
+def check_resumable(saved: Mapping[str, Any], current: Mapping[str, Any], may_change: Set[str], where: Path) -> None:
+    """Raise :class:`MismatchError` naming the first setting (other than ``may_change``) that differs between the
+    checkpoint's ``saved`` settings and the resumed run's ``current`` ones (both as read back from JSON)."""
+    for key in sorted(saved.keys() | current.keys()):
+        if key not in may_change and saved.get(key) != current.get(key):
+            raise MismatchError(
+                f"{where}: saved with {key}={saved.get(key)!r}, resumed with {current.get(key)!r}; "
+                "resume with the same settings or choose another output directory"
+            )
 
 
 def flatten_optimizer_state(
@@ -89,7 +131,7 @@ def save_checkpoint(
     meta: dict[str, Any],
 ) -> Path:
     """Write ``out_dir/checkpoint`` atomically: weights (prefixed ``model.``), optimizer, RNG and ``meta``."""
-    ckpt = Path(out_dir) / "checkpoint"
+    ckpt = checkpoint_dir(out_dir)
     ckpt.mkdir(parents=True, exist_ok=True)
     tensors = {f"model.{k}": v for k, v in model_tensors.items()}
     tensors.update(rng_state())
@@ -125,7 +167,7 @@ def load_checkpoint(
 
     Restores the optimizer (when given) and the RNG states, so training continues as if never stopped.
     """
-    ckpt = Path(out_dir) / "checkpoint"
+    ckpt = checkpoint_dir(out_dir)
     if not (ckpt / STATE_JSON).is_file():
         return None
     info = read_json(ckpt / STATE_JSON)
@@ -139,3 +181,13 @@ def load_checkpoint(
     set_rng_state(tensors)
     model = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     return model, info["meta"]
+
+
+def resume_checkpoint(
+    out_dir: str | Path, optimizer: torch.optim.Optimizer
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """:func:`load_checkpoint` for a run resumed with ``--resume``: an :class:`InputError` when there is none."""
+    loaded = load_checkpoint(out_dir, optimizer)
+    if loaded is None:
+        raise _nothing_to_resume(out_dir)
+    return loaded

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from elmd_sdk.retrievers import EncoderSource, build_index
 from elmd_sdk.retrievers.encoder import ERMConfig
-from elmd_sdk.retrievers.index import EncoderSource, build_index
 from elmd_sdk.trainers.erm import TRAINING_LOG, ERMTrainConfig, train_erm
 
 from elmd_sdk.bundle import ERM_DIR, INDEX_DIR, BundleManifest, data_sha256, save_manifest

@@ -18,7 +18,6 @@ from elmd_sdk.trainers.examples import Example
 from elmd_sdk.trainers.stage_model import StageModel
 
 from elmd_sdk.data.records import VideoRef
-from elmd_sdk.models.decoding import prefill, score_continuations
 from elmd_sdk.models.splice import splice_video_embeds
 
 
@@ -34,16 +33,13 @@ class ScoredExample:
 
 
 def emotion_metrics(gold: Sequence[int], predicted: Sequence[int]) -> tuple[float, float]:
-    """(accuracy, macro-F1); F1 is averaged over the labels that occur in ``gold`` or ``predicted``."""
-    if len(gold) != len(predicted) or not gold:
-        raise ValueError("emotion metrics need equally many gold and predicted labels, at least one")
-    accuracy = sum(g == p for g, p in zip(gold, predicted, strict=True)) / len(gold)
-    scores = []
-    for label in sorted(set(gold) | set(predicted)):
-        hits = sum(g == p == label for g, p in zip(gold, predicted, strict=True))
-        wanted, chosen = sum(g == label for g in gold), sum(p == label for p in predicted)
-        scores.append(2 * hits / (wanted + chosen))  # F1 = 2 TP / (2 TP + FP + FN)
-    return accuracy, sum(scores) / len(scores)
+    """(accuracy, macro-F1) as fractions, by :func:`~elmd_sdk.metrics.emotion.emotion_scores` (what ``elmd-sdk eval``
+    reports x100): F1 is averaged over the labels that occur in ``gold`` or ``predicted``."""
+    from elmd_sdk.metrics.emotion import emotion_scores
+
+    labels = [str(label) for label in sorted(set(gold) | set(predicted))]
+    scores = emotion_scores([str(p) for p in predicted], [str(g) for g in gold], labels)
+    return scores["emotion_accuracy"] / 100, scores["emotion_macro_f1"] / 100
 
 
 @torch.no_grad()
@@ -60,6 +56,8 @@ def score_examples(
     are then scored over its KV cache in one batched pass. ``video_features`` maps a clip to its pooled V_c
     ``(m + o, q)``.
     """
+    from elmd_sdk.models.decoding import prefill, score_continuations  # imports transformers: only when validating
+
     embed_tokens = model.llm.get_input_embeddings()
     out = []
     for i in indices:

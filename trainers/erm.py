@@ -20,23 +20,29 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from elmd_sdk.retrievers.encoder import ERMConfig, ERMEncoder
-from elmd_sdk.trainers.checkpoint import load_checkpoint, save_checkpoint
+from elmd_sdk.trainers.checkpoint import (
+    TRAINING_LOG,
+    check_resumable,
+    check_start,
+    checkpoint_dir,
+    has_checkpoint,
+    resume_checkpoint,
+    save_checkpoint,
+)
 from elmd_sdk.trainers.losses.ert import candidate_mask, ert_loss
 from elmd_sdk.trainers.losses.joint import joint_loss
 from elmd_sdk.trainers.losses.ssc import ssc_pair_losses
 from elmd_sdk.trainers.schedule import LR_SCHEDULES, lr_factor
 
 from elmd_sdk.data.records import Sample
-from elmd_sdk.errors import InputError, MismatchError
+from elmd_sdk.errors import InputError
 from elmd_sdk.io import atomic_folder, atomic_write_json, read_json
 from elmd_sdk.progress import make_progress
 
-TRAINING_LOG = "training.json"
 # Settings a resumed run may change; every other one must match the checkpoint.
 _RESUMABLE_CHANGES = frozenset({"max_steps", "checkpoint_every", "eval_batch_size", "device", "progress"})
 
@@ -203,17 +209,6 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _check_resumable(saved: dict[str, Any], config: ERMTrainConfig, source: Path) -> None:
-    """Refuse to resume with settings that would change the result (see ``_RESUMABLE_CHANGES``)."""
-    current = asdict(config)
-    for key, value in saved.items():
-        if key not in _RESUMABLE_CHANGES and current.get(key) != value:
-            raise MismatchError(
-                f"{source}: saved with {key}={value!r}, resumed with {current.get(key)!r}; "
-                "resume with the same settings or choose another output directory"
-            )
-
-
 def train_erm(
     config: ERMTrainConfig,
     train: Sequence[Sample],
@@ -230,24 +225,16 @@ def train_erm(
     """
     config.validate()
     out_dir = Path(out_dir)
-    has_checkpoint = (out_dir / "checkpoint" / "state.json").is_file()
-    if has_checkpoint and not resume:
-        problem = "holds the checkpoint of an unfinished run; resume it or choose another directory"
-        raise InputError(problem, file=out_dir)
-    if resume and not has_checkpoint and (out_dir / TRAINING_LOG).is_file():
+    if resume and not has_checkpoint(out_dir) and (out_dir / TRAINING_LOG).is_file():
         log = read_json(out_dir / TRAINING_LOG)
         if log.get("completed"):
             if log["train_config"]["epochs"] != config.epochs:
                 problem = "training already finished and its checkpoint is gone; train into a new directory"
                 raise InputError(problem, file=out_dir, field="epochs")
-            _check_resumable(log["train_config"], config, out_dir / TRAINING_LOG)
+            check_resumable(log["train_config"], asdict(config), _RESUMABLE_CHANGES, out_dir / TRAINING_LOG)
             history = [EpochStats(**h) for h in log["history"]]
             return ERMTrainResult(ERMEncoder.load(out_dir, config.device), history, out_dir, True)
-    if resume and not has_checkpoint:
-        raise InputError(
-            f"nothing to resume: no checkpoint in {out_dir / 'checkpoint'}; run without --resume to start a new run",
-            file=out_dir,
-        )
+    check_start(out_dir, resume)
     run = _Run(config, train, valid, out_dir)
     if resume:
         run.restore()
@@ -290,16 +277,14 @@ class _Run:
 
     def restore(self) -> None:
         """Continue from ``out_dir/checkpoint``: weights, optimizer, RNG states and counters."""
-        loaded = load_checkpoint(self.out_dir, self.optimizer)
-        if loaded is None:
-            raise InputError("no checkpoint to resume from", file=self.out_dir / "checkpoint")
-        tensors, meta = loaded
-        _check_resumable(meta["train_config"], self.config, self.out_dir / "checkpoint")
+        tensors, meta = resume_checkpoint(self.out_dir, self.optimizer)
+        where = checkpoint_dir(self.out_dir)
+        check_resumable(meta["train_config"], asdict(self.config), _RESUMABLE_CHANGES, where)
         if meta.get("data_sha256") != self.data_sha256:
             raise InputError(
                 "the checkpoint was trained on other data (its SHA-256 differs); resume with the same --data or "
                 "train into another directory",
-                file=self.out_dir / "checkpoint",
+                file=where,
                 field="data",
             )
         _restore_state(self.encoder, {k: v.to(self.encoder.device) for k, v in tensors.items()}, self.frozen)
@@ -390,5 +375,5 @@ class _Run:
                 },
             )
             if not completed:  # stopped by max_steps: keep the state to resume from
-                shutil.copytree(self.out_dir / "checkpoint", folder / "checkpoint")
+                shutil.copytree(checkpoint_dir(self.out_dir), checkpoint_dir(folder))
         return ERMTrainResult(encoder, self.history, self.out_dir, completed)

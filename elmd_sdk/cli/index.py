@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from elmd_sdk.retrievers.index_build import IndexConfig
+
 app = typer.Typer(help="Build FAISS indexes of (u', r') demonstration pairs for the EmotionalRetriever.")
 
 
@@ -17,6 +19,9 @@ class IndexKind(StrEnum):
     flat = "flat"
     hnsw = "hnsw"
     ivf = "ivf"
+
+
+DEFAULT_KIND = IndexKind(IndexConfig.index_type)
 
 
 @app.command("build")
@@ -36,17 +41,21 @@ def build(
             "'default' = the bundled all-MiniLM-L6-v2.",
         ),
     ] = None,
-    index_type: Annotated[IndexKind, typer.Option("--index-type", help="flat (exact), hnsw or ivf.")] = IndexKind.flat,
-    nlist: Annotated[int | None, typer.Option("--nlist", min=1, help="IVF lists (default 4*sqrt(n)).")] = None,
-    nprobe: Annotated[int, typer.Option("--nprobe", min=1, help="IVF lists searched per query (default).")] = 8,
+    index_type: Annotated[IndexKind, typer.Option("--index-type", help="flat (exact), hnsw or ivf.")] = DEFAULT_KIND,
+    nlist: Annotated[
+        int | None, typer.Option("--nlist", min=1, help="IVF lists (default 4*sqrt(n)).")
+    ] = IndexConfig.nlist,
+    nprobe: Annotated[
+        int, typer.Option("--nprobe", min=1, help="IVF lists searched per query (default).")
+    ] = IndexConfig.nprobe,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Encoding batch size.")] = 64,
 ) -> None:
     """Embed every utterance u' of --data with the ERM (or a plain encoder) and write the index to --out."""
     from elmd_sdk.data import read_jsonl
     from elmd_sdk.errors import InputError
     from elmd_sdk.io import check_writable
+    from elmd_sdk.retrievers import EncoderSource, build_index
     from elmd_sdk.retrievers.encoder import ERMEncoder
-    from elmd_sdk.retrievers.index import EncoderSource, build_index
 
     check_writable(out, folder=True)
     if (erm is None) == (encoder is None):
@@ -71,4 +80,4 @@ def build(
         show_progress=True,
     )
     manifest = loaded.manifest
-    typer.echo(f"wrote {manifest['index_type']} index of {manifest['count']} entries (dim {manifest['dim']}) to {out}")
+    typer.echo(f"wrote {manifest.index_type} index of {manifest.count} entries (dim {manifest.dim}) to {out}")

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from elmd_sdk.cli.train_options import Labels, SharedOptions, label_tuple, stage_command
+from elmd_sdk.trainers.eerg import DEFAULT_PRE_SEQ_LEN, EergConfig, train_eerg
 
 
 @stage_command
@@ -26,7 +27,7 @@ def command(
     ] = None,
     no_retrieval: Annotated[
         bool, typer.Option("--no-retrieval", help="Train without demonstrations (the 'w/o ERM' ablation).")
-    ] = False,
+    ] = not EergConfig.use_retrieval,
     llm: Annotated[
         str | None,
         typer.Option("--llm", help="LLM name or path (default: the REP bundle's, which it must match; else SmolLM2)."),
@@ -36,20 +37,22 @@ def command(
     ] = None,
     labels: Labels = None,
     pre_seq_len: Annotated[
-        int | None, typer.Option(help="Prefix length (default 128, or that of --prefix-init).")
-    ] = None,
+        int | None, typer.Option(help=f"Prefix length (default {DEFAULT_PRE_SEQ_LEN}, or that of --prefix-init).")
+    ] = EergConfig.pre_seq_len,
     prefix_projection: Annotated[
         bool, typer.Option("--prefix-projection", help="Reparameterise the prefix through ChatGLM2's MLP.")
-    ] = False,
+    ] = EergConfig.prefix_projection,
     prefix_init: Annotated[
         Path | None,
         typer.Option("--prefix-init", help="Starting prefix: our prefix folder or a ChatGLM2 p-tuning checkpoint."),
     ] = None,
-    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 2e-2,
-    lr_prefix: Annotated[float | None, typer.Option("--lr-prefix", help="Learning rate of the prefix.")] = None,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = EergConfig.lr,
+    lr_prefix: Annotated[
+        float | None, typer.Option("--lr-prefix", help="Learning rate of the prefix.")
+    ] = EergConfig.lr_prefix,
     lr_projector: Annotated[
         float | None, typer.Option("--lr-projector", help="Learning rate of the projector.")
-    ] = None,
+    ] = EergConfig.lr_projector,
     *,
     shared: SharedOptions,
 ) -> None:
@@ -59,8 +62,6 @@ def command(
     Multi-GPU: accelerate launch --multi_gpu --num_processes 4 -m elmd_sdk.cli.main train eerg ... (or torchrun);
     --batch-size stays the global batch.
     """
-    from elmd_sdk.trainers.eerg import EergConfig, train_eerg
-
     config = EergConfig(
         from_bundle=str(from_bundle) if from_bundle is not None else None,
         index=str(index) if index is not None else None,

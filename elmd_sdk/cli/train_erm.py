@@ -1,4 +1,8 @@
-"""``elmd-sdk train erm``: train the Emotional Retrieval Module (Eq. 4) on a JSONL corpus."""
+"""``elmd-sdk train erm``: train the Emotional Retrieval Module (Eq. 4) on a JSONL corpus.
+
+Every default is read from :class:`~elmd_sdk.trainers.erm.ERMTrainConfig` and
+:class:`~elmd_sdk.retrievers.encoder.ERMConfig` (``tests/test_paper_hyperparameters.py`` pins the paper's values).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,10 @@ from typing import Annotated
 
 import typer
 
+from elmd_sdk.cli.train_options import CheckpointEvery, MaxSteps, Resume, Seed
+from elmd_sdk.retrievers.encoder import ERMConfig
+from elmd_sdk.trainers.erm import ERMTrainConfig, train_erm
+
 
 def command(
     data: Annotated[Path, typer.Option("--data", help="Training samples (native JSONL).")],
@@ -14,33 +22,42 @@ def command(
     valid: Annotated[
         Path | None, typer.Option("--valid", help="Validation JSONL: emotion match@1 after each epoch.")
     ] = None,
-    epochs: Annotated[int, typer.Option(help="Passes over the training utterances.")] = 1,
-    batch_size: Annotated[int, typer.Option(help="Utterances per step (batch_size // 2 same-emotion pairs).")] = 32,
-    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 5e-5,
-    lr_schedule: Annotated[str, typer.Option(help="linear (decay to 0 over all epochs) or constant.")] = "linear",
-    s: Annotated[int, typer.Option("--s", help="Self-separation coefficient (vectors per E_s).")] = 4,
-    tau: Annotated[float, typer.Option(help="Temperature of Eq. 2 and Eq. 3.")] = 0.5,
-    lambda_: Annotated[float, typer.Option("--lambda", help="Weight of the emotion loss in Eq. 4.")] = 1.0,
-    no_ert: Annotated[bool, typer.Option("--no-ert", help="Ablation: train without ERT (Eq. 2).")] = False,
-    no_ssc: Annotated[bool, typer.Option("--no-ssc", help="Ablation: no self-separated component.")] = False,
+    epochs: Annotated[int, typer.Option(help="Passes over the training utterances.")] = ERMTrainConfig.epochs,
+    batch_size: Annotated[
+        int, typer.Option(help="Utterances per step (batch_size // 2 same-emotion pairs).")
+    ] = ERMTrainConfig.batch_size,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = ERMTrainConfig.lr,
+    lr_schedule: Annotated[
+        str, typer.Option(help="linear (decay to 0 over all epochs) or constant.")
+    ] = ERMTrainConfig.lr_schedule,
+    s: Annotated[int, typer.Option("--s", help="Self-separation coefficient (vectors per E_s).")] = ERMConfig.s,
+    tau: Annotated[float, typer.Option(help="Temperature of Eq. 2 and Eq. 3.")] = ERMConfig.tau,
+    lambda_: Annotated[
+        float, typer.Option("--lambda", help="Weight of the emotion loss in Eq. 4.")
+    ] = ERMConfig.lambda_,
+    no_ert: Annotated[
+        bool, typer.Option("--no-ert", help="Ablation: train without ERT (Eq. 2).")
+    ] = not ERMConfig.use_ert,
+    no_ssc: Annotated[
+        bool, typer.Option("--no-ssc", help="Ablation: no self-separated component.")
+    ] = not ERMConfig.use_ssc,
     freeze_encoder: Annotated[
         bool, typer.Option("--freeze-encoder", help="Keep the base encoder fixed; train only the SSC.")
-    ] = False,
+    ] = ERMConfig.freeze_encoder,
     base_model: Annotated[
         str, typer.Option(help="sentence-transformers name or path; 'default' = bundled all-MiniLM-L6-v2.")
-    ] = "default",
-    seed: Annotated[int, typer.Option(help="Seed of initialisation, batch order and dropout.")] = 0,
-    max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps (resumable).")] = None,
-    checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 200,
-    device: Annotated[str | None, typer.Option(help="torch device (default: automatic).")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoint after a kill.")] = False,
+    ] = ERMConfig.base_model,
+    seed: Seed = ERMTrainConfig.seed,
+    max_steps: MaxSteps = ERMTrainConfig.max_steps,
+    checkpoint_every: CheckpointEvery = ERMTrainConfig.checkpoint_every,
+    device: Annotated[str | None, typer.Option(help="torch device (default: automatic).")] = ERMTrainConfig.device,
+    resume: Resume = False,
 ) -> None:
     """Train the ERM retriever encoder: ERT (Eq. 2) + SSC (Eq. 3) jointly (Eq. 4), with checkpoints."""
     from elmd_sdk.cli.interrupt import report_checkpoint_on_interrupt
     from elmd_sdk.data import read_jsonl
     from elmd_sdk.io import check_writable
-    from elmd_sdk.retrievers.encoder import ERMConfig
-    from elmd_sdk.trainers.erm import ERMTrainConfig, train_erm
+    from elmd_sdk.trainers.checkpoint import checkpoint_dir
 
     config = ERMTrainConfig(
         erm=ERMConfig(
@@ -65,7 +82,7 @@ def command(
     check_writable(out, folder=True)
     train = read_jsonl(data, require=True)
     valid_samples = read_jsonl(valid, require=True) if valid is not None else None
-    with report_checkpoint_on_interrupt(out / "checkpoint"):
+    with report_checkpoint_on_interrupt(checkpoint_dir(out)):
         result = train_erm(config, train, valid_samples, out, resume=resume)
     for stats in result.history:
         line = f"epoch {stats.epoch}: step {stats.global_step}, loss {stats.train_loss:.4f}"

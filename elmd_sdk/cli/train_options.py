@@ -1,7 +1,9 @@
 """Command-line options ``train rep`` and ``train eerg`` share (data, engine, video), declared once.
 
 :func:`stage_command` gives a command, declared with only its own options and a ``shared: SharedOptions``
-argument, the shared ones as well; :meth:`SharedOptions.run` reads the data, trains and reports.
+argument, the shared ones as well; :meth:`SharedOptions.run` reads the data, trains and reports. Every default is
+read from the training config dataclasses (:class:`~elmd_sdk.trainers.stage.TrainConfig`, the stage configs), so the
+command line and the Python API cannot drift apart; ``tests/test_paper_hyperparameters.py`` pins the paper's values.
 """
 
 from __future__ import annotations
@@ -11,12 +13,13 @@ import inspect
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, get_type_hints
+from typing import Annotated, Any, get_type_hints
 
 import typer
 
-if TYPE_CHECKING:
-    from elmd_sdk.trainers.stage import StageResult, TrainConfig
+from elmd_sdk.trainers.examples import PromptConfig
+from elmd_sdk.trainers.rep import RepConfig
+from elmd_sdk.trainers.stage import StageResult, TrainConfig
 
 Data = Annotated[Path, typer.Option("--data", help="Training samples (native JSONL).")]
 Valid = Annotated[
@@ -50,7 +53,7 @@ MaxLength = Annotated[
     int | None, typer.Option(help="Most positions per example; older history turns are dropped (default: context).")
 ]
 Seed = Annotated[int, typer.Option(help="Seed of initialisation, batch order and dropout.")]
-Resume = Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoint after a kill.")]
+Resume = Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoint after a kill or --max-steps.")]
 MaxSteps = Annotated[int | None, typer.Option(help="Stop after this many optimizer steps (resumable).")]
 CheckpointEvery = Annotated[int, typer.Option(help="Optimizer steps between checkpoints.")]
 MaxGradNorm = Annotated[float, typer.Option(help="Gradient clipping norm; 0 turns clipping off.")]
@@ -68,22 +71,22 @@ class SharedOptions:
     out: Out
     valid: Valid = None
     visual_encoder: VisualEncoderName = None
-    epochs: Epochs = 1
-    batch_size: BatchSize = 16
-    grad_accum: GradAccum = 1
-    mixed_precision: MixedPrecision = None
-    gradient_checkpointing: GradientCheckpointing = False
-    frames: Frames = 8
+    epochs: Epochs = TrainConfig.epochs
+    batch_size: BatchSize = TrainConfig.batch_size
+    grad_accum: GradAccum = TrainConfig.grad_accum
+    mixed_precision: MixedPrecision = TrainConfig.mixed_precision
+    gradient_checkpointing: GradientCheckpointing = TrainConfig.gradient_checkpointing
+    frames: Frames = RepConfig.frames  # EERG continues REP's projector: the same m
     feature_cache: FeatureCacheDir = None
-    no_video: NoVideo = False
-    max_length: MaxLength = None
-    seed: Seed = 0
+    no_video: NoVideo = not PromptConfig.use_video
+    max_length: MaxLength = PromptConfig.max_length
+    seed: Seed = TrainConfig.seed
     resume: Resume = False
-    max_steps: MaxSteps = None
-    checkpoint_every: CheckpointEvery = 100
-    max_grad_norm: MaxGradNorm = 1.0
-    lr_schedule: LrSchedule = "linear"
-    trust_remote_code: TrustRemoteCode = False
+    max_steps: MaxSteps = TrainConfig.max_steps
+    checkpoint_every: CheckpointEvery = TrainConfig.checkpoint_every
+    max_grad_norm: MaxGradNorm = TrainConfig.max_grad_norm or 0.0
+    lr_schedule: LrSchedule = TrainConfig.lr_schedule
+    trust_remote_code: TrustRemoteCode = RepConfig.trust_remote_code
 
     @property
     def feature_cache_dir(self) -> str | None:
@@ -92,8 +95,6 @@ class SharedOptions:
 
     def train_config(self) -> TrainConfig:
         """The engine settings (``--max-grad-norm 0`` turns clipping off)."""
-        from elmd_sdk.trainers.stage import TrainConfig
-
         return TrainConfig(
             epochs=self.epochs,
             batch_size=self.batch_size,
@@ -115,13 +116,13 @@ class SharedOptions:
         from elmd_sdk.cli.interrupt import report_checkpoint_on_interrupt
         from elmd_sdk.data import read_jsonl
         from elmd_sdk.io import check_writable
-        from elmd_sdk.trainers.stage import CHECKPOINTS_DIR
+        from elmd_sdk.trainers.checkpoint import checkpoint_dir
 
         config.validate()
         check_writable(self.out, folder=True)
         samples = read_jsonl(self.data, require=True)
         valid = read_jsonl(self.valid, require=True) if self.valid is not None else []
-        with report_checkpoint_on_interrupt(self.out / CHECKPOINTS_DIR):
+        with report_checkpoint_on_interrupt(checkpoint_dir(self.out)):
             result = train(config, samples, valid, self.out, resume=self.resume, data_sha256=data_sha256([self.data]))
         if PartialState().is_main_process:
             for stats in result.history:

@@ -8,6 +8,8 @@ from typing import Annotated
 import typer
 
 from elmd_sdk.cli.train_options import Labels, Language, SharedOptions, label_tuple, stage_command
+from elmd_sdk.trainers.examples import PromptConfig
+from elmd_sdk.trainers.rep import RepConfig, train_rep
 
 
 @stage_command
@@ -16,9 +18,9 @@ def command(
         Path | None, typer.Option("--index", help="Demonstration index (part R); omit for the 'w/o ERM' ablation.")
     ] = None,
     llm: Annotated[str | None, typer.Option("--llm", help="LLM name or path (default: embedded SmolLM2).")] = None,
-    language: Language = "en",
+    language: Language = PromptConfig.language,
     labels: Labels = None,
-    lr: Annotated[float, typer.Option(help="AdamW learning rate of the projector.")] = 2e-5,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate of the projector.")] = RepConfig.lr,
     *,
     shared: SharedOptions,
 ) -> None:
@@ -27,10 +29,6 @@ def command(
     Multi-GPU: accelerate launch --multi_gpu --num_processes 4 -m elmd_sdk.cli.main train rep ... (or torchrun);
     --batch-size stays the global batch.
     """
-    from elmd_sdk.data import EMOTIONS
-    from elmd_sdk.trainers.examples import PromptConfig
-    from elmd_sdk.trainers.rep import RepConfig, train_rep
-
     config = RepConfig(
         index=str(index) if index is not None else None,
         llm=llm,
@@ -39,7 +37,7 @@ def command(
         feature_cache=shared.feature_cache_dir,
         prompt=PromptConfig(
             language=language,
-            labels=label_tuple(labels) or EMOTIONS,
+            labels=label_tuple(labels) or PromptConfig.labels,
             use_video=not shared.no_video,
             max_length=shared.max_length,
         ),

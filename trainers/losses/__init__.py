@@ -1,1 +1,2 @@
-"""Losses of the Emotional Retrieval Module, one a file: ERT (Eq. 2), SSC (Eq. 3) and the joint loss (Eq. 4)."""
+"""Training losses, one a file: ERT (Eq. 2), SSC (Eq. 3), the joint ERM loss (Eq. 4) and the answer-token NLL of
+REP and EERG (Eq. 10, 11)."""
