@@ -13,12 +13,13 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # torch loads only when tensors are read or written: reading JSON manifests stays light
     import torch
+    from torch import nn
 
 
 def _umask_mode() -> int:
@@ -179,4 +180,19 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     with open(path, "rb") as fh:
         while block := fh.read(chunk):
             h.update(block)
+    return h.hexdigest()
+
+
+def weights_sha256(modules: Sequence[nn.Module], header: Callable[[int, str, torch.Tensor], str]) -> str:
+    """Hex SHA-256 over the modules' state dicts, independent of how the weights are stored: for each module (its
+    position ``i``) and each tensor in name order, ``header(i, name, tensor)`` then the tensor's raw bytes. Callers
+    keep their own header wording, so the digests already written into bundles and indexes stay valid."""
+    import torch
+
+    h = hashlib.sha256()
+    for index, module in enumerate(modules):
+        for name, tensor in sorted(module.state_dict().items()):
+            t = tensor.detach().cpu()
+            h.update(header(index, name, t).encode())
+            h.update(t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()

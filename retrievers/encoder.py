@@ -19,7 +19,6 @@ safetensors weights, JSON configs and the tokenizer's text files) and ``ssc.safe
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -38,6 +37,7 @@ from elmd_sdk.io import (
     read_json,
     save_tensors,
     sha256_file,
+    weights_sha256,
 )
 from elmd_sdk.progress import make_progress
 
@@ -156,13 +156,7 @@ def encode_in_chunks(
 
 def weights_digest(modules: Sequence[torch.nn.Module]) -> str:
     """SHA-256 over the names, dtypes, shapes and bytes of the modules' state dicts (file-format independent)."""
-    h = hashlib.sha256()
-    for index, module in enumerate(modules):
-        for name, tensor in sorted(module.state_dict().items()):
-            t = tensor.detach().cpu()
-            h.update(f"{index}.{name}:{t.dtype}:{tuple(t.shape)}\n".encode())
-            h.update(t.contiguous().reshape(-1).view(torch.uint8).numpy())
-    return h.hexdigest()
+    return weights_sha256(modules, lambda i, name, t: f"{i}.{name}:{t.dtype}:{tuple(t.shape)}\n")
 
 
 class ERMEncoder:

@@ -13,14 +13,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from elmd_sdk.trainers.losses.answer_nll import answer_labels, answer_nll
 from torch import nn
 
 from elmd_sdk.errors import MismatchError
 from elmd_sdk.models.splice import splice_video_embeds
 from elmd_sdk.video import VideoProjector
 from elmd_sdk.video.tokens import project
-
-IGNORE = -100
 
 
 class StageModel(nn.Module):
@@ -56,20 +55,20 @@ class StageModel(nn.Module):
             e_v = [] if pooled is None else [self.video_tokens(pooled)]
             rows.append(splice_video_embeds(embed_tokens, text, e_v).inputs_embeds[0])  # (T_i, hidden)
         length = max(row.shape[0] for row in rows)
-        keep = max(len(t) for t in targets) + 1  # logits at positions predicting the answer tokens
         inputs = torch.stack([F.pad(row, (0, 0, length - row.shape[0], 0)) for row in rows])  # (B, T, hidden)
+        labels = answer_labels(targets, inputs.device)  # (B, W): the answers end at the last position
         mask = torch.zeros(inputs.shape[:2], dtype=torch.long, device=inputs.device)  # (B, T)
-        labels = torch.full((len(rows), keep - 1), IGNORE, dtype=torch.long, device=inputs.device)  # (B, keep - 1)
-        for i, (row, target) in enumerate(zip(rows, targets, strict=True)):
+        for i, row in enumerate(rows):
             mask[i, length - row.shape[0] :] = 1
-            labels[i, keep - 1 - len(target) :] = torch.tensor(list(target), device=inputs.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, T): left padding, real tokens count from 0
         logits = self.llm(
-            inputs_embeds=inputs, attention_mask=mask, position_ids=positions, logits_to_keep=keep, use_cache=False
-        ).logits  # (B, keep, vocab)
-        log_probs = logits[:, :-1].float().log_softmax(-1)  # (B, keep - 1, vocab)
-        picked = log_probs.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)  # (B, keep - 1)
-        return -(picked * (labels != IGNORE)).sum(-1)  # (B,)
+            inputs_embeds=inputs,
+            attention_mask=mask,
+            position_ids=positions,
+            logits_to_keep=labels.shape[1] + 1,
+            use_cache=False,
+        ).logits  # (B, W + 1, vocab)
+        return answer_nll(logits, labels)  # (B,)
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
         """The parameters being trained (projector and/or prefix), by name: what a checkpoint must hold."""

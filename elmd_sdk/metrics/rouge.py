@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from rouge_chinese import Rouge
-
 from elmd_sdk.metrics.options import RougeCounting
 
 ROUGE_METHODS: dict[RougeCounting, str] = {
@@ -36,6 +34,8 @@ def rouge(
         raise ValueError(f"need as many hypotheses as references, at least one (got {len(hyps)} and {len(refs)})")
     if counting not in ROUGE_METHODS:
         raise ValueError(f"counting must be one of {', '.join(ROUGE_METHODS)}, got {counting!r}")
+    from rouge_chinese import Rouge  # the [eval] extra: imported here, so metrics without it load anywhere
+
     scorer = Rouge(metrics=["rouge-1", "rouge-l"], exclusive=counting == "unique")
     r1 = rl = 0.0
     for hyp, ref in zip(hyps, refs, strict=True):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from abc import ABC, abstractmethod
 from typing import Any, TypeVar
 
@@ -11,6 +10,7 @@ import torch
 from torch import nn
 
 from elmd_sdk.errors import InputError
+from elmd_sdk.io import weights_sha256
 
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
@@ -70,8 +70,4 @@ def freeze(module: ModuleT) -> ModuleT:
 
 def module_sha256(module: nn.Module) -> str:
     """SHA-256 over a module's state dict (names, dtypes, shapes and bytes): identifies weights however stored."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
+    return weights_sha256([module], lambda _i, name, t: f"{name}|{t.dtype}|{tuple(t.shape)}")
