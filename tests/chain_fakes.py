@@ -1,47 +1,27 @@
-"""Test helpers for the chain, bundle and chat tests: a tiny random causal LM with a byte-level BPE tokenizer."""
+"""Test helpers for the chain, bundle and chat tests: a fixed retriever and a bundle around the tiny LLM.
+
+The tiny tokenizer, LLM and chat model come from ``llm_fakes`` (re-exported here under the names tests import).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
-from llm_fakes import chatml_tokenizer, save_llm, tiny_llama
+from llm_fakes import chatml_tokenizer, save_tiny_llm, tiny_chat, tiny_llama, tiny_llm, tiny_tokenizer
 
-TEXTS = [
-    "Emotion: happy\nResponse: That is wonderful news, congratulations!",
-    "Emotion: sad\nResponse: I am so sorry to hear that.",
-    "You are an empathetic partner in a conversation. Background: history utterance reply video",
-    "User: I finally got the job! Assistant: When do you start? The dog passed away this morning.",
+__all__ = [
+    "FixedRetriever",
+    "chatml_tokenizer",
+    "save_tiny_llm",
+    "tiny_bundle",
+    "tiny_chat",
+    "tiny_llama",
+    "tiny_llm",
+    "tiny_tokenizer",
 ]
-
-
-def tiny_tokenizer() -> Any:
-    """A byte-level BPE tokenizer (a few hundred tokens) with ChatML-style special tokens and chat template."""
-    from tokenizers import pre_tokenizers
-
-    return chatml_tokenizer(TEXTS * 4, 400, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-
-
-def tiny_llm(seed: int = 0, layers: int = 2, context: int = 2048) -> tuple[Any, Any]:
-    """A randomly initialised Llama causal LM (hidden 32) and its tokenizer, in eval mode."""
-    tokenizer = tiny_tokenizer()
-    return tiny_llama(tokenizer, seed, num_hidden_layers=layers, max_position_embeddings=context), tokenizer
-
-
-def tiny_chat(**settings: Any) -> Any:
-    """An ELMDChatModel over :func:`tiny_llm`, greedy, 12 new tokens unless ``settings`` say otherwise."""
-    from elmd_sdk.models.chat_model import ELMDChatModel
-
-    model, tokenizer = tiny_llm()
-    return ELMDChatModel(hf_model=model, tokenizer=tokenizer, **{"do_sample": False, "max_new_tokens": 12, **settings})
-
-
-def save_tiny_llm(path: Path, seed: int = 0, layers: int = 2) -> Path:
-    """Write a tiny LLM folder (safetensors + tokenizer) that ``load_llm(path)`` reads."""
-    return save_llm(path, *tiny_llm(seed, layers))
 
 
 class FixedRetriever(BaseRetriever):

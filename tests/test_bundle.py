@@ -81,6 +81,30 @@ def test_bad_manifest_names_the_field(tmp_path: Path, change: dict[str, Any], fi
     assert caught.value.file == str(tmp_path / MANIFEST_FILE)
 
 
+# The parts each path field needs beside it, so that only the path itself is wrong.
+_COMPANIONS = {
+    "erm_dir": {"index_dir": "part"},
+    "index_dir": {},
+    "projector_dir": {"visual_encoder_fingerprint": {"backend": "fer"}},
+    "prefix_dir": {"pre_seq_len": 4},
+}
+
+
+@pytest.mark.parametrize("name", list(_COMPANIONS))
+@pytest.mark.parametrize("path", ["../part", "part/../../part", "a/../..", "/abs/part", "C:part", "C:\\part", ""])
+def test_a_path_that_leaves_the_bundle_is_refused_before_anything_is_written(
+    tmp_path: Path, name: str, path: str
+) -> None:
+    (tmp_path / "part").mkdir()  # "part" itself would be a valid target
+    manifest = _manifest(**{name: path, **_COMPANIONS[name]})
+    with pytest.raises(InputError, match="must be a relative path inside the bundle") as caught:
+        save_manifest(tmp_path / "bundle", manifest)
+    assert caught.value.field == name
+    assert not (tmp_path / "bundle").exists()
+    save_manifest(tmp_path, _manifest(**{name: "part", **_COMPANIONS[name]}))  # the same field, inside: accepted
+    assert getattr(load_bundle(tmp_path)[1], name.removesuffix("_dir")) == tmp_path / "part"
+
+
 def test_missing_field_and_missing_part_are_named(tmp_path: Path) -> None:
     data = _manifest().to_dict()
     del data["labels"]
@@ -119,6 +143,20 @@ def test_verify_components_names_the_disagreeing_field() -> None:
         verify_components(manifest, visual_encoder_fingerprint={"backend": "fer", "o": 1, "q": 32})
     with pytest.raises(MismatchError, match=r"'pre_seq_len'.*128.*64"):
         verify_components(manifest, pre_seq_len=64)
+
+
+@pytest.mark.parametrize(
+    ("loaded", "differing"),
+    [
+        ({"backend": "fer", "o": 1, "q": 64, "weights_sha256": "f" * 64}, "weights_sha256"),  # a key the bundle lacks
+        ({"backend": "fer", "o": 1}, "q"),  # a key the encoder lacks
+        ({"backend": "fer", "o": 1, "q": 64.5}, "q"),
+    ],
+)
+def test_visual_fingerprints_are_compared_on_the_keys_of_both(loaded: dict[str, Any], differing: str) -> None:
+    manifest = _manifest(visual_encoder_fingerprint={"backend": "fer", "o": 1, "q": 64})
+    with pytest.raises(MismatchError, match=rf"'visual_encoder_fingerprint'.*\(differs in {differing}\)"):
+        verify_components(manifest, visual_encoder_fingerprint=loaded)
 
 
 def test_from_bundle_loads_llm_and_prefix(tmp_path: Path) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import _thread
 import asyncio
-import string
 import threading
 import time
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 import torch
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langchain_tests.unit_tests import ChatModelUnitTests
-from llm_fakes import HIDDEN, chatml_tokenizer, tiny_llama
+from llm_fakes import HIDDEN, save_llm, tiny_llm
 from torch import nn
 from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 
@@ -28,18 +27,13 @@ from elmd_sdk.models.splice import splice_video_embeds
 Q = 4  # feature size of the stand-in visual encoder
 
 
-def _tiny_tokenizer() -> PreTrainedTokenizerFast:
-    """A byte-level BPE over printable ASCII with ChatML special tokens and chat template, trained in memory."""
-    corpus = [string.printable, "hello world how are you today", "the video shows a happy person", "user assistant"]
-    return chatml_tokenizer(corpus * 5, 160)
-
-
-def _tiny_llama(tokenizer: PreTrainedTokenizerFast) -> LlamaForCausalLM:
-    """A 2-layer random Llama; its EOS logit is pinned to 0 below large random logits, so replies run to the limit."""
-    model = tiny_llama(tokenizer, max_position_embeddings=512, initializer_range=0.2)
+def _tiny_llm() -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
+    """The tests' tiny LLM (weights drawn with std 0.2), its EOS logit pinned to 0 below large random logits so that
+    replies run to the limit (what EOS does is tested on a scripted model in test_decoding_scripted.py)."""
+    model, tokenizer = tiny_llm(context=512, initializer_range=0.2)
     with torch.no_grad():
         model.lm_head.weight[tokenizer.eos_token_id].zero_()
-    return model
+    return model, tokenizer
 
 
 class _MeanEncoder:
@@ -54,19 +48,15 @@ class _MeanEncoder:
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny model and tokenizer saved as a checkpoint folder."""
-    folder = tmp_path_factory.mktemp("tiny_llama")
-    tokenizer = _tiny_tokenizer()
-    _tiny_llama(tokenizer).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_llm(tmp_path_factory.mktemp("tiny_llama"), *_tiny_llm())
 
 
 @pytest.fixture(scope="module")
 def parts() -> dict[str, Any]:
-    tokenizer = _tiny_tokenizer()
+    model, tokenizer = _tiny_llm()
     torch.manual_seed(1)
     return {
-        "hf_model": _tiny_llama(tokenizer),
+        "hf_model": model,
         "tokenizer": tokenizer,
         "projector": nn.Linear(Q, HIDDEN),
         "visual_encoder": _MeanEncoder(),

@@ -86,7 +86,11 @@ def test_rep_then_eerg_from_the_command_line(files: dict[str, Path]) -> None:
     trained_on = prompt_messages(template, sample, demonstration, use_video=True, language="en")
     assert chain.build_messages(turn, demonstration) == trained_on  # inference builds what training built
     result = chain.invoke(turn)
-    assert result.emotion in (None, "happy", "sad", "anger") and result.demonstration is not None
+    scores = result.emotion_scores or {}
+    assert set(scores) == {"happy", "sad", "anger"}  # the bundle's label set, not the paper's seven
+    assert result.emotion == max(scores, key=scores.__getitem__)  # greedy: the most likely label
+    assert result.demonstration is not None
+    assert result.demonstration.metadata["utterance"] == demonstration.metadata["utterance"]  # the retriever's first
 
 
 def test_missing_rep_bundle_is_a_clear_error(files: dict[str, Path]) -> None:

@@ -175,22 +175,27 @@ def test_nll_is_the_cross_entropy_of_the_answer_tokens(env: Env, architecture: s
     videos = [spatio_temporal_pool(cache.get(examples[0].video)), None]  # (m + o, q)
     with torch.no_grad():
         nll = model([e.pieces for e in examples], videos, [e.target for e in examples])
-        for row, (example, video) in enumerate(zip(examples, videos, strict=True)):
-            pieces = [list(p) for p in example.pieces]
-            pieces[-1] += list(example.target)
-            spliced = splice_video_embeds(
-                llm.get_input_embeddings(), pieces, [] if video is None else [model.video_tokens(video)]
-            )
-            logits = llm(inputs_embeds=spliced.inputs_embeds).logits[0]  # (T, vocab): unpadded, positions 0..T-1
-            start = logits.shape[0] - len(example.target) - 1
-            by_hand = -sum(torch.log_softmax(logits[start + j], -1)[token] for j, token in enumerate(example.target))
-            assert nll[row].item() == pytest.approx(by_hand.item(), abs=1e-4)
+    total = torch.zeros(())
+    for row, (example, video) in enumerate(zip(examples, videos, strict=True)):
+        pieces = [list(p) for p in example.pieces]
+        pieces[-1] += list(example.target)
+        spliced = splice_video_embeds(
+            llm.get_input_embeddings(), pieces, [] if video is None else [model.video_tokens(video)]
+        )
+        logits = llm(inputs_embeds=spliced.inputs_embeds).logits[0]  # (T, vocab): unpadded, positions 0..T-1
+        start = logits.shape[0] - len(example.target) - 1
+        by_hand = -sum(torch.log_softmax(logits[start + j], -1)[token] for j, token in enumerate(example.target))
+        assert nll[row].item() == pytest.approx(by_hand.item(), abs=1e-4)
+        total = total + by_hand
     assert examples[1].video is None and len(examples[0].pieces) == 2
-    model([e.pieces for e in examples], videos, [e.target for e in examples]).sum().backward()
     trained = [model.projector.linear.weight]
     if (prefix := prefix_encoder_of(llm)) is not None:
         trained.append(prefix.embedding.weight)
-    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in trained)
+    by_hand_grads = torch.autograd.grad(total, trained)  # the gradient of the summed by-hand NLL
+    assert all(g.abs().sum() > 0 for g in by_hand_grads)
+    model([e.pieces for e in examples], videos, [e.target for e in examples]).sum().backward()
+    for parameter, expected in zip(trained, by_hand_grads, strict=True):
+        torch.testing.assert_close(parameter.grad, expected, atol=1e-5, rtol=1e-4)
 
 
 def test_training_inputs_equal_what_the_chat_model_feeds_the_llm(env: Env) -> None:

@@ -62,11 +62,17 @@ def test_projector_eq_9_shapes_and_values() -> None:
     assert projector(torch.zeros(7, 5, 2)).shape == (7, 5, 4)  # batched
 
 
-def test_projector_trains_on_encoder_features() -> None:
+def test_projector_gradient_through_the_pooled_features() -> None:
     projector = make_projector()
-    x = torch.randn(8, 3, 2)  # (m, o, q)
-    projector(spatio_temporal_pool(x)).pow(2).mean().backward()
-    assert projector.linear.weight.grad is not None
+    with torch.no_grad():
+        projector.linear.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [2.0, -1.0]]))
+        projector.linear.bias.copy_(torch.tensor([0.0, 0.0, 0.5, 1.0]))
+    projector(spatio_temporal_pool(X)).pow(2).mean().backward()  # L = mean over the 5 x 4 entries of E_v ** 2
+    # V_c rows (4, 5), (6, 7), (8, 9), (3, 4), (9, 10); E_v = [v0, v1, v0 + v1 + .5, 2 v0 - v1 + 1] row by row.
+    # dL/dW[j, k] = 2/20 * sum_i E_v[i, j] V_c[i, k]; dL/db[j] = 2/20 * sum_i E_v[i, j]
+    expected_w = torch.tensor([[20.6, 23.6], [23.6, 27.1], [45.7, 52.45], [20.6, 23.6]])
+    torch.testing.assert_close(projector.linear.weight.grad, expected_w)
+    torch.testing.assert_close(projector.linear.bias.grad, torch.tensor([3.0, 3.5, 6.75, 3.0]))
 
 
 def test_save_load_round_trip(tmp_path: Path) -> None:

@@ -1,58 +1,29 @@
-"""Test helpers for the REP/EERG trainer tests: a tiny tokenizer and Llama, a colour visual encoder, coloured videos."""
+"""Test helpers for the REP/EERG trainer tests: a colour visual encoder, coloured videos and samples (the tiny
+tokenizer and LLM come from ``llm_fakes``)."""
 
 from __future__ import annotations
 
-import string
 from pathlib import Path
 from typing import Any
 
+import llm_fakes
 import numpy as np
 import torch
-from elmd_sdk.chains.prompt import ENGLISH, build_prompt, prompt_variables
-from llm_fakes import chatml_tokenizer, save_llm, tiny_llama
-from transformers import PreTrainedTokenizerFast
+from llm_fakes import tiny_tokenizer
 
-from elmd_sdk.data.labels import EMOTIONS
 from elmd_sdk.data.records import Sample, Turn, VideoRef
 from elmd_sdk.video.encoders import VisualEncoder
+
+__all__ = ["COLOURS", "ColourEncoder", "colour_samples", "save_tiny_llm", "text_samples", "tiny_tokenizer",
+           "write_colour_video"]  # fmt: skip
 
 # Three emotions told apart by colour only (RGB of the whole frame).
 COLOURS: dict[str, tuple[int, int, int]] = {"happy": (230, 40, 40), "sad": (40, 40, 230), "anger": (40, 230, 40)}
 
 
-# Fixed prompt text that the tiny tokenizer holds as single tokens, so the tiny model sees short sequences.
-PHRASES = (
-    "Reference reply: in a similar situation, someone replied",
-    "Use it as a hint for the emotion and tone of your reply; do not copy it.",
-    "Current utterance",
-    "Dialogue history:",
-    "Background:",
-    "Video of",
-    "'s scene:",
-)
-LABEL_SETS = (EMOTIONS, ("happy", "sad", "anger"))
-
-
-def system_text(labels: tuple[str, ...]) -> str:
-    """The rendered instruction I (the system message) of the English prompt for ``labels``."""
-    variables = prompt_variables(Turn("A", "x"))
-    return str(build_prompt("en", labels).invoke(variables).to_messages()[0].content)
-
-
-def tiny_tokenizer() -> PreTrainedTokenizerFast:
-    """Byte-level BPE trained in memory, with the instruction and fixed prompt phrases as single tokens."""
-    answers = [f"Emotion: {label}\nResponse: I see." for label in EMOTIONS] * 10  # labels become single tokens
-    corpus = [string.printable, ENGLISH.instruction, ENGLISH.human, *answers]
-    tokenizer = chatml_tokenizer(corpus * 5, 400)
-    tokenizer.add_tokens([*(system_text(labels) for labels in LABEL_SETS), *PHRASES])
-    return tokenizer
-
-
 def save_tiny_llm(folder: Path, seed: int = 0, layers: int = 2) -> Path:
-    """A random 2-layer Llama (hidden 32, 2 key/value heads) and its tokenizer saved as a checkpoint folder."""
-    tokenizer = tiny_tokenizer()
-    model = tiny_llama(tokenizer, seed, num_hidden_layers=layers, max_position_embeddings=1024, initializer_range=0.2)
-    return save_llm(folder, model, tokenizer)
+    """The tiny LLM of ``llm_fakes`` with weights drawn with std 0.2 (logits sharp enough to learn from quickly)."""
+    return llm_fakes.save_tiny_llm(folder, seed, layers, initializer_range=0.2)
 
 
 class ColourEncoder(VisualEncoder):

@@ -1,0 +1,58 @@
+"""Atomic file writes: the new content is flushed and fsync'ed in a temporary sibling before it replaces the old
+file, and a write that fails leaves the old file and nothing else."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from elmd_sdk.io import atomic_open, atomic_write_bytes, atomic_write_json, atomic_write_text, save_tensors
+
+WRITERS: dict[str, Callable[[Path], None]] = {
+    "text": lambda path: atomic_write_text(path, "new text"),
+    "bytes": lambda path: atomic_write_bytes(path, b"new bytes"),
+    "json": lambda path: atomic_write_json(path, {"new": True}),
+    "tensors": lambda path: save_tensors(path, {"x": torch.ones(3)}),
+}
+
+
+@pytest.mark.parametrize("writer", list(WRITERS))
+def test_the_new_content_is_on_disk_before_it_replaces_the_old(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, writer: str
+) -> None:
+    target = tmp_path / "out"
+    target.write_bytes(b"old")
+    synced: list[tuple[int, int, bytes, list[str]]] = []  # per fsync of a file: inode, size, target, folder listing
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        info = os.fstat(fd)
+        if stat.S_ISREG(info.st_mode):
+            synced.append((info.st_ino, info.st_size, target.read_bytes(), sorted(p.name for p in tmp_path.iterdir())))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    WRITERS[writer](target)
+    new = target.read_bytes()
+    assert new != b"old"
+    [(inode, size, target_then, listing)] = synced  # the one file written, synced once
+    assert inode == target.stat().st_ino  # the synced file is the one renamed onto the target
+    assert size == len(new)  # everything written was flushed to it before the sync
+    assert target_then == b"old"  # ... and the sync came before the rename
+    assert len(listing) == 2 and listing[0].startswith(".out.") and listing[0].endswith(".tmp")  # a hidden sibling
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_nothing(tmp_path: Path) -> None:
+    target = tmp_path / "out.json"
+    target.write_text("old", encoding="utf-8")
+    with pytest.raises(RuntimeError, match="disk full"), atomic_open(target) as fh:
+        fh.write("half of the new content")
+        raise RuntimeError("disk full")
+    assert target.read_text(encoding="utf-8") == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
