@@ -98,7 +98,22 @@ def replace_folder(new: str | Path, target: str | Path) -> None:
     if target.exists():
         os.replace(target, old)
     os.replace(new, target)
+    fsync_folder(Path(target).parent)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def fsync_folder(folder: Path) -> None:
+    """Flush a folder's entries (a rename into it) to disk; a no-op where folders cannot be opened (Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems refuse fsync on a folder: the file's own fsync is all they offer
+        pass
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -114,6 +129,7 @@ def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8
             os.fsync(fh.fileno())
         os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
+        fsync_folder(path.parent)  # the rename itself survives a power loss
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
