@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from elmd_sdk.trainers import feature_cache
 from elmd_sdk.trainers.feature_cache import FeatureCache, feature_key
 from train_fakes import COLOURS, ColourEncoder, write_colour_video
 
 from elmd_sdk.data.records import VideoRef
 from elmd_sdk.errors import InputError
+from elmd_sdk.video import tokens as video_tokens
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def _forbid_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
     def fail(*args: object, **kwargs: object) -> np.ndarray:
         raise AssertionError("the video was decoded again")
 
-    monkeypatch.setattr(feature_cache, "sample_frames", fail)
+    monkeypatch.setattr(video_tokens, "sample_frames", fail)  # the cache decodes clips through elmd_sdk.video.tokens
 
 
 def test_second_read_comes_from_disk_without_decoding(tmp_path: Path, video: Path, monkeypatch) -> None:
