@@ -5,8 +5,8 @@ across the processes, and the loss is the answer-token NLL summed over the whole
 count, so the update does not depend on how many processes or accumulation steps carry it. Batch order comes from
 ``(seed, epoch)`` and every step re-seeds from ``(seed, step)`` (dropout of the prefix), so a run resumed from a
 checkpoint ends with exactly the weights of an uninterrupted one. Checkpoints (trainable weights, AdamW state,
-loss scaler, history) are safetensors + JSON written by :mod:`elmd_sdk.trainers.checkpoint`, which keeps the
-previous complete checkpoint until the new one is whole, so a run killed at any moment can resume.
+loss scaler, history) go to ``OUT/checkpoint`` as safetensors + JSON through :mod:`elmd_sdk.trainers.checkpoint`,
+which keeps the previous complete checkpoint until the new one is whole, so a run killed at any moment can resume.
 """
 
 from __future__ import annotations
@@ -21,19 +21,25 @@ from typing import Any
 
 import numpy as np
 import torch
-from elmd_sdk.trainers.checkpoint import STATE_JSON, load_checkpoint, save_checkpoint
+from elmd_sdk.trainers.checkpoint import (
+    TRAINING_LOG,
+    check_resumable,
+    check_start,
+    checkpoint_dir,
+    has_checkpoint,
+    resume_checkpoint,
+    save_checkpoint,
+)
 from elmd_sdk.trainers.emotion_eval import ScoredExample, emotion_metrics, score_examples
 from elmd_sdk.trainers.examples import Example
 from elmd_sdk.trainers.schedule import LR_SCHEDULES, lr_factor
 from elmd_sdk.trainers.stage_model import StageModel
 
 from elmd_sdk.data.records import VideoRef
-from elmd_sdk.errors import InputError, MismatchError
+from elmd_sdk.errors import InputError
 from elmd_sdk.io import atomic_write_json, read_json
 from elmd_sdk.progress import make_progress
 
-TRAINING_LOG = "training.json"
-CHECKPOINTS_DIR = "checkpoints"
 MIXED_PRECISION = ("no", "fp16", "bf16")
 # Settings a resumed run may change; every other one must equal the checkpoint's.
 RESUMABLE_CHANGES = frozenset({"max_steps", "checkpoint_every", "progress"})
@@ -164,25 +170,6 @@ def _step_seed(seed: int, step: int) -> int:
     return (seed * 1_000_003 + step) % (2**31 - 64)
 
 
-class Checkpoints:
-    """The resumable state of an unfinished run in ``OUT/checkpoints`` (see :mod:`elmd_sdk.trainers.checkpoint`)."""
-
-    def __init__(self, out_dir: Path) -> None:
-        self.root = out_dir / CHECKPOINTS_DIR
-
-    def exists(self) -> bool:
-        """Whether a checkpoint of an unfinished (or not yet finalised) run is there."""
-        return (self.root / "checkpoint" / STATE_JSON).is_file()
-
-    def load(self, optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
-        """The latest complete checkpoint (weights, meta), restoring the optimizer and RNG; None if there is none."""
-        return load_checkpoint(self.root, optimizer)
-
-    def save(self, tensors: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer, meta: dict[str, Any]) -> None:
-        """Write a checkpoint; the previous one stays valid until this one is complete."""
-        save_checkpoint(self.root, tensors, optimizer, meta)
-
-
 def run_identity(identity: dict[str, Any], config: TrainConfig) -> dict[str, Any]:
     """What a checkpoint or finished run records about its settings (as read back from JSON): identity + engine."""
     return json.loads(json.dumps({**identity, **asdict(config)}))
@@ -190,28 +177,19 @@ def run_identity(identity: dict[str, Any], config: TrainConfig) -> dict[str, Any
 
 def finished_run(out_dir: Path, stage: str, identity: dict[str, Any]) -> tuple[list[EpochStats], int] | None:
     """(history, total steps) of a run already completed in ``out_dir`` with these settings, else None."""
-    if Checkpoints(out_dir).exists() or not (out_dir / TRAINING_LOG).is_file():
+    if has_checkpoint(out_dir) or not (out_dir / TRAINING_LOG).is_file():
         return None
     log = read_json(out_dir / TRAINING_LOG)
     if not isinstance(log, dict) or not log.get("completed") or log.get("stage") != stage:
         return None
-    _check_resumable(log.get("identity", {}), identity, out_dir / TRAINING_LOG)
+    check_resumable(log.get("identity", {}), identity, RESUMABLE_CHANGES, out_dir / TRAINING_LOG)
     return [EpochStats(**h) for h in log["history"]], int(log["total_steps"])
-
-
-def _check_resumable(saved: dict[str, Any], current: dict[str, Any], where: Path) -> None:
-    for key in sorted(saved.keys() | current.keys()):
-        if key not in RESUMABLE_CHANGES and saved.get(key) != current.get(key):
-            raise MismatchError(
-                f"{where}: saved with {key}={saved.get(key)!r}, resumed with {current.get(key)!r}; "
-                "resume with the same settings or choose another output directory"
-            )
 
 
 def run_stage(accelerator: Any, stage: Stage, config: TrainConfig, out_dir: str | Path, resume: bool) -> StageResult:
     """Train ``stage.groups`` on ``stage.train`` with AdamW; validate after each epoch; checkpoint into ``out_dir``.
 
-    ``resume=True`` continues from the newest complete checkpoint in ``out_dir/checkpoints`` and ends with the
+    ``resume=True`` continues from the newest complete checkpoint in ``out_dir/checkpoint`` and ends with the
     weights an uninterrupted run would; without it an existing checkpoint is an error, so an unfinished run is
     never overwritten by accident.
     """
@@ -226,11 +204,7 @@ def run_stage(accelerator: Any, stage: Stage, config: TrainConfig, out_dir: str 
         )
     if not stage.train:
         raise InputError("no training samples", field="data")
-    slots = Checkpoints(out_dir)
-    if slots.exists() and not resume:
-        raise InputError(
-            "holds the checkpoint of an unfinished run; pass --resume or choose another folder", file=out_dir
-        )
+    check_start(out_dir, resume)
     micro = config.batch_size // layout
     steps_per_epoch = math.ceil(len(stage.train) / config.batch_size)
     total = steps_per_epoch * config.epochs
@@ -246,17 +220,13 @@ def run_stage(accelerator: Any, stage: Stage, config: TrainConfig, out_dir: str 
     identity = run_identity(stage.identity, config)
     global_step, loss_sum, history = 0, 0.0, []
     scaler_state: dict[str, Any] | None = None
-    if resume and (loaded := slots.load(optimizer)) is not None:
-        tensors, meta = loaded
-        _check_resumable(meta["identity"], identity, slots.root)
-        model.load_trainable_state(tensors, str(slots.root))
+    if resume:
+        tensors, meta = resume_checkpoint(out_dir, optimizer)
+        check_resumable(meta["identity"], identity, RESUMABLE_CHANGES, checkpoint_dir(out_dir))
+        model.load_trainable_state(tensors, str(checkpoint_dir(out_dir)))
         global_step, loss_sum = int(meta["global_step"]), float(meta["epoch_loss_sum"])
         history = [EpochStats(**h) for h in meta["history"]]
         scaler_state = meta.get("scaler")
-    elif resume:
-        raise InputError(
-            f"nothing to resume: no checkpoint in {slots.root}; run without --resume to start a new run", file=out_dir
-        )
     wrapped, optimizer = accelerator.prepare(model, optimizer)
     if scaler_state is not None and accelerator.scaler is not None:
         accelerator.scaler.load_state_dict(scaler_state)
@@ -271,7 +241,7 @@ def run_stage(accelerator: Any, stage: Stage, config: TrainConfig, out_dir: str 
                 "history": [asdict(h) for h in history],
                 "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
             }
-            slots.save(model.trainable_state(), optimizer.optimizer, meta)
+            save_checkpoint(out_dir, model.trainable_state(), optimizer.optimizer, meta)
         accelerator.wait_for_everyone()
 
     show = bool(accelerator.is_main_process) and config.progress is not False
