@@ -374,11 +374,7 @@ class ELMDChain(RunnableSerializable[dict[str, Any] | str, ELMDResult]):
         messages = self._messages(turn, found.demonstration)
         pieces = self.chat_model.stream(messages, child, **_call_options(chunks.options, kwargs))
         try:
-            for piece in pieces:
-                yield from chunks.feed(piece)
-                if chunks.done:
-                    break
-            yield from chunks.finish()
+            yield from chunks.read(pieces)
         finally:
             pieces.close()  # type: ignore[attr-defined]  # stops generation when the consumer stops early
 
@@ -397,12 +393,7 @@ class ELMDChain(RunnableSerializable[dict[str, Any] | str, ELMDResult]):
         messages = self._messages(turn, found.demonstration)
         pieces = self.chat_model.astream(messages, child, **_call_options(chunks.options, kwargs))
         try:
-            async for piece in pieces:
-                for chunk in chunks.feed(piece):
-                    yield chunk
-                if chunks.done:
-                    break
-            for chunk in chunks.finish():
+            async for chunk in chunks.aread(pieces):
                 yield chunk
         finally:
             await pieces.aclose()  # type: ignore[attr-defined]
@@ -564,27 +555,20 @@ class _Retrieved:
         )
 
 
-class _ReplyChunks:
-    """Chat model output -> result chunks (:class:`AnswerReader`), the first also carrying the demonstration and
-    the utterance emotion; closed mode requires the emotion the chat model chose."""
+class _ReplyChunks(AnswerReader):
+    """The chain's :class:`AnswerReader`: its first chunk also carries the demonstration and the utterance emotion;
+    closed mode requires the emotion the chat model chose."""
 
     def __init__(self, labels: Sequence[str], closed: bool, extras: ELMDResult, options: dict[str, Any]) -> None:
+        super().__init__(labels, closed=closed)
         self.options = options  # keyword arguments of the chat model call
-        self._reader = AnswerReader(labels, closed=closed)
         self._extras: ELMDResult | None = extras  # added to the first chunk that goes out
 
-    @property
-    def done(self) -> bool:
-        """Whether the response has ended (nothing more to feed)."""
-        return self._reader.done
-
-    def feed(self, message: BaseMessage) -> list[ELMDResult]:
-        """The chunks that this piece of the chat model's output makes certain."""
-        return self._tagged(self._reader.feed(message))
+    def feed(self, piece: str | BaseMessage) -> list[ELMDResult]:
+        return self._tagged(super().feed(piece))
 
     def finish(self) -> list[ELMDResult]:
-        """The remaining chunks at the end of generation."""
-        return self._tagged(self._reader.finish())
+        return self._tagged(super().finish())
 
     def _tagged(self, chunks: list[ELMDResult]) -> list[ELMDResult]:
         if chunks and self._extras is not None:

@@ -447,6 +447,24 @@ class AnswerReader:
         head = ELMDResult(chosen, "", emotion_scores=dict(metadata.get("emotion_scores") or {}) or None)
         return self._with_usage([head, *self._parser.feed(text)])
 
+    def read(self, pieces: Iterator[str | BaseMessage]) -> Iterator[ELMDResult]:
+        """Feed ``pieces`` until the response ends (the rest is not pulled), then finish."""
+        for piece in pieces:
+            yield from self.feed(piece)
+            if self.done:
+                break
+        yield from self.finish()
+
+    async def aread(self, pieces: AsyncIterator[str | BaseMessage]) -> AsyncIterator[ELMDResult]:
+        """Async :meth:`read`."""
+        async for piece in pieces:
+            for chunk in self.feed(piece):
+                yield chunk
+            if self.done:
+                break
+        for chunk in self.finish():
+            yield chunk
+
     def finish(self) -> list[ELMDResult]:
         """The remaining chunks at the end of generation; the last carries the finish reason and unsent usage."""
         if self._parser is None:
@@ -496,21 +514,10 @@ class ELMDOutputParser(BaseTransformOutputParser[ELMDResult]):
         return f"{render_answer('<emotion>', '<response>', self.language)}\n({words.emotion_key}: {shown})"
 
     def _transform(self, input: Iterator[str | BaseMessage]) -> Iterator[ELMDResult]:
-        reader = AnswerReader(self.labels)
-        for piece in input:
-            yield from reader.feed(piece)
-            if reader.done:
-                break
-        yield from reader.finish()
+        yield from AnswerReader(self.labels).read(input)
 
     async def _atransform(self, input: AsyncIterator[str | BaseMessage]) -> AsyncIterator[ELMDResult]:
-        reader = AnswerReader(self.labels)
-        async for piece in input:
-            for chunk in reader.feed(piece):
-                yield chunk
-            if reader.done:
-                break
-        for chunk in reader.finish():
+        async for chunk in AnswerReader(self.labels).aread(input):
             yield chunk
 
     @property
