@@ -146,8 +146,8 @@ def _stream_turn(chat: Any) -> Turn:
     for chunk in chat.stream([("system", SYSTEM), ("human", USER)]):
         if chunk.content and not ttft:
             ttft = time.perf_counter() - t0
-        if chunk.usage_metadata:
-            tokens = chunk.usage_metadata["output_tokens"]
+        if chunk.usage_metadata:  # spread over the chunks, which add up (LangChain's AIMessageChunk addition)
+            tokens += chunk.usage_metadata["output_tokens"]
     return Turn(ttft, time.perf_counter() - t0, time.process_time() - c0, tokens)
 
 
