@@ -12,38 +12,13 @@ import faiss
 import numpy as np
 from elmd_sdk.retrievers.encoder import encode_in_chunks
 from elmd_sdk.retrievers.index import LoadedIndex, TextEncoder, make_store, save_index
-from elmd_sdk.retrievers.index_manifest import INDEX_TYPES, METADATA_FIELDS, EncoderSource, IndexParams, IndexType
+from elmd_sdk.retrievers.index_manifest import METADATA_FIELDS, EncoderSource, IndexConfig, IndexParams, IndexType
 from langchain_community.docstore.in_memory import InMemoryDocstore
 from langchain_community.vectorstores import FAISS
 from langchain_core.documents import Document
 
 from elmd_sdk.data.records import Sample
 from elmd_sdk.errors import InputError, MismatchError
-
-
-@dataclass(frozen=True)
-class IndexConfig:
-    """FAISS index choice: ``flat`` (exact, small corpora), ``hnsw`` or ``ivf`` (approximate, large corpora).
-
-    ``nlist`` (IVF lists) defaults to ``4 * sqrt(n)``; ``nprobe`` (IVF) and ``ef_search`` (HNSW) are the
-    query-time defaults recorded in the manifest and can be overridden when loading.
-    """
-
-    index_type: IndexType = "flat"
-    nlist: int | None = None
-    nprobe: int = 8
-    hnsw_m: int = 32
-    ef_construction: int = 80
-    ef_search: int = 64
-
-    def __post_init__(self) -> None:
-        if self.index_type not in INDEX_TYPES:
-            raise InputError(f"unknown index type '{self.index_type}'; choose one of {', '.join(INDEX_TYPES)}")
-        for name in ("nprobe", "hnsw_m", "ef_construction", "ef_search"):
-            if getattr(self, name) < 1:
-                raise InputError(f"must be at least 1, got {getattr(self, name)}", field=name)
-        if self.nlist is not None and self.nlist < 1:
-            raise InputError(f"must be at least 1, got {self.nlist}", field="nlist")
 
 
 @dataclass(frozen=True)

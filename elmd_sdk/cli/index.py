@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from elmd_sdk.retrievers.index_build import IndexConfig
+from elmd_sdk.retrievers.index_manifest import IndexConfig
 
 app = typer.Typer(help="Build FAISS indexes of (u', r') demonstration pairs for the EmotionalRetriever.")
 
