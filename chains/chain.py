@@ -184,9 +184,13 @@ class ELMDChain(RunnableSerializable[dict[str, Any] | str, ELMDResult]):
         allowed_emotions: Sequence[str] | None = None,
         copy_guard: bool = True,
         demonstration_form: DemonstrationForm = "exchange",
+        use_trained: bool = True,
         **generation: Any,
     ) -> ELMDChain:
         """Load a bundle folder (``bundle.json`` + ERM, index, projector, prefix) into a ready chain.
+
+        ``use_trained=False`` loads the base LLM without the bundle's trained prefix and projector (same prompt,
+        retrieval and decoding): the untuned baseline a trained bundle is compared with.
 
         The base LLM, the visual encoder and the prefix length are checked against the manifest
         (:class:`~elmd_sdk.errors.MismatchError` names the field that disagrees). ``generation`` overrides
@@ -196,7 +200,13 @@ class ELMDChain(RunnableSerializable[dict[str, Any] | str, ELMDResult]):
 
         try:
             parts = load_components(
-                bundle, use_retrieval=use_retrieval, use_video=use_video, k=k, device=device, **generation
+                bundle,
+                use_retrieval=use_retrieval,
+                use_video=use_video,
+                k=k,
+                device=device,
+                use_trained=use_trained,
+                **generation,
             )
             return cls(
                 chat_model=parts.chat_model,

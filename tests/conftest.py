@@ -8,6 +8,8 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Training tests assert float32 values; the CPU bf16 default is tested on its own (test_train_speed_settings.py).
+os.environ.setdefault("ACCELERATE_MIXED_PRECISION", "no")
 
 import pytest
 import torch

@@ -11,7 +11,9 @@ import pytest
 import torch
 from elmd_sdk.retrievers.encoder import ERMConfig, ERMEncoder
 from elmd_sdk.trainers import erm as erm_trainer
+from elmd_sdk.trainers.curves import CURVES_FILE
 from elmd_sdk.trainers.erm import ERMTrainConfig, emotion_match_at_1, epoch_batches, train_erm
+from elmd_sdk.trainers.metrics_log import METRICS_FILE, TRACKER_DIR, read_metrics
 
 from elmd_sdk.data.records import Sample, Turn
 from elmd_sdk.errors import InputError, MismatchError
@@ -208,7 +210,8 @@ def test_training_lowers_the_loss_and_saves_safely(tiny_model: str, tmp_path: Pa
     assert last.valid_match_micro is not None and 0 <= last.valid_match_micro <= 1
     assert last.valid_match_macro is not None and 0 <= last.valid_match_macro <= 1
     out_files = [p for p in (tmp_path / "erm").rglob("*") if p.is_file()]
-    assert {p.suffix for p in out_files} <= {".json", ".safetensors"}
+    assert {p.suffix for p in out_files} <= {".json", ".jsonl", ".safetensors"}
+    assert [p.name for p in out_files if p.suffix == ".jsonl"] == [METRICS_FILE]  # JSON lines, no pickle
     assert not (tmp_path / "erm" / "checkpoint").exists()
     loaded = ERMEncoder.load(tmp_path / "erm")
     np.testing.assert_array_equal(loaded.encode(texts), result.encoder.encode(texts))
@@ -233,6 +236,92 @@ def test_learning_rate_schedule(
     assert seen == pytest.approx([1e-3 * f for f in expected])
     with pytest.raises(InputError, match="lr_schedule"):
         _config(tiny_model, lr_schedule="cosine").validate()
+
+
+def _recording_step_losses(monkeypatch) -> list[float]:
+    """The Eq. 4 loss of every optimizer step train_erm takes from now on, in order."""
+    losses: list[float] = []
+    real_batch_loss = erm_trainer.batch_loss
+
+    def recording(*args, **kwargs):
+        loss = real_batch_loss(*args, **kwargs)
+        losses.append(loss.item())
+        return loss
+
+    monkeypatch.setattr(erm_trainer, "batch_loss", recording)
+    return losses
+
+
+def _lines(out: Path, kind: str) -> list[dict]:
+    return [r for r in read_metrics(out / METRICS_FILE) if r["kind"] == kind]
+
+
+def test_metrics_log_holds_interval_mean_losses_and_validations(tiny_model: str, tmp_path: Path, monkeypatch) -> None:
+    train, valid = _samples(4), _samples(2, offset=4)  # 3 steps per epoch, 6 in all
+    losses = _recording_step_losses(monkeypatch)
+    config = _config(tiny_model, epochs=2, logging_steps=4, eval_every=2)
+    result = train_erm(config, train, valid, tmp_path / "erm")
+    assert len(losses) == 6
+    lines = _lines(tmp_path / "erm", "train")  # survived the final folder swap
+    assert [r["step"] for r in lines] == [4, 6]  # ceil(6 / 4) lines: the last interval is steps 5-6
+    assert [r["loss"] for r in lines] == pytest.approx([np.mean(losses[:4]), np.mean(losses[4:])], rel=1e-12)
+    assert [r["lr"] for r in lines] == pytest.approx([1e-3 * 3 / 6, 1e-3 * 1 / 6])  # the interval's last step's lr
+    assert [r["epoch"] for r in lines] == pytest.approx([4 / 3, 2.0])
+    assert all(r["samples_per_s"] > 0 for r in lines)
+    validations = _lines(tmp_path / "erm", "valid")
+    assert [r["step"] for r in validations] == [2, 3, 4, 6]  # every 2 steps and at each epoch end, once each
+    assert [set(r) for r in validations] == [{"step", "kind", "time", "match_micro", "match_macro"}] * 4
+    at_epoch_ends = [(r["match_micro"], r["match_macro"]) for r in validations if r["step"] in (3, 6)]
+    assert at_epoch_ends == [(h.valid_match_micro, h.valid_match_macro) for h in result.history]
+
+    plain = train_erm(_config(tiny_model, epochs=2), train, valid, tmp_path / "plain")  # validations change nothing
+    for key, value in _weights(plain.encoder).items():
+        torch.testing.assert_close(_weights(result.encoder)[key], value, rtol=0, atol=0)
+    assert [r["step"] for r in _lines(tmp_path / "plain", "train")] == [6]  # logging_steps 10: one partial interval
+    for setting, field in (({"logging_steps": 0}, "logging_steps"), ({"eval_every": 0}, "eval_every")):
+        with pytest.raises(InputError, match="must be at least 1") as error:
+            _config(tiny_model, **setting).validate()
+        assert error.value.field == field
+    with pytest.raises(InputError, match="unknown tracker 'tb'"):
+        _config(tiny_model, report_to=("tb",)).validate()
+
+
+def test_metrics_log_after_max_steps_and_after_a_kill_has_each_step_once(
+    tiny_model: str, tmp_path: Path, monkeypatch
+) -> None:
+    train, config = _samples(4), _config(tiny_model, epochs=2, logging_steps=2)  # 3 steps per epoch, 6 in all
+    losses = _recording_step_losses(monkeypatch)
+
+    def train_lines(out: Path) -> tuple[list[int], list[float]]:
+        lines = _lines(out, "train")
+        return [r["step"] for r in lines], [r["loss"] for r in lines]
+
+    train_erm(config, train, None, tmp_path / "ref")
+    ref = list(losses)  # resumed runs take the same steps (test_resume_after_kill_matches_uninterrupted)
+    expected = np.mean(ref[0:2]), np.mean(ref[2:4]), np.mean(ref[4:6])
+    assert train_lines(tmp_path / "ref") == ([2, 4, 6], pytest.approx(expected, rel=1e-12))
+
+    stopped = tmp_path / "stopped"  # --max-steps 3 logs the partial interval of step 3; the resumed run goes on
+    train_erm(_config(tiny_model, epochs=2, logging_steps=2, max_steps=3), train, None, stopped)
+    assert train_lines(stopped) == ([2, 3], pytest.approx([np.mean(ref[0:2]), ref[2]], rel=1e-12))
+    train_erm(config, train, None, stopped, resume=True)
+    assert train_lines(stopped) == ([2, 3, 4, 6], pytest.approx([np.mean(ref[0:2]), *ref[2:4], expected[2]], rel=1e-12))
+
+    killed = tmp_path / "killed"  # killed in step 5; its checkpoint (step 3) holds the unlogged loss of step 3
+    real_batch_loss, start = erm_trainer.batch_loss, len(losses)
+
+    def killed_in_step_5(*args, **kwargs):
+        if len(losses) - start == 4:
+            raise KeyboardInterrupt
+        return real_batch_loss(*args, **kwargs)
+
+    monkeypatch.setattr(erm_trainer, "batch_loss", killed_in_step_5)
+    with pytest.raises(KeyboardInterrupt):
+        train_erm(config, train, None, killed)
+    assert train_lines(killed)[0] == [2, 4]  # step 4's line was on disk before the kill
+    monkeypatch.setattr(erm_trainer, "batch_loss", real_batch_loss)
+    train_erm(config, train, None, killed, resume=True)
+    assert train_lines(killed) == ([2, 4, 6], pytest.approx(expected, rel=1e-12))  # as if never killed
 
 
 def test_resume_after_kill_matches_uninterrupted(tiny_model: str, tmp_path: Path, monkeypatch) -> None:
@@ -311,11 +400,69 @@ def test_cli_train_erm(tiny_model: str, tmp_path: Path) -> None:
     data.write_text("".join(json.dumps(s.to_dict()) + "\n" for s in _samples(4)))
     args = ["train", "erm", "--data", str(data), "--out", str(tmp_path / "erm"), "--valid", str(data)]
     args += ["--base-model", tiny_model, "--batch-size", "8", "--s", "2", "--lambda", "0.5", "--no-ert"]
+    args += ["--logging-steps", "2", "--eval-every", "2", "--report-to", "none"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "valid match@1" in result.output
     loaded = ERMEncoder.load(tmp_path / "erm")
     assert (loaded.config.s, loaded.config.lambda_, loaded.config.use_ert) == (2, 0.5, False)
+    assert [(r["step"], r["kind"]) for r in read_metrics(tmp_path / "erm" / METRICS_FILE)] == [
+        (2, "train"),
+        (2, "valid"),
+        (3, "train"),
+        (3, "valid"),
+    ]  # 3 steps: lines every 2 steps and at the end, validation every 2 steps and at the epoch end
+    assert f"learning curves: {tmp_path / 'erm' / CURVES_FILE}" in result.output
+    assert _png_shape(tmp_path / "erm" / CURVES_FILE) == (400, 1000, 4)
+    assert not (tmp_path / "erm" / TRACKER_DIR).exists()
+
+
+def _png_shape(path: Path) -> tuple[int, ...]:
+    import matplotlib.image
+
+    return matplotlib.image.imread(path).shape
+
+
+def test_cli_max_steps_draws_the_curves_beside_the_checkpoint_and_resume_keeps_the_logs(
+    tiny_model: str, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from elmd_sdk.cli.main import app
+
+    data, out = tmp_path / "train.jsonl", tmp_path / "erm"
+    data.write_text("".join(json.dumps(s.to_dict()) + "\n" for s in _samples(4)))  # 3 steps per epoch
+    args = ["train", "erm", "--data", str(data), "--out", str(out), "--base-model", tiny_model, "--batch-size", "8"]
+    args += ["--s", "2", "--epochs", "2", "--logging-steps", "2"]
+    stopped = CliRunner().invoke(app, [*args, "--max-steps", "2"])
+    assert stopped.exit_code == 0, stopped.output
+    assert (out / "checkpoint").is_dir() and _png_shape(out / CURVES_FILE) == (400, 1000, 4)
+    assert [r["step"] for r in read_metrics(out / METRICS_FILE)] == [2]
+    (out / CURVES_FILE).write_bytes(b"stale")  # the resumed run draws its own
+    resumed = CliRunner().invoke(app, [*args, "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert not (out / "checkpoint").exists() and _png_shape(out / CURVES_FILE) == (400, 1000, 4)
+    assert [r["step"] for r in read_metrics(out / METRICS_FILE)] == [2, 4, 6]
+
+
+def test_cli_report_to_tensorboard_writes_events_that_survive_the_final_folder(tiny_model: str, tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from typer.testing import CliRunner
+
+    from elmd_sdk.cli.main import app
+
+    data, out = tmp_path / "train.jsonl", tmp_path / "erm"
+    data.write_text("".join(json.dumps(s.to_dict()) + "\n" for s in _samples(4)))
+    args = ["train", "erm", "--data", str(data), "--out", str(out), "--base-model", tiny_model, "--batch-size", "8"]
+    args += ["--s", "2", "--logging-steps", "1", "--valid", str(data), "--report-to", "tensorboard"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    events = EventAccumulator(str(out / TRACKER_DIR / "erm"))
+    events.Reload()
+    logged = {r["step"]: r["loss"] for r in read_metrics(out / METRICS_FILE) if r["kind"] == "train"}
+    assert {e.step: e.value for e in events.Scalars("train/loss")} == pytest.approx(logged, rel=1e-6)
+    assert [e.step for e in events.Scalars("valid/match_macro")] == [3]
 
 
 def test_cli_run_killed_with_sigkill_resumes_to_the_uninterrupted_weights(tiny_model: str, tmp_path: Path) -> None:

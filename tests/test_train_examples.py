@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from elmd_sdk.chains.prompt import render_answer
 from elmd_sdk.retrievers import EmotionalRetriever, build_index
@@ -128,11 +129,29 @@ def test_emotion_metrics_by_hand() -> None:
     assert emotion_metrics([1, 1], [1, 1]) == (1.0, 1.0)
 
 
-def test_epoch_order_wraps_to_whole_batches_and_depends_on_seed_and_epoch() -> None:
-    order = epoch_order(5, 4, seed=0, epoch=0)
+@pytest.mark.parametrize("grouped", [False, True])
+def test_epoch_order_wraps_to_whole_batches_and_depends_on_seed_and_epoch(grouped: bool) -> None:
+    lengths = [3, 9, 4, 8, 5]
+    order = epoch_order(lengths, 4, seed=0, epoch=0, group_by_length=grouped)
     assert len(order) == 8 and sorted(order[:5].tolist()) == [0, 1, 2, 3, 4]
     assert order[5:].tolist() == order[:3].tolist()
-    assert order.tolist() == epoch_order(5, 4, 0, 0).tolist() != epoch_order(5, 4, 0, 1).tolist()
+    same = epoch_order(lengths, 4, 0, 0, grouped).tolist()
+    assert order.tolist() == same != epoch_order(lengths, 4, 1, 0, grouped).tolist()
+
+
+def test_length_grouped_batches_pad_less_than_random_ones() -> None:
+    lengths = [int(x) for x in np.random.default_rng(0).integers(10, 400, size=800)]
+
+    def padding(order: np.ndarray) -> int:  # padded positions summed over the batches of 16
+        batches = order.reshape(-1, 16)
+        return sum(16 * max(lengths[i] for i in b) - sum(lengths[i] for i in b) for b in batches)
+
+    grouped = epoch_order(lengths, 16, 0, 0, group_by_length=True)
+    shuffled = epoch_order(lengths, 16, 0, 0, group_by_length=False)
+    assert sorted(grouped.tolist()) == sorted(shuffled.tolist()) == list(range(800))
+    assert padding(grouped) < padding(shuffled) / 5  # mega-batches of 12 batches here: about 9x less
+    first = grouped[:16].tolist()
+    assert max(lengths[i] for i in first) == max(lengths)  # the longest batch comes first (memory errors early)
 
 
 def test_linear_schedule_decays_to_zero() -> None:

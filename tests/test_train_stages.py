@@ -17,9 +17,10 @@ from elmd_sdk.trainers.eerg import EergConfig, train_eerg
 from elmd_sdk.trainers.emotion_eval import score_examples
 from elmd_sdk.trainers.examples import PromptConfig, build_examples, label_candidates, prompt_messages
 from elmd_sdk.trainers.feature_cache import FeatureCache
+from elmd_sdk.trainers.metrics_log import METRICS_FILE, read_metrics
 from elmd_sdk.trainers.pipeline import samples_sha256
 from elmd_sdk.trainers.rep import RepConfig, train_rep
-from elmd_sdk.trainers.stage import StageResult, TrainConfig
+from elmd_sdk.trainers.stage import StageResult, TrainConfig, default_mixed_precision
 from elmd_sdk.trainers.stage_model import StageModel
 from langchain_core.documents import Document
 from langchain_core.messages import BaseMessage
@@ -442,3 +443,60 @@ def test_rep_without_clips_refuses_before_loading_anything(env: Env, tmp_path: P
 def test_resume_without_a_checkpoint_says_so(env: Env, tmp_path: Path) -> None:
     with pytest.raises(InputError, match="nothing to resume: no checkpoint"):
         _rep(env, tmp_path / "never_started", resume=True)
+
+
+def _lines(out: Path, kind: str) -> list[dict[str, Any]]:
+    return [m for m in read_metrics(out / METRICS_FILE) if m["kind"] == kind]
+
+
+def test_eerg_logs_every_interval_and_validation_and_keeps_the_best_weights(
+    env: Env, rep_run: Run, tmp_path: Path
+) -> None:
+    out = tmp_path / "best"
+    result = _eerg(env, _eerg_config(env, rep_run.out, eval_every=1, keep="best", logging_steps=3), out)
+    train, valid = _lines(out, "train"), _lines(out, "valid")
+    assert [m["step"] for m in train] == [3, 4]  # every 3 steps, and the last
+    assert [m["epoch"] for m in train] == [1.5, 2.0]
+    assert [m["step"] for m in valid] == [1, 2, 3, 4]  # every step; the epoch ends do not validate twice
+    history = {h.global_step: h for h in result.history}
+    for m in valid:
+        if m["step"] in history:
+            assert m["macro_f1"] == history[m["step"]].valid_macro_f1 and m["loss"] == history[m["step"]].valid_loss
+    best = max(valid, key=lambda m: m["macro_f1"])  # max() keeps the first of equals, as only a rise replaces it
+    assert result.kept == {"keep": "best", "step": best["step"], "valid_macro_f1": best["macro_f1"]}
+    assert read_json(out / "training.json")["kept"] == result.kept
+    # The bundle holds the weights of that step: a run stopped there (same seed, same schedule) has them.
+    stopped = tmp_path / "stopped"
+    _eerg(env, _eerg_config(env, rep_run.out, max_steps=best["step"]), stopped)
+    checkpoint = checkpoint_module.load_checkpoint(stopped)
+    assert checkpoint is not None
+    weights = load_tensors(out / "prefix" / "prefix.safetensors")
+    torch.testing.assert_close(
+        weights["embedding.weight"], checkpoint[0]["llm.prefix_encoder.embedding.weight"], rtol=0, atol=0
+    )
+
+
+def test_eerg_metrics_of_a_killed_and_resumed_run_equal_an_uninterrupted_run(
+    env: Env, rep_run: Run, tmp_path: Path
+) -> None:
+    def run(out: Path, **kw: Any) -> list[tuple[int, str, float]]:
+        _eerg(env, _eerg_config(env, rep_run.out, logging_steps=3, **kw), out, resume="max_steps" not in kw)
+        return [(m["step"], m["kind"], m["loss"]) for m in read_metrics(out / METRICS_FILE)]
+
+    whole = tmp_path / "whole"
+    _eerg(env, _eerg_config(env, rep_run.out, logging_steps=3), whole)
+    expected = [(m["step"], m["kind"], m["loss"]) for m in read_metrics(whole / METRICS_FILE)]
+    parts = tmp_path / "parts"
+    _eerg(env, _eerg_config(env, rep_run.out, logging_steps=3, max_steps=2), parts)  # mid-interval stop
+    assert run(parts) == expected
+
+
+def test_default_precision_is_bf16_only_on_a_cpu_that_has_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    assert default_mixed_precision() == "bf16"
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    assert default_mixed_precision() == "no"
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp16")  # accelerate launch decides
+    assert default_mixed_precision() is None

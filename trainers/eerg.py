@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from elmd_sdk.trainers.examples import PromptConfig
+from elmd_sdk.trainers.examples import Example, PromptConfig
 from elmd_sdk.trainers.feature_cache import FeatureCache
 from elmd_sdk.trainers.pipeline import (
     fit_prompt,
@@ -40,6 +40,7 @@ from elmd_sdk.data.records import Sample
 from elmd_sdk.errors import InputError, MismatchError
 from elmd_sdk.io import sha256_file
 from elmd_sdk.models.prefix import PrefixConfig, PrefixEncoder, attach_prefix
+from elmd_sdk.models.prefix_init import PREFIX_STARTS, prefix_from_tokens
 from elmd_sdk.video import VideoProjector, VisualEncoder
 from elmd_sdk.video.projector import WEIGHTS_FILE as PROJECTOR_WEIGHTS
 
@@ -63,9 +64,13 @@ class EergConfig:
     feature_cache: str | None = None  # folder of cached X; None = elmd-sdk's cache folder (shared with REP)
     use_video: bool = True  # False: the "w/o V" ablation, only the prefix trains
     max_length: int | None = None  # most positions per example; None = the LLM's context length
+    max_prompt_tokens: int | None = None  # most prompt tokens per example (older history turns go first)
     pre_seq_len: int | None = None  # prefix length; None = 128, or that of prefix_init
     prefix_projection: bool = False  # ChatGLM2's optional two-layer MLP over the prefix (off in its recipe)
     prefix_init: str | None = None  # starting prefix: our prefix folder or a ChatGLM2 p-tuning checkpoint
+    # without prefix_init: "text" = the LLM's own keys/values of the prompt's opening tokens (Li & Liang 2021), or
+    # "random" = ChatGLM2's N(0, 1) embedding (raises the starting loss far above the base model's)
+    prefix_start: str = "text"
     lr: float = 2e-2  # AdamW learning rate (paper 4.3)
     lr_prefix: float | None = None  # overrides lr for the prefix
     lr_projector: float | None = None  # overrides lr for the projector
@@ -83,6 +88,10 @@ class EergConfig:
             raise InputError("must be at least 1", field="frames")
         if self.pre_seq_len is not None and self.pre_seq_len < 1:
             raise InputError("must be at least 1", field="pre_seq_len")
+        if self.prefix_start not in PREFIX_STARTS:
+            raise InputError(f"must be one of {', '.join(PREFIX_STARTS)}", field="prefix_start")
+        if self.prefix_start == "text" and self.prefix_projection and self.prefix_init is None:
+            raise InputError("--prefix-projection needs --prefix-start random (or --prefix-init)", field="prefix_start")
         if self.index is not None and not self.use_retrieval:
             raise InputError("a demonstration index and no retrieval exclude each other", field="index")
         if self.from_bundle is None and self.index is None and self.use_retrieval:
@@ -189,12 +198,16 @@ def _without_rep(config: EergConfig, accelerator: Any, visual_encoder: VisualEnc
     )
 
 
-def _make_prefix(config: EergConfig, llm: Any) -> PrefixEncoder:
-    """The starting prefix: loaded from ``prefix_init`` (checked against the LLM), else freshly initialised."""
+def _make_prefix(config: EergConfig, llm: Any, first: Example) -> PrefixEncoder:
+    """The starting prefix: loaded from ``prefix_init`` (checked against the LLM), else new: from the LLM's keys and
+    values of the opening tokens of ``first``'s prompt (chat template and instruction I, the same in every
+    example), or random."""
     if config.prefix_init is not None:
         return PrefixEncoder.load(config.prefix_init, model=llm, pre_seq_len=config.pre_seq_len)
-    length = config.pre_seq_len or DEFAULT_PRE_SEQ_LEN
-    return PrefixEncoder(PrefixConfig.for_model(llm, length, config.prefix_projection))
+    prefix_config = PrefixConfig.for_model(llm, config.pre_seq_len or DEFAULT_PRE_SEQ_LEN, config.prefix_projection)
+    if config.prefix_start == "random":
+        return PrefixEncoder(prefix_config)
+    return prefix_from_tokens(llm, [t for piece in first.pieces for t in piece], prefix_config)
 
 
 def train_eerg(
@@ -221,30 +234,33 @@ def train_eerg(
     else:
         start = _without_rep(config, accelerator, visual_encoder)
     llm, llm_fp, cache, projector, index = start.llm, start.llm_fp, start.cache, start.projector, start.index
-    prompt = PromptConfig(start.language, start.labels, config.use_video, config.max_length)
+    prompt = PromptConfig(start.language, start.labels, config.use_video, config.max_length, config.max_prompt_tokens)
     prompt.validate()
     prompt = fit_prompt(prompt, llm)
     from accelerate.utils import set_seed
 
     set_seed(config.train.seed)
-    prefix = _make_prefix(config, llm)
-    attach_prefix(llm, prefix)
     if not config.use_retrieval:
         retriever = None  # not even one handed in
     elif retriever is None:
         retriever = open_retriever(index, start.erm)
     data_hash = data_sha256 or samples_sha256(train)
+    data = prepare_data(
+        accelerator, train, valid, start.tokenizer, prompt, retriever, cache, with_response=True,
+        progress=config.train.progress,
+    )  # fmt: skip
+    if not data.train:
+        raise InputError("no training samples", field="data")
+    prefix = _make_prefix(config, llm, data.train[0])
+    attach_prefix(llm, prefix)
     identity = stage_identity(
         "eerg", llm_fp, accelerator, cache, config.frames, prompt, index, data_hash,
         from_rep=config.from_bundle is not None,
         rep_projector=start.rep_projector,
         prefix=asdict(prefix.config),
         prefix_init=config.prefix_init,
+        prefix_start=config.prefix_start if config.prefix_init is None else None,
         lr=[config.lr, config.lr_prefix, config.lr_projector],
-    )  # fmt: skip
-    data = prepare_data(
-        accelerator, train, valid, start.tokenizer, prompt, retriever, cache, with_response=True,
-        progress=config.train.progress,
     )  # fmt: skip
     groups = [ParamGroup("prefix", list(prefix.parameters()), config.lr_prefix or config.lr)]
     if projector is not None:

@@ -8,6 +8,8 @@ a pair, in an order drawn from ``(seed, epoch)``, so a resumed run replays exact
 The encoder embeds the utterance text u; its label is u's emotion. The learning rate decays linearly to 0
 over the run by default (the paper gives only lr 5e-5): on MELD, 8 epochs ended at a higher emotion match@1
 than with a constant rate (``benchmarks/retrieval_quality.py``, README).
+Every ``logging_steps`` steps the interval's mean loss, learning rate, samples/s and epoch go to ``OUT/metrics.jsonl``
+(:mod:`elmd_sdk.trainers.metrics_log`), and each validation's emotion match@1 as ``match_micro`` and ``match_macro``.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from elmd_sdk.trainers.checkpoint import (
 from elmd_sdk.trainers.losses.ert import candidate_mask, ert_loss
 from elmd_sdk.trainers.losses.joint import joint_loss
 from elmd_sdk.trainers.losses.ssc import ssc_pair_losses
+from elmd_sdk.trainers.metrics_log import MetricsLog, copy_logs, tracker_names
 from elmd_sdk.trainers.schedule import LR_SCHEDULES, lr_factor
 
 from elmd_sdk.data.records import Sample
@@ -43,8 +46,19 @@ from elmd_sdk.errors import InputError
 from elmd_sdk.io import atomic_folder, atomic_write_json, read_json
 from elmd_sdk.progress import make_progress
 
-# Settings a resumed run may change; every other one must match the checkpoint.
-_RESUMABLE_CHANGES = frozenset({"max_steps", "checkpoint_every", "eval_batch_size", "device", "progress"})
+# Settings a resumed run may change; every other one must match the checkpoint. The last three change only the logs.
+_RESUMABLE_CHANGES = frozenset(
+    {
+        "max_steps",
+        "checkpoint_every",
+        "eval_batch_size",
+        "device",
+        "progress",
+        "logging_steps",
+        "eval_every",
+        "report_to",
+    }
+)
 
 
 @dataclass
@@ -63,6 +77,9 @@ class ERMTrainConfig:
     eval_batch_size: int = 64  # encode batch size for the validation metric
     device: str | None = None  # torch device; None lets sentence-transformers choose
     progress: bool | None = None  # rich progress bar; None = only on a terminal
+    logging_steps: int = 10  # optimizer steps per metrics.jsonl training line (the interval's mean loss)
+    eval_every: int | None = None  # also validate every N optimizer steps (validation always runs at epoch ends)
+    report_to: tuple[str, ...] = ()  # Accelerate trackers beside metrics.jsonl, e.g. ("tensorboard",) into OUT/runs
 
     def validate(self) -> None:
         """Raise :class:`InputError` naming the first impossible setting."""
@@ -71,9 +88,14 @@ class ERMTrainConfig:
             raise InputError("at least one of ERT and SSC must be on to train", field="use_ert")
         if self.erm.freeze_encoder and not self.erm.use_ssc:
             raise InputError("a frozen encoder without SSC has nothing to train", field="freeze_encoder")
-        for name, low in (("epochs", 1), ("batch_size", 2), ("checkpoint_every", 1), ("eval_batch_size", 1)):
+        for name, low in (
+            ("epochs", 1), ("batch_size", 2), ("checkpoint_every", 1), ("eval_batch_size", 1), ("logging_steps", 1)
+        ):  # fmt: skip
             if getattr(self, name) < low:
                 raise InputError(f"must be at least {low}", field=name)
+        if self.eval_every is not None and self.eval_every < 1:
+            raise InputError("must be at least 1", field="eval_every")
+        tracker_names(self.report_to)  # an unknown tracker or a missing package fails before training
         if self.max_steps is not None and self.max_steps < 0:
             raise InputError("must not be negative", field="max_steps")
         if not self.lr > 0:
@@ -91,6 +113,22 @@ class EpochStats:
     train_loss: float
     valid_match_micro: float | None = None
     valid_match_macro: float | None = None
+
+
+@dataclass
+class _Interval:
+    """The steps since the last metrics.jsonl training line (kept in the checkpoint, so a resumed run goes on)."""
+
+    loss_sum: float = 0.0
+    steps: int = 0
+    samples: int = 0
+    seconds: float = 0.0  # wall time of the steps themselves (validation and checkpoints left out)
+
+    def add(self, loss: float, samples: int, seconds: float) -> None:
+        self.loss_sum += loss
+        self.steps += 1
+        self.samples += samples
+        self.seconds += seconds
 
 
 @dataclass
@@ -221,7 +259,8 @@ def train_erm(
     Checkpoints go to ``out_dir/checkpoint`` every ``checkpoint_every`` steps and at each epoch end; it
     is removed once the last epoch is done. ``resume=True`` continues from it and ends with the same
     weights as an uninterrupted run. With ``valid``, emotion match@1 of the valid utterances against
-    the train utterances is computed after every epoch.
+    the train utterances is computed after every epoch (and every ``eval_every`` steps). Metrics go to
+    ``out_dir/metrics.jsonl`` (a resumed run continues it from the checkpoint's step) and the ``report_to`` trackers.
     """
     config.validate()
     out_dir = Path(out_dir)
@@ -274,6 +313,8 @@ class _Run:
         self.global_step = 0
         self.epoch_loss_sum = 0.0
         self.history: list[EpochStats] = []
+        self.interval = _Interval()
+        self.resumed_at: int | None = None  # the checkpoint's step, once restored
 
     def restore(self) -> None:
         """Continue from ``out_dir/checkpoint``: weights, optimizer, RNG states and counters."""
@@ -291,6 +332,8 @@ class _Run:
         self.global_step = int(meta["global_step"])
         self.epoch_loss_sum = float(meta["epoch_loss_sum"])
         self.history = [EpochStats(**h) for h in meta["history"]]
+        self.interval = _Interval(**meta.get("log_interval", {}))
+        self.resumed_at = self.global_step
 
     def checkpoint(self) -> None:
         """Write ``out_dir/checkpoint`` atomically."""
@@ -300,6 +343,7 @@ class _Run:
             "global_step": self.global_step,
             "epoch_loss_sum": self.epoch_loss_sum,
             "history": [asdict(h) for h in self.history],
+            "log_interval": asdict(self.interval),
         }
         save_checkpoint(self.out_dir, _trainable_state(self.encoder, self.frozen), self.optimizer, meta)
 
@@ -317,42 +361,70 @@ class _Run:
         self.epoch_loss_sum += value
         return value
 
-    def end_epoch(self, epoch: int) -> None:
-        """Record the epoch's mean loss and, with validation data, emotion match@1 against the train utterances."""
+    def validate(self) -> tuple[float, float]:
+        """Emotion match@1 (micro, macro) of the valid utterances against the train utterances."""
         config = self.config
+        corpus = self.encoder.encode(self.texts, batch_size=config.eval_batch_size)
+        queries = self.encoder.encode(self.valid_texts, batch_size=config.eval_batch_size)
+        match = emotion_match_at_1(queries, self.valid_emotions, corpus, self.emotions)
+        _set_train_mode(self.encoder, self.frozen)
+        return match
+
+    def end_epoch(self, epoch: int, match: tuple[float, float] | None) -> None:
+        """Record the epoch's mean loss and its validation emotion match@1 (None without validation data)."""
         stats = EpochStats(epoch + 1, self.global_step, self.epoch_loss_sum / self.steps_per_epoch)
-        if self.valid_texts:
-            corpus = self.encoder.encode(self.texts, batch_size=config.eval_batch_size)
-            queries = self.encoder.encode(self.valid_texts, batch_size=config.eval_batch_size)
-            micro, macro = emotion_match_at_1(queries, self.valid_emotions, corpus, self.emotions)
-            stats.valid_match_micro, stats.valid_match_macro = micro, macro
+        if match is not None:
+            stats.valid_match_micro, stats.valid_match_macro = match
         self.history.append(stats)
         self.epoch_loss_sum = 0.0
-        _set_train_mode(self.encoder, self.frozen)
+
+    def log_interval(self, log: MetricsLog) -> None:
+        """Write the interval's training line: mean loss, the last step's learning rate, samples/s, epoch."""
+        interval = self.interval
+        line = {
+            "loss": interval.loss_sum / interval.steps,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "samples_per_s": interval.samples / max(interval.seconds, 1e-9),
+            "epoch": self.global_step / self.steps_per_epoch,
+        }
+        log.log(self.global_step, line, kind="train")
+        self.interval = _Interval()
 
     def train(self) -> None:
-        """Run steps until ``stop_at``, with progress, per-epoch validation and checkpoints."""
-        progress = make_progress(disable=None if self.config.progress is None else not self.config.progress)
-        with progress:
+        """Run steps until ``stop_at``, with progress, metrics log, validation and checkpoints."""
+        config = self.config
+        progress = make_progress(disable=None if config.progress is None else not config.progress)
+        log = MetricsLog(
+            self.out_dir, run_name="erm", report_to=config.report_to, config=asdict(config), resume_step=self.resumed_at
+        )
+        with log, progress:
             task = progress.add_task("train erm", total=self.stop_at, completed=self.global_step, info="")
             while self.global_step < self.stop_at:
                 epoch, step_in_epoch = divmod(self.global_step, self.steps_per_epoch)
-                batches = epoch_batches(self.emotions, self.config.batch_size, self.config.seed, epoch)
+                batches = epoch_batches(self.emotions, config.batch_size, config.seed, epoch)
                 _set_train_mode(self.encoder, self.frozen)
                 for batch in batches[step_in_epoch:]:
                     started = time.perf_counter()
                     loss = self.step(batch)
-                    rate = len(batch) / max(time.perf_counter() - started, 1e-9)
-                    info = f"epoch {epoch + 1} loss {loss:.4f} {rate:.0f} samples/s"
+                    seconds = time.perf_counter() - started
+                    self.interval.add(loss, len(batch), seconds)
+                    info = f"epoch {epoch + 1} loss {loss:.4f} {len(batch) / max(seconds, 1e-9):.0f} samples/s"
                     progress.update(task, advance=1, info=info)
+                    if self.global_step % config.logging_steps == 0 or self.global_step == self.stop_at:
+                        self.log_interval(log)
                     epoch_done = self.global_step % self.steps_per_epoch == 0
+                    match = None
+                    due = epoch_done or (config.eval_every is not None and self.global_step % config.eval_every == 0)
+                    if self.valid_texts and due:
+                        match = self.validate()
+                        log.log(self.global_step, {"match_micro": match[0], "match_macro": match[1]}, kind="valid")
                     if epoch_done:
-                        self.end_epoch(epoch)
-                    if epoch_done or self.global_step % self.config.checkpoint_every == 0:
+                        self.end_epoch(epoch, match)
+                    if epoch_done or self.global_step % config.checkpoint_every == 0:
                         self.checkpoint()
                     if self.global_step >= self.stop_at:
                         break
-        if self.global_step % self.config.checkpoint_every and self.global_step % self.steps_per_epoch:
+        if self.global_step % config.checkpoint_every and self.global_step % self.steps_per_epoch:
             self.checkpoint()  # stopped by max_steps between checkpoints: keep the state to resume from
 
     def finish(self) -> ERMTrainResult:
@@ -363,6 +435,7 @@ class _Run:
         for module in encoder.modules():
             module.eval()
         with atomic_folder(self.out_dir) as folder:  # the new ERM replaces the folder as a whole
+            copy_logs(self.out_dir, folder)  # metrics.jsonl, runs/ and curves.png stay
             encoder.write(folder)
             atomic_write_json(
                 folder / TRAINING_LOG,

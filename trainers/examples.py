@@ -33,6 +33,7 @@ class PromptConfig:
     labels: tuple[str, ...] = EMOTIONS  # response emotions the prompt offers; every target must be one of them
     use_video: bool = True  # False: the "w/o V" ablation, no placeholder and no E_v
     max_length: int | None = None  # most positions (text + video tokens + target); oldest history turns go first
+    max_prompt_tokens: int | None = None  # most prompt text tokens (answer excluded); oldest history turns go first
 
     def validate(self) -> None:
         """Raise :class:`InputError` naming the first impossible setting."""
@@ -44,6 +45,8 @@ class PromptConfig:
             raise InputError(f"unknown emotion {unknown[0]!r}; choose among {', '.join(EMOTIONS)}", field="labels")
         if self.max_length is not None and self.max_length < 2:
             raise InputError("must be at least 2", field="max_length")
+        if self.max_prompt_tokens is not None and self.max_prompt_tokens < 1:
+            raise InputError("must be at least 1", field="max_prompt_tokens")
 
 
 @dataclass(frozen=True)
@@ -117,8 +120,9 @@ def build_examples(
 ) -> list[Example]:
     """One :class:`Example` per sample; ``with_response`` selects the EERG target, else REP's emotion line.
 
-    When an example would exceed ``config.max_length`` positions, history turns are dropped oldest first (as
-    the chain does at inference); one still too long without history is an InputError naming the sample.
+    When an example would exceed ``config.max_length`` positions or its prompt ``config.max_prompt_tokens`` text
+    tokens, history turns are dropped oldest first (as the chain does at inference); one still too long without
+    history is an InputError naming the sample.
     """
     config.validate()
     template = build_prompt(config.language, config.labels)
@@ -139,13 +143,21 @@ def build_examples(
             messages = prompt_messages(template, current, demonstration, config.use_video, config.language)
             pieces = tuple(tuple(p) for p in prompt_pieces(tokenizer, messages)[0])
             example = Example(pieces, sample.video if len(pieces) == 2 else None, target, label_index[emotion])
-            if config.max_length is None or example.length(video_tokens) <= config.max_length:
+            too_long = config.max_length is not None and example.length(video_tokens) > config.max_length
+            prompt_tokens = sum(len(p) for p in pieces)
+            too_wordy = config.max_prompt_tokens is not None and prompt_tokens > config.max_prompt_tokens
+            if not (too_long or too_wordy):
                 break
             if not history:
+                needs, limit, name = (
+                    (example.length(video_tokens), config.max_length, "max_length")
+                    if too_long
+                    else (prompt_tokens, config.max_prompt_tokens, "max_prompt_tokens")
+                )
                 raise InputError(
-                    f"sample {number} (dialogue {sample.dialogue_id!r}) needs {example.length(video_tokens)} "
-                    f"positions without any history; max_length is {config.max_length}",
-                    field="max_length",
+                    f"sample {number} (dialogue {sample.dialogue_id!r}) needs {needs} "
+                    f"{'positions' if too_long else 'prompt tokens'} without any history; {name} is {limit}",
+                    field=name,
                 )
             history = history[1:]
         examples.append(example)

@@ -32,6 +32,7 @@ from elmd_sdk.trainers.checkpoint import (
 )
 from elmd_sdk.trainers.emotion_eval import ScoredExample, emotion_metrics, score_examples
 from elmd_sdk.trainers.examples import Example
+from elmd_sdk.trainers.metrics_log import tracker_names
 from elmd_sdk.trainers.schedule import LR_SCHEDULES, lr_factor
 from elmd_sdk.trainers.stage_model import StageModel
 
@@ -41,8 +42,10 @@ from elmd_sdk.io import atomic_write_json, read_json
 from elmd_sdk.progress import make_progress
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
+KEEP = ("last", "best")
 # Settings a resumed run may change; every other one must equal the checkpoint's.
-RESUMABLE_CHANGES = frozenset({"max_steps", "checkpoint_every", "progress"})
+RESUMABLE_CHANGES = frozenset({"max_steps", "checkpoint_every", "progress", "logging_steps", "report_to"})
+BEST = "best."  # checkpoint tensor names of the best-validated weights (with --keep best)
 
 
 @dataclass
@@ -52,7 +55,9 @@ class TrainConfig:
     epochs: int = 1  # passes over the training samples (the paper does not state it)
     batch_size: int = 16  # global batch per optimizer step = micro batch x processes x grad_accum (paper 4.3)
     grad_accum: int = 1  # micro-steps per optimizer step
-    mixed_precision: str | None = None  # "no", "fp16" or "bf16"; None = accelerate's config or env, else "no"
+    # "no", "fp16" or "bf16"; None = accelerate's env (accelerate launch), else bf16 on a CPU with native bf16
+    # (AVX512-BF16/AMX: about 2x faster steps, measured by benchmarks/train_speed.py), else "no"
+    mixed_precision: str | None = None
     gradient_checkpointing: bool = False  # recompute the frozen LLM's activations in backward to save memory
     seed: int = 0  # initialisation, batch order and dropout
     max_steps: int | None = None  # stop after this many optimizer steps in all (resume to continue)
@@ -61,12 +66,24 @@ class TrainConfig:
     weight_decay: float = 0.0  # AdamW weight decay (transformers Trainer default, as ChatGLM2's p-tuning recipe)
     lr_schedule: str = "linear"  # "linear" decay to 0 over the run (Trainer default) or "constant"
     progress: bool | None = None  # rich progress bar; None = only on a terminal
+    group_by_length: bool = True  # batches of similar prompt length (transformers' length grouping): little padding
+    logging_steps: int = 10  # optimizer steps per metrics.jsonl training line (mean loss of the interval)
+    eval_every: int | None = None  # also validate every N optimizer steps (validation always runs at epoch ends)
+    keep: str = "last"  # the weights the bundle gets: "last", or "best" (highest validation emotion macro-F1)
+    report_to: tuple[str, ...] = ()  # Accelerate trackers, e.g. ("tensorboard",), logging beside metrics.jsonl
 
     def validate(self) -> None:
         """Raise :class:`InputError` naming the first impossible setting."""
-        for name, low in (("epochs", 1), ("batch_size", 1), ("grad_accum", 1), ("checkpoint_every", 1)):
+        for name, low in (
+            ("epochs", 1), ("batch_size", 1), ("grad_accum", 1), ("checkpoint_every", 1), ("logging_steps", 1)
+        ):  # fmt: skip
             if getattr(self, name) < low:
                 raise InputError(f"must be at least {low}, got {getattr(self, name)}", field=name)
+        if self.eval_every is not None and self.eval_every < 1:
+            raise InputError(f"must be at least 1, got {self.eval_every}", field="eval_every")
+        if self.keep not in KEEP:
+            raise InputError(f"must be one of {', '.join(KEEP)}, got {self.keep!r}", field="keep")
+        tracker_names(self.report_to)  # an unknown tracker or a missing package fails before any training
         if self.max_steps is not None and self.max_steps < 0:
             raise InputError("must not be negative", field="max_steps")
         if self.mixed_precision is not None and self.mixed_precision not in MIXED_PRECISION:
@@ -127,17 +144,28 @@ class Stage:
 
 @dataclass
 class StageResult:
-    """A finished or stopped run: the model (trained weights in place) and per-epoch statistics."""
+    """A finished or stopped run: the model (the kept weights in place) and per-epoch statistics."""
 
     model: StageModel
     history: list[EpochStats]
     global_step: int
     total_steps: int
+    kept: dict[str, Any] = field(default_factory=dict)  # which weights the model holds: keep, step, valid macro-F1
 
     @property
     def completed(self) -> bool:
         """False when ``max_steps`` stopped the run early (continue it with ``resume=True``)."""
         return self.global_step >= self.total_steps
+
+
+def default_mixed_precision() -> str | None:
+    """``None`` (Accelerate decides) when ``accelerate launch`` set a precision or a GPU is present, else "bf16" on a
+    CPU with native bf16 arithmetic (oneDNN: AVX512-BF16 or AMX), else "no"."""
+    import os
+
+    if os.environ.get("ACCELERATE_MIXED_PRECISION") or torch.cuda.is_available():
+        return None
+    return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "no"
 
 
 def make_accelerator(config: TrainConfig) -> Any:
@@ -147,8 +175,9 @@ def make_accelerator(config: TrainConfig) -> Any:
 
     # Rows without a clip leave the projector out of the graph; DDP must then not wait for its gradients.
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+    precision = config.mixed_precision if config.mixed_precision is not None else default_mixed_precision()
     return Accelerator(
-        mixed_precision=config.mixed_precision,
+        mixed_precision=precision,
         gradient_accumulation_steps=config.grad_accum,
         kwargs_handlers=[ddp],
     )
@@ -159,9 +188,20 @@ def llm_dtype(accelerator: Any) -> torch.dtype:
     return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(str(accelerator.mixed_precision), torch.float32)
 
 
-def epoch_order(n: int, batch_size: int, seed: int, epoch: int) -> np.ndarray:
-    """Example indices of one epoch, shuffled by ``(seed, epoch)`` and wrapped round to whole global batches."""
-    order = np.random.default_rng([seed, epoch]).permutation(n)
+def epoch_order(lengths: Sequence[int], batch_size: int, seed: int, epoch: int, group_by_length: bool) -> np.ndarray:
+    """Example indices of one epoch, shuffled by ``(seed, epoch)`` and wrapped round to whole global batches.
+
+    ``group_by_length``: transformers' length grouping (shuffle, sort mega-batches of 50 batches by length, longest
+    batch first), so a batch pads its rows to nearly the same length.
+    """
+    n = len(lengths)
+    if group_by_length:
+        from transformers.trainer_pt_utils import get_length_grouped_indices
+
+        generator = torch.Generator().manual_seed(_step_seed(seed, epoch))
+        order = np.array(get_length_grouped_indices(list(lengths), batch_size, generator=generator))
+    else:
+        order = np.random.default_rng([seed, epoch]).permutation(n)
     return np.resize(order, math.ceil(n / batch_size) * batch_size)  # (steps * batch_size,)
 
 
@@ -186,13 +226,26 @@ def finished_run(out_dir: Path, stage: str, identity: dict[str, Any]) -> tuple[l
     return [EpochStats(**h) for h in log["history"]], int(log["total_steps"])
 
 
+@dataclass
+class _Validation:
+    """One validation pass: mean answer-token loss, emotion accuracy and macro-F1 (fractions)."""
+
+    loss: float
+    accuracy: float
+    macro_f1: float
+
+
 def run_stage(accelerator: Any, stage: Stage, config: TrainConfig, out_dir: str | Path, resume: bool) -> StageResult:
-    """Train ``stage.groups`` on ``stage.train`` with AdamW; validate after each epoch; checkpoint into ``out_dir``.
+    """Train ``stage.groups`` on ``stage.train`` with AdamW; validate every ``eval_every`` steps and after each epoch;
+    log to ``out_dir/metrics.jsonl``; checkpoint into ``out_dir``.
 
     ``resume=True`` continues from the newest complete checkpoint in ``out_dir/checkpoint`` and ends with the
     weights an uninterrupted run would; without it an existing checkpoint is an error, so an unfinished run is
-    never overwritten by accident.
+    never overwritten by accident. With ``keep="best"`` the checkpoint also holds the best-validated weights, and
+    the finished run's model holds them.
     """
+    from elmd_sdk.trainers.metrics_log import MetricsLog
+
     config.validate()
     out_dir = Path(out_dir)
     layout = accelerator.num_processes * config.grad_accum
@@ -209,6 +262,7 @@ def run_stage(accelerator: Any, stage: Stage, config: TrainConfig, out_dir: str 
     steps_per_epoch = math.ceil(len(stage.train) / config.batch_size)
     total = steps_per_epoch * config.epochs
     stop_at = total if config.max_steps is None else min(total, config.max_steps)
+    lengths = [sum(len(p) for p in e.pieces) + len(e.target) for e in stage.train]  # text positions (video: same m+o)
 
     model = stage.model.to(accelerator.device)
     if config.gradient_checkpointing:
@@ -219,13 +273,19 @@ def run_stage(accelerator: Any, stage: Stage, config: TrainConfig, out_dir: str 
     )
     identity = run_identity(stage.identity, config)
     global_step, loss_sum, history = 0, 0.0, []
+    interval: list[tuple[float, float]] = []  # (loss, seconds) of the steps since the last training line
+    best: dict[str, Any] = {}  # step and valid_macro_f1 of the best-validated weights (keep="best")
+    best_state: dict[str, torch.Tensor] = {}
     scaler_state: dict[str, Any] | None = None
     if resume:
         tensors, meta = resume_checkpoint(out_dir, optimizer)
         check_resumable(meta["identity"], identity, RESUMABLE_CHANGES, checkpoint_dir(out_dir))
-        model.load_trainable_state(tensors, str(checkpoint_dir(out_dir)))
+        best_state = {k[len(BEST) :]: v for k, v in tensors.items() if k.startswith(BEST)}
+        model.load_trainable_state({k: v for k, v in tensors.items() if not k.startswith(BEST)}, str(out_dir))
         global_step, loss_sum = int(meta["global_step"]), float(meta["epoch_loss_sum"])
         history = [EpochStats(**h) for h in meta["history"]]
+        best = meta.get("best") or {}
+        interval = [(float(loss), float(seconds)) for loss, seconds in meta.get("interval", [])]
         scaler_state = meta.get("scaler")
     wrapped, optimizer = accelerator.prepare(model, optimizer)
     if scaler_state is not None and accelerator.scaler is not None:
@@ -239,43 +299,86 @@ def run_stage(accelerator: Any, stage: Stage, config: TrainConfig, out_dir: str 
                 "global_step": global_step,
                 "epoch_loss_sum": loss_sum,
                 "history": [asdict(h) for h in history],
+                "best": best,
+                "interval": interval,  # the unfinished logging interval: a resumed run logs the same lines
                 "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
             }
-            save_checkpoint(out_dir, model.trainable_state(), optimizer.optimizer, meta)
+            state = {**model.trainable_state(), **{BEST + k: v for k, v in best_state.items()}}
+            save_checkpoint(out_dir, state, optimizer.optimizer, meta)
         accelerator.wait_for_everyone()
 
+    def validate() -> _Validation | None:
+        nonlocal best, best_state
+        if not stage.valid:
+            return None
+        result = _validate(accelerator, stage)
+        log.log(global_step, asdict(result), kind="valid")
+        if config.keep == "best" and (not best or result.macro_f1 > best["valid_macro_f1"]):
+            best = {"step": global_step, "valid_macro_f1": result.macro_f1}
+            best_state = {k: v.clone() for k, v in model.trainable_state().items()}
+        wrapped.train()
+        return result
+
     show = bool(accelerator.is_main_process) and config.progress is not False
-    with make_progress(disable=None if show and config.progress is None else not show) as progress:
+    log = MetricsLog(
+        out_dir,
+        run_name=stage.name,
+        report_to=config.report_to,
+        config=identity,
+        main_process=bool(accelerator.is_main_process),
+        resume_step=global_step if resume else None,
+    )
+    with log, make_progress(disable=None if show and config.progress is None else not show) as progress:
         task = progress.add_task(f"train {stage.name}", total=stop_at, completed=global_step, info="")
         while global_step < stop_at:
             epoch, first = divmod(global_step, steps_per_epoch)
-            order = epoch_order(len(stage.train), config.batch_size, config.seed, epoch)
+            order = epoch_order(lengths, config.batch_size, config.seed, epoch, config.group_by_length)
             wrapped.train()
             for step in range(first, steps_per_epoch):
                 started = time.perf_counter()
                 batch = order[step * config.batch_size : (step + 1) * config.batch_size].tolist()
+                lr = lr_factor(global_step, total, config.lr_schedule)
                 for group in optimizer.param_groups:
-                    group["lr"] = group["base_lr"] * lr_factor(global_step, total, config.lr_schedule)
+                    group["lr"] = group["base_lr"] * lr
                 _set_seed(_step_seed(config.seed, global_step))
                 batch_loss = _optimizer_step(accelerator, wrapped, optimizer, stage, batch, config, micro)
                 global_step += 1
                 loss_sum += batch_loss
-                rate = config.batch_size / max(time.perf_counter() - started, 1e-9)
+                seconds = time.perf_counter() - started
+                interval.append((batch_loss, seconds))
+                rate = config.batch_size / max(seconds, 1e-9)
                 info = f"epoch {epoch + 1}/{config.epochs} loss {batch_loss:.4f} {rate:.1f} samples/s"
                 progress.update(task, advance=1, info=info)
+                if global_step % config.logging_steps == 0 or global_step == total:
+                    line = {
+                        "loss": sum(loss for loss, _ in interval) / len(interval),
+                        "lr": optimizer.param_groups[0]["lr"],
+                        "samples_per_s": len(interval) * config.batch_size / max(sum(s for _, s in interval), 1e-9),
+                        "epoch": global_step / steps_per_epoch,
+                    }
+                    log.log(global_step, line, kind="train")
+                    interval = []
                 epoch_done = global_step % steps_per_epoch == 0
+                validated = None
+                if epoch_done or (config.eval_every and global_step % config.eval_every == 0):
+                    validated = validate()
                 if epoch_done:
-                    history.append(
-                        _epoch_stats(accelerator, stage, config, epoch, global_step, loss_sum / steps_per_epoch)
-                    )
+                    stats = EpochStats(epoch + 1, global_step, loss_sum / steps_per_epoch)
+                    if validated is not None:
+                        stats.valid_loss, stats.valid_accuracy = validated.loss, validated.accuracy
+                        stats.valid_macro_f1 = validated.macro_f1
+                    history.append(stats)
                     loss_sum = 0.0
-                    wrapped.train()
-                if epoch_done or global_step % config.checkpoint_every == 0 or global_step == stop_at:
+                if validated or epoch_done or global_step % config.checkpoint_every == 0 or global_step == stop_at:
                     checkpoint()
                 if global_step >= stop_at:
                     break
     model.eval()
-    return StageResult(model, history, global_step, total)
+    kept: dict[str, Any] = {"keep": "last", "step": global_step}
+    if config.keep == "best" and best_state and global_step >= total:
+        model.load_trainable_state(best_state, f"{out_dir} (best weights)")
+        kept = {"keep": "best", **best}
+    return StageResult(model, history, global_step, total, kept)
 
 
 def _optimizer_step(
@@ -318,25 +421,17 @@ def _rows(
     return [e.pieces for e in chosen], videos, [e.target for e in chosen]
 
 
-def _epoch_stats(
-    accelerator: Any, stage: Stage, config: TrainConfig, epoch: int, global_step: int, train_loss: float | None
-) -> EpochStats:
-    """Statistics of a finished epoch; validation runs sharded over the processes and is gathered."""
+def _validate(accelerator: Any, stage: Stage) -> _Validation:
+    """Validation sharded over the processes and gathered: answer loss, emotion accuracy and macro-F1."""
     from accelerate.utils import gather_object
 
-    stats = EpochStats(epoch=epoch + 1, global_step=global_step, train_loss=train_loss)
-    if not stage.valid:
-        return stats
     stage.model.eval()
     mine = list(range(accelerator.process_index, len(stage.valid), accelerator.num_processes))
     with accelerator.autocast():
         scored = score_examples(stage.model, stage.valid, mine, stage.candidates, stage.video_features)
     everything: list[ScoredExample] = sorted(gather_object(scored), key=lambda s: s.index)
-    stats.valid_accuracy, stats.valid_macro_f1 = emotion_metrics(
-        [s.gold for s in everything], [s.predicted for s in everything]
-    )
-    stats.valid_loss = sum(s.nll for s in everything) / sum(s.tokens for s in everything)
-    return stats
+    accuracy, macro_f1 = emotion_metrics([s.gold for s in everything], [s.predicted for s in everything])
+    return _Validation(sum(s.nll for s in everything) / sum(s.tokens for s in everything), accuracy, macro_f1)
 
 
 def finish_stage(out_dir: Path, stage: str, identity: dict[str, Any], result: StageResult) -> None:
@@ -350,5 +445,6 @@ def finish_stage(out_dir: Path, stage: str, identity: dict[str, Any], result: St
             "total_steps": result.total_steps,
             "completed": result.completed,
             "history": [asdict(h) for h in result.history],
+            "kept": result.kept,
         },
     )

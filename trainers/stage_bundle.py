@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from elmd_sdk.trainers.metrics_log import copy_logs
 from elmd_sdk.trainers.stage import (
     Stage,
     StageResult,
@@ -32,7 +33,8 @@ def train_to_bundle(
 ) -> StageResult:
     """Train ``stage`` (see :func:`~elmd_sdk.trainers.stage.run_stage`); once complete, write ``parts`` to ``out_dir``.
 
-    ``parts.projector`` and ``parts.prefix`` are the modules ``stage`` trains: their weights are what the bundle gets;
+    ``parts.projector`` and ``parts.prefix`` are the modules ``stage`` trains: their weights (the last or, with
+    ``keep="best"``, the best-validated ones) are what the bundle gets;
     the prefix folder also holds the prefix as a PEFT prefix-tuning adapter (:mod:`elmd_sdk.models.peft_adapter`).
     """
     identity = run_identity(stage.identity, config)
@@ -51,5 +53,6 @@ def train_to_bundle(
             if parts.prefix is not None:  # the prefix folder doubles as a PEFT adapter: PeftModel.from_pretrained
                 save_peft_adapter(parts.prefix, stage.model.llm, folder / PREFIX_DIR, parts.base_llm)
             finish_stage(folder, stage.name, identity, result)
+            copy_logs(out_dir, folder)  # metrics.jsonl and tracker logs stay with the bundle
     accelerator.wait_for_everyone()
     return result

@@ -4,6 +4,7 @@ the ERM with its index, each checked against the manifest before use.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
@@ -41,12 +42,18 @@ def load_components(
     use_video: bool = True,
     k: int = 1,
     device: str | None = None,
+    use_trained: bool = True,
     **generation: Any,
 ) -> LoadedBundle:
-    """Load and cross-check every component of a bundle (parts switched off by the ablations are skipped)."""
+    """Load and cross-check every component of a bundle (parts switched off by the ablations are skipped).
+
+    ``use_trained=False`` leaves out the trained prefix and projector: the untuned base LLM with the bundle's
+    prompt, index and decoding, the baseline a trained bundle is compared with."""
     manifest, paths = load_bundle(bundle)
     source = paths.root / MANIFEST_FILE
     settings = {**manifest.generation, **_check_generation(generation)}
+    if not use_trained:
+        paths = dataclasses.replace(paths, prefix=None, projector=None)
     chat = _load_chat_model(manifest, paths, use_video=use_video, device=device, settings=settings, source=source)
     retriever = None
     if use_retrieval and paths.index is not None:

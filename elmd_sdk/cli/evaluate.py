@@ -1,4 +1,6 @@
-"""``elmd-sdk eval``: score a bundle on a JSONL test set (paper 4.4), or run Table 3's ablations (``--ablations``)."""
+"""``elmd-sdk eval``: score a bundle on a JSONL test set (paper 4.4), or run Table 3's ablations (``--ablations``);
+bootstrap intervals of the metrics (``--bootstrap``), paired differences from another report (``--compare``), and the
+same for a report already written (``--rescore``)."""
 
 from __future__ import annotations
 
@@ -10,97 +12,17 @@ import typer
 from elmd_sdk.metrics.options import BleuTokens, RougeCounting, TextMetricOptions
 
 if TYPE_CHECKING:
-    from elmd_sdk.evaluate import AblationRow
+    from elmd_sdk.evaluate import EvalSettings
 
 _TEXT_METRICS = TextMetricOptions()  # the defaults of --zh-bleu-tokens and --zh-rouge-counting
 
-_COLUMNS = (
-    ("BLEU-2", "bleu_2"),
-    ("BLEU-4", "bleu_4"),
-    ("METEOR", "meteor"),
-    ("ROUGE-1", "rouge_1"),
-    ("ROUGE-L", "rouge_l"),
-    ("emo acc", "emotion_accuracy"),
-    ("emo F1", "emotion_macro_f1"),
-)
-# Table 3 prints BLEU-4, METEOR and ROUGE-L; the emotion scores are added (every metric is in the JSON).
-_ABLATION_COLUMNS = tuple(c for c in _COLUMNS if c[1] not in ("bleu_2", "rouge_1"))
-
-
-def _cell(value: Any) -> str:
-    return "-" if value is None else f"{value:.2f}"
-
-
-def _caption(metrics: dict[str, Any]) -> str:
-    synonyms = "with WordNet synonyms" if metrics.get("meteor_synonyms") else "without synonyms (no offline WordNet)"
-    return (
-        f"x100, {metrics['count']} samples; tokens: {metrics['tokenization']}; BLEU on {metrics['bleu_tokens']}; "
-        f"ROUGE-1 {metrics['rouge_counting']} counts; METEOR {synonyms}"
-    )
-
-
-def _print_scores(title: str, label: str, metrics: dict[str, Any]) -> None:
-    """One evaluation's metrics as a rich table."""
-    from rich import box
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=title, caption=_caption(metrics), box=box.SIMPLE_HEAD)
-    table.add_column("model", no_wrap=True)
-    for header, _ in _COLUMNS:
-        table.add_column(header, justify="right", no_wrap=True)
-    table.add_row(label, *(_cell(metrics.get(key)) for _, key in _COLUMNS))
-    console = Console()
-    console.print(table)
-    console.print(_reply_lines(metrics), highlight=False)
-
-
-def _reply_lines(metrics: dict[str, Any]) -> str:
-    """Reply checks, the emotion baselines and the utterance emotion, one line each (those that were scored)."""
-    lines = [
-        f"replies: distinct-1 {_cell(metrics.get('distinct_1'))}, distinct-2 {_cell(metrics.get('distinct_2'))}, "
-        f"copy rate {_cell(metrics.get('copy_rate'))}%, template leaks {_cell(metrics.get('template_leak_rate'))}%"
-    ]
-    if baselines := metrics.get("emotion_baselines"):
-        majority, demo = baselines["majority"], baselines["demonstration"]
-        lines.append(
-            f"emotion baselines on the same samples: majority ({majority['label']}) acc "
-            f"{_cell(majority['emotion_accuracy'])} F1 {_cell(majority['emotion_macro_f1'])}; demonstration e' acc "
-            f"{_cell(demo['emotion_accuracy'])} F1 {_cell(demo['emotion_macro_f1'])}"
-        )
-    if utterance := metrics.get("utterance_emotion"):
-        lines.append(
-            f"utterance emotion: acc {_cell(utterance['emotion_accuracy'])}, "
-            f"weighted F1 {_cell(utterance['emotion_weighted_f1'])}"
-        )
-    return "\n".join(lines)
-
-
-def _print_ablations(title: str, rows: list[AblationRow]) -> None:
-    """Table 3 as a rich table (rows without inputs say "not provided"), then each row's source and caveat."""
-    from rich import box
-    from rich.console import Console
-    from rich.table import Table
-
-    scored = next((row.result.metrics for row in rows if row.result is not None), None)
-    table = Table(title=title, caption=_caption(scored) if scored else None, box=box.SIMPLE_HEAD)
-    table.add_column("model", no_wrap=True)
-    for header, _ in _ABLATION_COLUMNS:
-        table.add_column(header, justify="right", no_wrap=True)
-    table.add_column("status", no_wrap=True)
-    for row in rows:
-        metrics = row.result.metrics if row.result is not None else {}
-        table.add_row(row.label, *(_cell(metrics.get(key)) for _, key in _ABLATION_COLUMNS), row.status)
-    console = Console()
-    console.print(table)
-    for row in rows:
-        detail = "; ".join(part for part in (row.source, row.note) if part)
-        console.print(f"{row.label}: {detail}", highlight=False)
-
 
 def command(
-    data: Annotated[Path, typer.Option("--data", help="Test samples (native JSONL, elmd-sdk data prepare).")],
     out: Annotated[Path, typer.Option("--out", help="Report JSON to write (metrics, settings, every generation).")],
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="Test samples (native JSONL, elmd-sdk data prepare); not with --rescore."),
+    ] = None,
     bundle: Annotated[
         str | None, typer.Option("--bundle", help="Bundle folder; 'default' or omitted = the embedded default.")
     ] = None,
@@ -133,7 +55,12 @@ def command(
         ),
     ] = None,
     rows: Annotated[
-        str | None, typer.Option("--rows", help="With --ablations: comma-separated subset, e.g. full,wo_erm.")
+        str | None,
+        typer.Option(
+            "--rows",
+            help="With --ablations: comma-separated subset, e.g. full,wo_erm; base and base_wo_erm add the bundle's "
+            "base LLM untuned (no trained prefix or projector) with and without retrieval.",
+        ),
     ] = None,
     device: Annotated[str | None, typer.Option("--device", help="torch device (default: CPU).")] = None,
     threads: Annotated[
@@ -169,14 +96,115 @@ def command(
             "evaluation) or with its multiplicity, clipped (clipped: Lin 2004).",
         ),
     ] = _TEXT_METRICS.zh_rouge_counting,
+    bootstrap: Annotated[
+        int,
+        typer.Option(
+            "--bootstrap",
+            min=0,
+            help="Resamples N for a 95% percentile interval of every metric (0: none). Paired: resample r draws the "
+            "samples in row r of numpy.random.default_rng(SEED).integers(0, n, size=(N, n)), which depends only on "
+            "the seed, the number of samples n and N, so runs on the same data and --limit resample the same samples.",
+        ),
+    ] = 0,
+    bootstrap_seed: Annotated[int, typer.Option("--bootstrap-seed", help="Seed of the bootstrap resamples.")] = 0,
+    compare: Annotated[
+        Path | None,
+        typer.Option(
+            "--compare",
+            help="With --bootstrap: the report of another evaluation of the same samples (data, --limit); adds this "
+            "run minus it for every metric, with its interval on the same resamples.",
+        ),
+    ] = None,
+    rescore: Annotated[
+        Path | None,
+        typer.Option(
+            "--rescore",
+            help="Score the generations stored in this report again with its own settings (no generation, no "
+            "bundle), with --bootstrap/--compare if given, and write the result to --out.",
+        ),
+    ] = None,
 ) -> None:
     """Generate a response for every test sample and score BLEU-2/4, METEOR, ROUGE-1/L and emotion accuracy/F1."""
-    from elmd_sdk.data import read_jsonl
     from elmd_sdk.errors import InputError
     from elmd_sdk.evaluate import (
         EvalSettings,
+        add_bootstrap,
+        print_report,
+        read_report,
+        rescore_report,
+        write_report,
+    )
+    from elmd_sdk.io import check_writable
+
+    if compare is not None and not bootstrap:
+        raise InputError("needs --bootstrap N (the differences' intervals come from the resamples)", field="--compare")
+    if compare is not None and ablations:
+        raise InputError("applies to one evaluation; Table 3's rows are compared with its full row", field="--compare")
+    base = read_report(compare) if compare is not None else None
+    if rescore is not None:
+        given = {"--data": data, "--bundle": bundle, "--limit": limit, "--ablations": ablations or None}
+        if clash := [name for name, value in given.items() if value is not None]:
+            raise InputError(
+                "re-reads the report's generations and settings: drop " + ", ".join(clash), field="--rescore"
+            )
+        check_writable(out)
+        report = read_report(rescore)
+        for line in rescore_report(report, rescore):
+            typer.echo(f"warning: {rescore}: re-scored {line}", err=True)
+    elif data is None:
+        raise InputError("give the test samples (or --rescore REPORT)", field="--data")
+    else:
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(threads)
+        if not ablations and (variant or rows):
+            field = "--variant" if variant else "--rows"
+            raise InputError("--variant and --rows only apply with --ablations", field=field)
+        settings = EvalSettings(
+            max_new_tokens=max_new_tokens,
+            seed=seed,
+            do_sample=None if greedy is None else not greedy,
+            batch_size=batch_size,
+            limit=limit,
+            meteor_synonyms=meteor_synonyms,
+            device=device,
+            emotion_mode=emotion_mode,  # type: ignore[arg-type]  # checked by validate()
+            demonstration_form=demonstration,  # type: ignore[arg-type]  # checked by validate()
+            text_metrics=TextMetricOptions(zh_bleu_tokens=zh_bleu_tokens, zh_rouge_counting=zh_rouge_counting),
+        )
+        settings.validate()
+        check_writable(out)
+        report = _generate_and_score(data, settings, bundle, ablations, variant or [], rows, base, compare)
+        if bootstrap:
+            write_report(out, report)  # the generations are kept even if the bootstrap refuses the base report
+    if bootstrap:
+        add_bootstrap(
+            report, resamples=bootstrap, seed=bootstrap_seed, file=rescore or out, base=base, base_file=compare
+        )
+    written = write_report(out, report)
+    print_report(report)
+    typer.echo(f"report written to {out}" + "".join(f", {path}" for path in written[1:]))
+
+
+def _generate_and_score(
+    data: Path,
+    settings: EvalSettings,
+    bundle: str | None,
+    ablations: bool,
+    variant: list[str],
+    rows: str | None,
+    base: dict[str, Any] | None,
+    base_file: Path | None,
+) -> dict[str, Any]:
+    """The report of an evaluation (of Table 3's rows with ``ablations``): generate for every sample and score.
+    A ``base`` report to compare with must hold the same samples: checked before anything is generated."""
+    from elmd_sdk.data import read_jsonl
+    from elmd_sdk.errors import InputError
+    from elmd_sdk.evaluate import (
         ablation_report,
         bundle_identity,
+        check_same_samples,
         classify_variant,
         eval_report,
         evaluate,
@@ -184,41 +212,24 @@ def command(
         parse_variant,
         resolve_bundle,
         run_ablations,
-        write_report,
     )
-    from elmd_sdk.io import check_writable
 
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
-    if not ablations and (variant or rows):
-        raise InputError("--variant and --rows only apply with --ablations", field="--variant" if variant else "--rows")
-    settings = EvalSettings(
-        max_new_tokens=max_new_tokens,
-        seed=seed,
-        do_sample=None if greedy is None else not greedy,
-        batch_size=batch_size,
-        limit=limit,
-        meteor_synonyms=meteor_synonyms,
-        device=device,
-        emotion_mode=emotion_mode,  # type: ignore[arg-type]  # checked by validate()
-        demonstration_form=demonstration,  # type: ignore[arg-type]  # checked by validate()
-        text_metrics=TextMetricOptions(zh_bleu_tokens=zh_bleu_tokens, zh_rouge_counting=zh_rouge_counting),
-    )
-    settings.validate()
-    check_writable(out)
-    variants = [classify_variant(*parse_variant(text)) for text in variant or []]
+    variants = [classify_variant(*parse_variant(text)) for text in variant]
     bundle_dir = resolve_bundle(bundle)
     identity = bundle_identity(bundle_dir)
     all_samples = read_jsonl(data)
-    samples = all_samples[:limit] if limit is not None else all_samples
+    samples = all_samples[: settings.limit] if settings.limit is not None else all_samples
     if not samples:
         raise InputError("no samples", file=data)
+    if base is not None and base_file is not None:
+        fields = [
+            {"dialogue_id": s.dialogue_id, "utterance": s.utterance.text, "reference": s.response.text} for s in samples
+        ]
+        check_same_samples(fields, base, base_file)
     if ablations:
         wanted = [r.strip() for r in rows.split(",") if r.strip()] if rows else None
         results = run_ablations(bundle_dir, samples, variants, settings, rows=wanted)
-        report = ablation_report(
+        return ablation_report(
             results,
             settings=settings,
             data=data,
@@ -227,19 +238,12 @@ def command(
             bundle=identity,
             variants=variants,
         )
-        written = write_report(out, report)
-        _print_ablations(f"Ablations (Table 3) of {identity['name']} on {data.name}", results)
-    else:
-        chain = load_chain(bundle_dir, settings)
-        result = evaluate(
-            chain,
-            samples,
-            batch_size=batch_size,
-            meteor_synonyms=meteor_synonyms,
-            text_metrics=settings.text_metrics,
-            description="generating",
-        )
-        report = eval_report(result, settings=settings, data=data, samples_total=len(all_samples), bundle=identity)
-        written = write_report(out, report)
-        _print_scores(f"{identity['name']} on {data.name}", identity["name"], result.metrics)
-    typer.echo(f"report written to {out}" + "".join(f", {path}" for path in written[1:]))
+    result = evaluate(
+        load_chain(bundle_dir, settings),
+        samples,
+        batch_size=settings.batch_size,
+        meteor_synonyms=settings.meteor_synonyms,
+        text_metrics=settings.text_metrics,
+        description="generating",
+    )
+    return eval_report(result, settings=settings, data=data, samples_total=len(all_samples), bundle=identity)

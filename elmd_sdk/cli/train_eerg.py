@@ -46,6 +46,13 @@ def command(
         Path | None,
         typer.Option("--prefix-init", help="Starting prefix: our prefix folder or a ChatGLM2 p-tuning checkpoint."),
     ] = None,
+    prefix_start: Annotated[
+        str,
+        typer.Option(
+            "--prefix-start",
+            help="New prefix: text (the LLM's keys/values of the prompt's opening tokens) or random (ChatGLM2's).",
+        ),
+    ] = EergConfig.prefix_start,
     lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = EergConfig.lr,
     lr_prefix: Annotated[
         float | None, typer.Option("--lr-prefix", help="Learning rate of the prefix.")
@@ -74,9 +81,11 @@ def command(
         feature_cache=shared.feature_cache_dir,
         use_video=not shared.no_video,
         max_length=shared.max_length,
+        max_prompt_tokens=shared.max_prompt_tokens,
         pre_seq_len=pre_seq_len,
         prefix_projection=prefix_projection,
         prefix_init=str(prefix_init) if prefix_init is not None else None,
+        prefix_start=prefix_start,
         lr=lr,
         lr_prefix=lr_prefix,
         lr_projector=lr_projector,

@@ -51,6 +51,16 @@ def command(
     max_steps: MaxSteps = ERMTrainConfig.max_steps,
     checkpoint_every: CheckpointEvery = ERMTrainConfig.checkpoint_every,
     device: Annotated[str | None, typer.Option(help="torch device (default: automatic).")] = ERMTrainConfig.device,
+    logging_steps: Annotated[
+        int, typer.Option(help="Optimizer steps per OUT/metrics.jsonl line (mean loss of the interval).")
+    ] = ERMTrainConfig.logging_steps,
+    eval_every: Annotated[
+        int | None, typer.Option(help="Also validate every N optimizer steps (default: at epoch ends only).")
+    ] = ERMTrainConfig.eval_every,
+    report_to: Annotated[
+        list[str],
+        typer.Option(help="Accelerate trackers (tensorboard, wandb, ..., all), repeatable or comma-separated."),
+    ] = ERMTrainConfig.report_to,  # type: ignore[assignment]  # typer hands a list; the default stays the tuple
     resume: Resume = False,
 ) -> None:
     """Train the ERM retriever encoder: ERT (Eq. 2) + SSC (Eq. 3) jointly (Eq. 4), with checkpoints."""
@@ -58,6 +68,8 @@ def command(
     from elmd_sdk.data import read_jsonl
     from elmd_sdk.io import check_writable
     from elmd_sdk.trainers.checkpoint import checkpoint_dir
+    from elmd_sdk.trainers.curves import write_curves
+    from elmd_sdk.trainers.metrics_log import split_report_to
 
     config = ERMTrainConfig(
         erm=ERMConfig(
@@ -77,6 +89,9 @@ def command(
         max_steps=max_steps,
         checkpoint_every=checkpoint_every,
         device=device,
+        logging_steps=logging_steps,
+        eval_every=eval_every,
+        report_to=split_report_to(report_to),
     )
     config.validate()
     check_writable(out, folder=True)
@@ -91,3 +106,6 @@ def command(
         typer.echo(line)
     state = "done" if result.completed else "stopped at --max-steps; continue with --resume"
     typer.echo(f"ERM saved to {result.out_dir} ({state})")
+    curves = write_curves(out, title=f"train erm: {out.name}")
+    if curves is not None:
+        typer.echo(f"learning curves: {curves}")

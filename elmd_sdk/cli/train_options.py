@@ -18,6 +18,7 @@ from typing import Annotated, Any, get_type_hints
 import typer
 
 from elmd_sdk.trainers.examples import PromptConfig
+from elmd_sdk.trainers.metrics_log import split_report_to
 from elmd_sdk.trainers.rep import RepConfig
 from elmd_sdk.trainers.stage import StageResult, TrainConfig
 
@@ -52,6 +53,25 @@ NoVideo = Annotated[bool, typer.Option("--no-video", help="Ablation 'w/o V': pro
 MaxLength = Annotated[
     int | None, typer.Option(help="Most positions per example; older history turns are dropped (default: context).")
 ]
+MaxPromptTokens = Annotated[
+    int | None,
+    typer.Option("--max-prompt-tokens", help="Most prompt tokens per training example; older history turns go first."),
+]
+GroupByLength = Annotated[
+    bool,
+    typer.Option("--group-by-length/--no-group-by-length", help="Batch examples of similar length (less padding)."),
+]
+LoggingSteps = Annotated[int, typer.Option("--logging-steps", help="Optimizer steps per metrics.jsonl line.")]
+EvalEvery = Annotated[
+    int | None, typer.Option("--eval-every", help="Also validate every N optimizer steps (always at epoch ends).")
+]
+Keep = Annotated[
+    str, typer.Option("--keep", help="Weights the bundle gets: last, or best (highest validation macro-F1).")
+]
+ReportTo = Annotated[
+    list[str],
+    typer.Option("--report-to", help="Accelerate tracker (e.g. tensorboard) beside metrics.jsonl; repeatable."),
+]
 Seed = Annotated[int, typer.Option(help="Seed of initialisation, batch order and dropout.")]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoint after a kill or --max-steps.")]
 MaxSteps = Annotated[int | None, typer.Option(help="Stop after this many optimizer steps (resumable).")]
@@ -80,12 +100,18 @@ class SharedOptions:
     feature_cache: FeatureCacheDir = None
     no_video: NoVideo = not PromptConfig.use_video
     max_length: MaxLength = PromptConfig.max_length
+    max_prompt_tokens: MaxPromptTokens = PromptConfig.max_prompt_tokens
     seed: Seed = TrainConfig.seed
     resume: Resume = False
     max_steps: MaxSteps = TrainConfig.max_steps
     checkpoint_every: CheckpointEvery = TrainConfig.checkpoint_every
     max_grad_norm: MaxGradNorm = TrainConfig.max_grad_norm or 0.0
     lr_schedule: LrSchedule = TrainConfig.lr_schedule
+    group_by_length: GroupByLength = TrainConfig.group_by_length
+    logging_steps: LoggingSteps = TrainConfig.logging_steps
+    eval_every: EvalEvery = TrainConfig.eval_every
+    keep: Keep = TrainConfig.keep
+    report_to: ReportTo = TrainConfig.report_to  # type: ignore[assignment]
     trust_remote_code: TrustRemoteCode = RepConfig.trust_remote_code
 
     @property
@@ -106,10 +132,16 @@ class SharedOptions:
             checkpoint_every=self.checkpoint_every,
             max_grad_norm=self.max_grad_norm or None,
             lr_schedule=self.lr_schedule,
+            group_by_length=self.group_by_length,
+            logging_steps=self.logging_steps,
+            eval_every=self.eval_every,
+            keep=self.keep,
+            report_to=split_report_to(self.report_to),
         )
 
     def run(self, stage: str, train: Callable[..., StageResult], config: Any) -> None:
-        """Validate ``config``, train on ``--data`` (``--valid``) into ``--out``; report on the main process."""
+        """Validate ``config``, train on ``--data`` (``--valid``) into ``--out``; report on the main process and
+        draw ``OUT/curves.png`` from ``OUT/metrics.jsonl``."""
         from accelerate import PartialState
 
         from elmd_sdk.bundle import data_sha256
@@ -117,6 +149,7 @@ class SharedOptions:
         from elmd_sdk.data import read_jsonl
         from elmd_sdk.io import check_writable
         from elmd_sdk.trainers.checkpoint import checkpoint_dir
+        from elmd_sdk.trainers.curves import write_curves
 
         config.validate()
         check_writable(self.out, folder=True)
@@ -127,6 +160,12 @@ class SharedOptions:
         if PartialState().is_main_process:
             for stats in result.history:
                 typer.echo(stats.summary())
+            if curves := write_curves(self.out, title=f"{stage} {self.out.name}"):
+                typer.echo(f"learning curves: {curves}")
+            if result.kept.get("keep") == "best":
+                typer.echo(
+                    f"kept the best weights: step {result.kept['step']}, macro-F1 {result.kept['valid_macro_f1']:.4f}"
+                )
             state = "done" if result.completed else "stopped at --max-steps; continue with --resume"
             typer.echo(f"{stage} bundle {'saved to' if result.completed else 'checkpoint in'} {self.out} ({state})")
 

@@ -40,6 +40,7 @@ def command(
             labels=label_tuple(labels) or PromptConfig.labels,
             use_video=not shared.no_video,
             max_length=shared.max_length,
+            max_prompt_tokens=shared.max_prompt_tokens,
         ),
         train=shared.train_config(),
         lr=lr,

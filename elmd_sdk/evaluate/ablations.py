@@ -35,6 +35,11 @@ ABLATIONS: dict[str, str] = {
 }
 """Table 3's rows, in the paper's order: key -> the label the paper prints."""
 
+BASELINES: dict[str, str] = {"base": "untuned", "base_wo_erm": "untuned w/o ERM"}
+"""Rows asked for by name only (``rows``): the bundle's base LLM without its trained prefix and projector, with the
+same prompt, decoding and (``base``) retrieval, the comparison that shows whether training helped."""
+ROWS = {**ABLATIONS, **BASELINES}
+
 # What a --variant may be for each row: a whole bundle, or an index (ERM variant) swapped into the full bundle.
 VARIANT_KINDS: dict[str, tuple[str, ...]] = {
     "wo_erm": ("bundle",),
@@ -123,8 +128,8 @@ def run_ablations(
     settings = settings or EvalSettings()
     wanted = list(rows) if rows is not None else list(ABLATIONS)
     for key in wanted:
-        if key not in ABLATIONS:
-            raise InputError(f"unknown row {key!r} (rows: {', '.join(ABLATIONS)})", field="rows")
+        if key not in ROWS:
+            raise InputError(f"unknown row {key!r} (rows: {', '.join(ROWS)})", field="rows")
     by_key: dict[str, Variant] = {}
     for given in variants:
         if given.key in by_key:
@@ -134,17 +139,17 @@ def run_ablations(
     for given in by_key.values():
         if given.kind == "bundle":
             _check_comparable(manifest, given)
-    loaded: list[ELMDChain] = []
+    loaded: dict[bool, ELMDChain] = {}  # use_trained -> chain, each loaded on first use
 
-    def full() -> ELMDChain:
-        if not loaded:
-            loaded.append(load_chain(bundle, settings))
-        return loaded[0]
+    def full(use_trained: bool = True) -> ELMDChain:
+        if use_trained not in loaded:
+            loaded[use_trained] = load_chain(bundle, settings, use_trained=use_trained)
+        return loaded[use_trained]
 
     has_video = any(sample.video is not None for sample in samples)
     out: list[AblationRow] = []
     for key in wanted:
-        label = ABLATIONS[key]
+        label = ROWS[key]
         variant = by_key.get(key)
         chain, source, note = _row_chain(key, full, variant, settings, has_video)
         if chain is None:
@@ -164,7 +169,7 @@ def run_ablations(
 
 
 def _row_chain(
-    key: str, full: Callable[[], ELMDChain], variant: Variant | None, settings: EvalSettings, has_video: bool
+    key: str, full: Callable[..., ELMDChain], variant: Variant | None, settings: EvalSettings, has_video: bool
 ) -> tuple[ELMDChain | None, str, str]:
     """The chain of one row, where it comes from, and a caveat (None chain: the row's inputs were not given).
 
@@ -175,6 +180,11 @@ def _row_chain(
         return chain, f"bundle {variant.path}", chain.manifest.description if chain.manifest is not None else ""
     if key == "full":
         return full(), "full bundle", ""
+    if key in BASELINES:
+        untuned = full(use_trained=False)
+        if key == "base":
+            return untuned, "full bundle's base LLM, untuned", ""
+        return untuned.model_copy(update={"use_retrieval": False}), "full bundle's base LLM, untuned, retrieval off", ""
     if key == "wo_erm":
         chain = full()
         note = "" if chain.retriever is not None else "the full bundle has no index: no retrieval in either row"

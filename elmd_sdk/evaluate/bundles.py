@@ -55,7 +55,12 @@ def bundle_identity(bundle_dir: str | Path) -> dict[str, Any]:
 
 
 def load_chain(
-    bundle_dir: str | Path, settings: EvalSettings, *, use_retrieval: bool = True, use_video: bool = True
+    bundle_dir: str | Path,
+    settings: EvalSettings,
+    *,
+    use_retrieval: bool = True,
+    use_video: bool = True,
+    use_trained: bool = True,
 ) -> ELMDChain:
     """``ELMDChain.from_bundle`` with the settings' decoding overrides and device."""
     from elmd_sdk.chains.chain import ELMDChain
@@ -67,6 +72,7 @@ def load_chain(
         device=settings.device,
         emotion_mode=settings.emotion_mode,
         demonstration_form=settings.demonstration_form,
+        use_trained=use_trained,
         **settings.generation(),
     )
 

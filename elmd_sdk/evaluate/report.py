@@ -1,4 +1,5 @@
-"""The JSON report of an evaluation or a Table 3 run, written atomically with a confusion-matrix picture beside it.
+"""The JSON report of an evaluation or a Table 3 run, written atomically with a confusion-matrix picture beside it,
+and read back (its generations, to re-score them or bootstrap their metrics).
 
 Every report starts with the same head (format and version, kind, SDK version, bundle identity, data identity,
 settings); an evaluation adds its metrics, decoding settings and every generation, a Table 3 run one such entry
@@ -8,14 +9,15 @@ per row (or "not provided").
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from elmd_sdk import __version__
-from elmd_sdk.evaluate.run import EvalResult
+from elmd_sdk.errors import InputError
+from elmd_sdk.evaluate.run import EvalResult, Generation
 from elmd_sdk.evaluate.settings import EvalSettings
-from elmd_sdk.io import atomic_write_json, sha256_file
+from elmd_sdk.io import atomic_write_json, read_json, sha256_file
 
 if TYPE_CHECKING:
     from elmd_sdk.evaluate.ablations import AblationRow, Variant
@@ -97,6 +99,44 @@ def ablation_report(
             for row in rows
         ],
     }
+
+
+def read_report(path: str | Path) -> dict[str, Any]:
+    """A report written by :func:`write_report` (an evaluation or a Table 3 run), or an :class:`InputError`."""
+    report = read_json(path)
+    if not isinstance(report, dict) or report.get("format") != REPORT_FORMAT:
+        raise InputError(f"not an elmd-sdk evaluation report (format {REPORT_FORMAT!r})", file=path)
+    if report.get("kind") not in ("eval", "ablations"):
+        raise InputError(f"unknown report kind {report.get('kind')!r} (eval or ablations)", file=path, field="kind")
+    return report
+
+
+def scored_results(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The parts of a report holding metrics and generations: the report itself, or each Table 3 row scored."""
+    if report["kind"] == "eval":
+        return [report]
+    return [row for row in report.get("rows", []) if row.get("metrics") is not None]
+
+
+def report_generations(result: Mapping[str, Any], file: str | Path) -> list[Generation]:
+    """The generations stored in one scored result (:func:`scored_results`), as :class:`Generation` objects."""
+    names = {f.name for f in fields(Generation)}
+    items = result.get("generations")
+    if not isinstance(items, list) or not items:
+        raise InputError("holds no generations", file=file, field="generations")
+    try:
+        return [Generation(**{key: value for key, value in item.items() if key in names}) for item in items]
+    except (AttributeError, TypeError) as error:
+        raise InputError(f"a generation lacks a field or is not an object ({error})", file=file) from None
+
+
+def report_labels(report: Mapping[str, Any], metrics: Mapping[str, Any], file: str | Path) -> list[str]:
+    """The emotion labels a result was scored over: its metrics' (reports since bootstrap intervals), else the
+    bundle's (older reports: the chain scores over its bundle's labels)."""
+    labels = metrics.get("labels") or (report.get("bundle") or {}).get("labels")
+    if not labels:
+        raise InputError("records no emotion labels (metrics.labels or bundle.labels)", file=file)
+    return list(labels)
 
 
 def write_report(path: str | Path, report: Mapping[str, Any]) -> list[Path]:

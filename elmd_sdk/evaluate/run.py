@@ -9,6 +9,7 @@ kept next to its reference, so a report can be read like the paper's case study 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -82,9 +83,22 @@ def generate(
 ) -> list[Generation]:
     """Run ``chain`` on every sample (``batch_size`` at a time through ``chain.batch``); results in sample order.
 
+    With ``batch_size`` > 1 and a chat model that can batch (:meth:`ELMDChatModel.batched`), the concurrent samples
+    are decoded together, ``batch_size`` sequences per forward pass (the same replies as one at a time, greedy or
+    seeded: tested for the server, which uses the same engine).
+
     ``on_advance(n)`` is called after each batch with the number of samples done in it (for progress bars).
     A sample the chain refuses raises :class:`InputError` naming the sample's position and dialogue.
     """
+    chat = getattr(chain, "chat_model", None)
+    batched = getattr(chat, "batched", None) if batch_size > 1 else None
+    with batched(batch_size) if batched is not None else contextlib.nullcontext():
+        return _generate(chain, samples, batch_size, on_advance)
+
+
+def _generate(
+    chain: ChainRunnable, samples: Sequence[Sample], batch_size: int, on_advance: Callable[[int], None] | None
+) -> list[Generation]:
     generations: list[Generation] = []
     for start in range(0, len(samples), batch_size):
         chunk = samples[start : start + batch_size]
@@ -120,6 +134,14 @@ def generate(
     return generations
 
 
+def reply_tokens(generations: Sequence[Generation], language: str) -> tuple[list[list[str]], list[list[str] | None]]:
+    """The metric tokens of each reply and of its demonstration's r' (None without one): what the reply checks
+    (distinct-n, copy rate) count."""
+    replies = [tokenize(g.response, language) for g in generations]
+    demonstrations = [tokenize(g.demonstration["response"], language) if g.demonstration else None for g in generations]
+    return replies, demonstrations
+
+
 def score(
     generations: Sequence[Generation],
     language: str,
@@ -150,9 +172,9 @@ def score(
         meteor_synonyms=meteor_synonyms,
         text_metrics=text_metrics,
     )
-    tokens = [tokenize(h, language) for h in hyps]
-    demonstrations = [tokenize(g.demonstration["response"], language) if g.demonstration else None for g in generations]
+    tokens, demonstrations = reply_tokens(generations, language)
     metrics.update(
+        labels=list(labels),
         distinct_1=distinct_n(tokens, 1),
         distinct_2=distinct_n(tokens, 2),
         copy_rate=copy_rate(tokens, demonstrations),

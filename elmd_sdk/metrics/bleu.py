@@ -11,20 +11,29 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from elmd_sdk.metrics.average import mean_x100
+
 BLEU_METHOD = "nltk sentence_bleu, uniform weights, SmoothingFunction().method3, mean over pairs, x100"
 """How :func:`bleu` is computed, as written into every evaluation report."""
 
 
-def bleu(hyps: Sequence[Sequence[str]], refs: Sequence[Sequence[str]], max_n: int) -> float:
-    """BLEU-``max_n`` x100 of tokenized hypotheses against one tokenized reference each (empty hypothesis: 0)."""
+def sentence_bleu_scores(hyps: Sequence[Sequence[str]], refs: Sequence[Sequence[str]], max_n: int) -> list[float]:
+    """Sentence BLEU-``max_n`` (a fraction) of each tokenized hypothesis against its one tokenized reference
+    (0 where either side is empty)."""
     from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu  # nltk takes seconds to import
 
     if len(hyps) != len(refs) or not hyps:
         raise ValueError(f"need as many hypotheses as references, at least one (got {len(hyps)} and {len(refs)})")
     weights = (1.0 / max_n,) * max_n
     smoothing = SmoothingFunction().method3
-    total = 0.0
-    for hyp, ref in zip(hyps, refs, strict=True):
-        if hyp and ref:
-            total += float(sentence_bleu([list(ref)], list(hyp), weights=weights, smoothing_function=smoothing))
-    return 100.0 * total / len(hyps)
+    return [
+        float(sentence_bleu([list(ref)], list(hyp), weights=weights, smoothing_function=smoothing))
+        if hyp and ref
+        else 0.0
+        for hyp, ref in zip(hyps, refs, strict=True)
+    ]
+
+
+def bleu(hyps: Sequence[Sequence[str]], refs: Sequence[Sequence[str]], max_n: int) -> float:
+    """BLEU-``max_n`` x100 of tokenized hypotheses against one tokenized reference each (empty hypothesis: 0)."""
+    return mean_x100(sentence_bleu_scores(hyps, refs, max_n))

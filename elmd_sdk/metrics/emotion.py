@@ -20,27 +20,34 @@ def emotion_scores(pred: Sequence[str | None], gold: Sequence[str], labels: Sequ
         raise InputError(f"need as many predicted as gold emotions, at least one (got {len(pred)} and {len(gold)})")
     if unknown := sorted(set(gold) - set(labels)):
         raise InputError(f"gold emotion(s) {', '.join(map(repr, unknown))} not in the label set {list(labels)}")
+    confusion = confusion_matrix(pred, gold, labels)
+    return {**scores_from_confusion(confusion["counts"], labels), "emotion_confusion": confusion}
+
+
+def scores_from_confusion(counts: Sequence[Sequence[int]], labels: Sequence[str]) -> dict[str, Any]:
+    """:func:`emotion_scores` but the confusion matrix (its ``counts``: a row per gold label, a column per label
+    then "none") from the counts alone, so a bootstrap resample's counts are scored by the same definition."""
     per_label: dict[str, float | None] = {}
     precision: dict[str, float | None] = {}
     recall: dict[str, float | None] = {}
-    pairs = list(zip(pred, gold, strict=True))
-    for label in labels:
-        tp = sum(p == label and g == label for p, g in pairs)
-        fp = sum(p == label and g != label for p, g in pairs)
-        fn = sum(p != label and g == label for p, g in pairs)
+    support: dict[str, int] = {}
+    for j, label in enumerate(labels):
+        tp = counts[j][j]
+        fp = sum(row[j] for row in counts) - tp
+        fn = sum(counts[j]) - tp
+        support[label] = tp + fn
         per_label[label] = 100.0 * 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else None
         precision[label] = 100.0 * tp / (tp + fp) if tp + fp else None
         recall[label] = 100.0 * tp / (tp + fn) if tp + fn else None
     defined = [f1 for f1 in per_label.values() if f1 is not None]
-    support = {label: sum(g == label for g in gold) for label in labels}
+    total = sum(support.values())
     return {
-        "emotion_accuracy": 100.0 * sum(p == g for p, g in pairs) / len(gold),
+        "emotion_accuracy": 100.0 * sum(counts[j][j] for j in range(len(labels))) / total,
         "emotion_macro_f1": sum(defined) / len(defined),
-        "emotion_weighted_f1": sum((per_label[label] or 0.0) * support[label] for label in labels) / len(gold),
+        "emotion_weighted_f1": sum((per_label[label] or 0.0) * support[label] for label in labels) / total,
         "emotion_f1": per_label,
         "emotion_precision": precision,
         "emotion_recall": recall,
-        "emotion_confusion": confusion_matrix(pred, gold, labels),
     }
 
 
@@ -53,12 +60,18 @@ def confusion_matrix(pred: Sequence[str | None], gold: Sequence[str], labels: Se
     return {"labels": list(labels), "columns": columns, "counts": counts}
 
 
+def majority_label(support: Sequence[int], labels: Sequence[str]) -> str:
+    """The most frequent gold label given each label's count (``support``, in ``labels``' order); ties go to the
+    label listed first."""
+    return labels[max(range(len(labels)), key=lambda j: (support[j], -j))]
+
+
 def emotion_baselines(
     gold: Sequence[str], demonstration_emotions: Sequence[str | None], labels: Sequence[str]
 ) -> dict[str, dict[str, Any]]:
     """Accuracy and macro-F1 of two predictors on the same samples: always the most frequent gold label
     ("majority"), and the response emotion e' of the retrieved demonstration ("demonstration", None without one)."""
-    majority = max(labels, key=lambda label: (sum(g == label for g in gold), -list(labels).index(label)))
+    majority = majority_label([sum(g == label for g in gold) for label in labels], labels)
     out: dict[str, dict[str, Any]] = {}
     for name, pred in (("majority", [majority] * len(gold)), ("demonstration", list(demonstration_emotions))):
         scores = emotion_scores(pred, gold, labels)

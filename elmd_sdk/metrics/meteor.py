@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 from elmd_sdk.errors import InputError
 from elmd_sdk.io import atomic_write_bytes
+from elmd_sdk.metrics.average import mean_x100
 from elmd_sdk.paths import cache_dir
 
 WORDNET_ENV = "ELMD_SDK_WORDNET"
@@ -147,8 +148,10 @@ def load_wordnet() -> WordNetSource | None:
     return None
 
 
-def meteor(hyps: Sequence[Sequence[str]], refs: Sequence[Sequence[str]], wordnet: WordNetLike | None) -> float:
-    """METEOR x100 of tokenized pairs, averaged; ``wordnet=None`` matches exact words and stems only."""
+def meteor_scores(
+    hyps: Sequence[Sequence[str]], refs: Sequence[Sequence[str]], wordnet: WordNetLike | None
+) -> list[float]:
+    """METEOR (a fraction) of each tokenized pair; ``wordnet=None`` matches exact words and stems only."""
     from nltk.stem.porter import PorterStemmer
     from nltk.translate.meteor_score import single_meteor_score
 
@@ -156,7 +159,12 @@ def meteor(hyps: Sequence[Sequence[str]], refs: Sequence[Sequence[str]], wordnet
         raise ValueError(f"need as many hypotheses as references, at least one (got {len(hyps)} and {len(refs)})")
     synonyms: WordNetLike = wordnet if wordnet is not None else _NoSynonyms()
     stemmer = PorterStemmer()
-    total = 0.0
-    for hyp, ref in zip(hyps, refs, strict=True):
-        total += single_meteor_score(list(ref), list(hyp), stemmer=stemmer, wordnet=synonyms)
-    return 100.0 * total / len(hyps)
+    return [
+        single_meteor_score(list(ref), list(hyp), stemmer=stemmer, wordnet=synonyms)
+        for hyp, ref in zip(hyps, refs, strict=True)
+    ]
+
+
+def meteor(hyps: Sequence[Sequence[str]], refs: Sequence[Sequence[str]], wordnet: WordNetLike | None) -> float:
+    """METEOR x100 of tokenized pairs, averaged; ``wordnet=None`` matches exact words and stems only."""
+    return mean_x100(meteor_scores(hyps, refs, wordnet))

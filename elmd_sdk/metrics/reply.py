@@ -30,10 +30,25 @@ _TEMPLATE = re.compile(
 )
 
 
+def ngrams(tokens: Sequence[str], n: int) -> list[tuple[str, ...]]:
+    """The n-grams of one reply's tokens, in order."""
+    return [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
+
+
+def distinct_ratio(distinct: int, total: int) -> float:
+    """distinct-n x100 from its counts: distinct n-grams over all n-grams (0 when there is no n-gram)."""
+    return 100.0 * distinct / total if total else 0.0
+
+
 def distinct_n(tokenized: Sequence[Sequence[str]], n: int) -> float:
     """Distinct n-grams / all n-grams over every reply, x100 (0 when the replies hold no n-gram)."""
-    grams = [tuple(tokens[i : i + n]) for tokens in tokenized for i in range(len(tokens) - n + 1)]
-    return 100.0 * len(set(grams)) / len(grams) if grams else 0.0
+    grams = [gram for tokens in tokenized for gram in ngrams(tokens, n)]
+    return distinct_ratio(len(set(grams)), len(grams))
+
+
+def rate_x100(hits: int, count: int) -> float | None:
+    """The share x100 of ``hits`` among ``count`` items (None when there is none): copy and template-leak rates."""
+    return 100.0 * hits / count if count else None
 
 
 def lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
@@ -51,12 +66,17 @@ def is_copy(reply: Sequence[str], demonstration: Sequence[str], coverage: float 
     return bool(demonstration) and lcs_length(reply, demonstration) >= coverage * len(demonstration)
 
 
-def copy_rate(replies: Sequence[Sequence[str]], demonstrations: Sequence[Sequence[str] | None]) -> float | None:
-    """Share (x100) of replies that copy their demonstration, over the replies that had one (None: none had)."""
+def copy_flags(replies: Sequence[Sequence[str]], demonstrations: Sequence[Sequence[str] | None]) -> list[bool | None]:
+    """Whether each reply copies its demonstration (None: the reply had no demonstration)."""
     if len(replies) != len(demonstrations):
         raise InputError(f"{len(replies)} replies but {len(demonstrations)} demonstrations")
-    pairs = [(reply, demo) for reply, demo in zip(replies, demonstrations, strict=True) if demo]
-    return 100.0 * sum(is_copy(reply, demo) for reply, demo in pairs) / len(pairs) if pairs else None
+    return [is_copy(reply, demo) if demo else None for reply, demo in zip(replies, demonstrations, strict=True)]
+
+
+def copy_rate(replies: Sequence[Sequence[str]], demonstrations: Sequence[Sequence[str] | None]) -> float | None:
+    """Share (x100) of replies that copy their demonstration, over the replies that had one (None: none had)."""
+    flags = [flag for flag in copy_flags(replies, demonstrations) if flag is not None]
+    return rate_x100(sum(flags), len(flags))
 
 
 def leaks_template(reply: str) -> bool:
@@ -66,6 +86,7 @@ def leaks_template(reply: str) -> bool:
 
 def template_leak_rate(replies: Sequence[str]) -> float:
     """Share (x100) of replies that carry template text."""
-    if not replies:
+    rate = rate_x100(sum(leaks_template(reply) for reply in replies), len(replies))
+    if rate is None:
         raise InputError("no replies to check")
-    return 100.0 * sum(leaks_template(reply) for reply in replies) / len(replies)
+    return rate

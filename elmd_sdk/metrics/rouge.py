@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from elmd_sdk.metrics.average import mean_x100
 from elmd_sdk.metrics.options import RougeCounting
 
 ROUGE_METHODS: dict[RougeCounting, str] = {
@@ -22,6 +23,25 @@ ROUGE_METHODS: dict[RougeCounting, str] = {
 """How :func:`rouge` is computed under each counting, as written into every evaluation report."""
 
 
+def rouge_scores(
+    hyps: Sequence[Sequence[str]], refs: Sequence[Sequence[str]], *, counting: RougeCounting = "clipped"
+) -> dict[str, list[float]]:
+    """``{"rouge_1", "rouge_l"}``: the F-score (a fraction) of each tokenized pair (0 where either side is empty)."""
+    if len(hyps) != len(refs) or not hyps:
+        raise ValueError(f"need as many hypotheses as references, at least one (got {len(hyps)} and {len(refs)})")
+    if counting not in ROUGE_METHODS:
+        raise ValueError(f"counting must be one of {', '.join(ROUGE_METHODS)}, got {counting!r}")
+    from rouge_chinese import Rouge  # the [eval] extra: imported here, so metrics without it load anywhere
+
+    scorer = Rouge(metrics=["rouge-1", "rouge-l"], exclusive=counting == "unique")
+    out: dict[str, list[float]] = {"rouge_1": [], "rouge_l": []}
+    for hyp, ref in zip(hyps, refs, strict=True):
+        scores = scorer.get_scores(" ".join(hyp), " ".join(ref))[0] if hyp and ref else None  # it raises on empty
+        out["rouge_1"].append(scores["rouge-1"]["f"] if scores else 0.0)
+        out["rouge_l"].append(scores["rouge-l"]["f"] if scores else 0.0)
+    return out
+
+
 def rouge(
     hyps: Sequence[Sequence[str]], refs: Sequence[Sequence[str]], *, counting: RougeCounting = "clipped"
 ) -> dict[str, float]:
@@ -30,17 +50,4 @@ def rouge(
     ``counting`` defaults to Lin's, what this function always computed; evaluation passes the language's choice
     (:class:`~elmd_sdk.metrics.options.TextMetricOptions`).
     """
-    if len(hyps) != len(refs) or not hyps:
-        raise ValueError(f"need as many hypotheses as references, at least one (got {len(hyps)} and {len(refs)})")
-    if counting not in ROUGE_METHODS:
-        raise ValueError(f"counting must be one of {', '.join(ROUGE_METHODS)}, got {counting!r}")
-    from rouge_chinese import Rouge  # the [eval] extra: imported here, so metrics without it load anywhere
-
-    scorer = Rouge(metrics=["rouge-1", "rouge-l"], exclusive=counting == "unique")
-    r1 = rl = 0.0
-    for hyp, ref in zip(hyps, refs, strict=True):
-        if hyp and ref:  # rouge-chinese raises on an empty text
-            scores = scorer.get_scores(" ".join(hyp), " ".join(ref))[0]
-            r1 += scores["rouge-1"]["f"]
-            rl += scores["rouge-l"]["f"]
-    return {"rouge_1": 100.0 * r1 / len(hyps), "rouge_l": 100.0 * rl / len(hyps)}
+    return {key: mean_x100(values) for key, values in rouge_scores(hyps, refs, counting=counting).items()}

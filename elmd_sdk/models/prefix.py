@@ -306,7 +306,7 @@ def _batch_size(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
     raise InputError("a prefixed model needs input_ids or inputs_embeds")
 
 
-def _attention_modules(model: Any) -> list[nn.Module]:
+def attention_modules(model: Any) -> list[nn.Module]:
     """Attention modules of the model's decoder layers (those with a ``layer_idx`` and k/v projections)."""
     return [m for m in model.modules() if hasattr(m, "layer_idx") and hasattr(m, "k_proj") and hasattr(m, "v_proj")]
 
@@ -321,7 +321,7 @@ def attach_prefix(model: Any, encoder: PrefixEncoder) -> None:
     if not getattr(model, "_supports_attention_backend", False):
         raise InputError(f"{type(model).__name__} does not use transformers' attention interface; cannot add a prefix")
     encoder.config.check_fits(model)
-    attention = _attention_modules(model)
+    attention = attention_modules(model)
     if len(attention) != encoder.config.num_layers:
         raise MismatchError(f"found {len(attention)} attention layers, the prefix has {encoder.config.num_layers}")
     _register_attention()
@@ -347,7 +347,7 @@ def detach_prefix(model: Any) -> PrefixEncoder | None:
     if hook is None:
         return None
     hook.remove()
-    for module in _attention_modules(model):
+    for module in attention_modules(model):
         _STATES.pop(module, None)
     model.set_attn_implementation(model._elmd_prefix_attn)
     encoder: PrefixEncoder = model.prefix_encoder

@@ -1,0 +1,224 @@
+"""Time per optimizer step of ``train eerg`` (SmolLM2-135M, p-tuning prefix 128, batch 16, no video) against a raw
+transformers + PEFT prefix-tuning forward+backward+AdamW step of the very same batches, in one run on one machine.
+
+For each engine setting below, the real ``train_eerg`` runs ``--steps`` optimizer steps (plus one warm-up step) on
+MELD train (read from ``--data-root``, default ``../shared/data``; the test split is never read) and its per-step
+times are read back from the run's ``metrics.jsonl``; the baseline then runs the same batches (same example token
+ids, the order ``epoch_order`` gives the run, same precision) through ``PeftModel(PrefixTuningConfig(128))`` with
+``labels`` on the answer tokens, as a user of raw transformers + PEFT would train it. ratio = raw seconds / ours
+(>= 0.9 is the target: the SDK adds no more than 10%).
+
+Settings: ``before`` (random batches, fp32: the engine before length grouping and the bf16 default),
+``grouped`` (length-grouped batches, fp32), ``grouped+bf16`` (the defaults now, on a CPU with native bf16) and
+``grouped+bf16+cap`` (plus ``--max-prompt-tokens``). It prints the projected steps per hour (target: >= 300 steps
+of batch 16 in 60 minutes) and a profile of one step of the default setting: forward / backward / optimizer split
+and the operators taking most CPU time.
+
+Run: ``.venv/bin/python benchmarks/train_speed.py [--steps 4] [--threads 2] [--max-prompt-tokens 256]``
+on a quiet machine (other jobs distort every number).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import meld_parser, read_meld
+
+PRE_SEQ_LEN = 128
+BATCH = 16
+
+
+def our_steps(samples: list[Any], setting: dict[str, Any], steps: int, out: Path) -> list[float]:
+    """Seconds per optimizer step of the real ``train_eerg`` (warm-up step dropped), from its metrics.jsonl."""
+    from elmd_sdk.trainers.eerg import EergConfig, train_eerg
+    from elmd_sdk.trainers.metrics_log import METRICS_FILE, read_metrics
+    from elmd_sdk.trainers.stage import TrainConfig
+
+    train = TrainConfig(
+        batch_size=BATCH,
+        max_steps=steps + 1,
+        checkpoint_every=10_000,
+        logging_steps=1,
+        progress=False,
+        mixed_precision=setting["precision"],
+        group_by_length=setting["grouped"],
+    )
+    config = EergConfig(
+        use_retrieval=False,
+        use_video=False,
+        pre_seq_len=PRE_SEQ_LEN,
+        max_prompt_tokens=setting["cap"],
+        train=train,
+    )
+    train_eerg(config, samples, [], out)
+    lines = [m for m in read_metrics(out / METRICS_FILE) if m["kind"] == "train"]
+    return [BATCH / m["samples_per_s"] for m in lines][1:]
+
+
+def batches_of(samples: list[Any], setting: dict[str, Any], steps: int) -> tuple[list[list[list[int]]], list[int]]:
+    """Token ids (prompt + answer) of the run's first ``steps + 1`` batches, and each row's answer length."""
+    from elmd_sdk.trainers.examples import PromptConfig, build_examples
+    from elmd_sdk.trainers.stage import epoch_order
+
+    from elmd_sdk.models.llm import load_llm
+
+    _, tokenizer = load_llm(None)
+    prompt = PromptConfig(use_video=False, max_prompt_tokens=setting["cap"])
+    examples = build_examples(samples, [None] * len(samples), tokenizer, prompt, with_response=True, video_tokens=0)
+    lengths = [sum(len(p) for p in e.pieces) + len(e.target) for e in examples]
+    order = epoch_order(lengths, BATCH, 0, 0, setting["grouped"]).tolist()
+    batches = []
+    for step in range(steps + 1):
+        rows = [examples[i] for i in order[step * BATCH : (step + 1) * BATCH]]
+        batches.append([[*[t for p in e.pieces for t in p], *e.target, len(e.target)] for e in rows])
+    return [[row[:-1] for row in b] for b in batches], [row[-1] for b in batches for row in b]
+
+
+def raw_steps(batches: list[list[list[int]]], answers: list[int], bf16: bool) -> list[float]:
+    """Seconds per raw transformers + PEFT prefix-tuning step on ``batches`` (warm-up step dropped)."""
+    import torch
+    from peft import PrefixTuningConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from elmd_sdk.models.gguf_cache import ensure_gguf_cache
+    from elmd_sdk.paths import default_llm_gguf
+
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    base = AutoModelForCausalLM.from_pretrained(ensure_gguf_cache(default_llm_gguf()), dtype=dtype)
+    model = get_peft_model(base, PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=PRE_SEQ_LEN))
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-2)
+    model.train()
+    times, k = [], 0
+    for batch in batches:
+        length = max(len(row) for row in batch)
+        ids = torch.zeros(len(batch), length, dtype=torch.long)  # (B, T), left padding
+        mask = torch.zeros(len(batch), length, dtype=torch.long)
+        labels = torch.full((len(batch), length), -100)
+        for i, row in enumerate(batch):
+            ids[i, length - len(row) :] = torch.tensor(row)
+            mask[i, length - len(row) :] = 1
+            labels[i, length - answers[k] :] = ids[i, length - answers[k] :]
+            k += 1
+        started = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        times.append(time.perf_counter() - started)
+    return times[1:]
+
+
+def profile_step(samples: list[Any], setting: dict[str, Any]) -> None:
+    """Forward / backward / optimizer split of one default-setting step, and the top operators by CPU time."""
+    import torch
+    from elmd_sdk.trainers.examples import PromptConfig, build_examples
+    from elmd_sdk.trainers.stage import epoch_order
+    from elmd_sdk.trainers.stage_model import StageModel
+    from torch.profiler import ProfilerActivity, profile
+
+    from elmd_sdk.models.llm import load_llm
+    from elmd_sdk.models.prefix import PrefixConfig, PrefixEncoder, attach_prefix
+
+    llm, tokenizer = load_llm(None, dtype=torch.bfloat16)
+    llm.requires_grad_(False)
+    prefix = PrefixEncoder(PrefixConfig.for_model(llm, PRE_SEQ_LEN, False))
+    attach_prefix(llm, prefix)
+    model = StageModel(llm, None)
+    prompt = PromptConfig(use_video=False, max_prompt_tokens=setting["cap"])
+    examples = build_examples(samples, [None] * len(samples), tokenizer, prompt, with_response=True, video_tokens=0)
+    lengths = [sum(len(p) for p in e.pieces) + len(e.target) for e in examples]
+    order = epoch_order(lengths, BATCH, 0, 0, True).tolist()
+    optimizer = torch.optim.AdamW(prefix.parameters(), lr=2e-2)
+    phases: dict[str, list[float]] = {"forward": [], "backward": [], "optimizer": []}
+    for step in range(3):
+        rows = [examples[i] for i in order[(step + 1) * BATCH : (step + 2) * BATCH]]
+        tokens = sum(len(e.target) for e in rows)
+        with profile(activities=[ProfilerActivity.CPU]) if step == 2 else contextlib.nullcontext() as prof:
+            t0 = time.perf_counter()
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                nll = model([e.pieces for e in rows], [None] * len(rows), [e.target for e in rows])
+            t1 = time.perf_counter()
+            (nll.sum() / tokens).backward()
+            t2 = time.perf_counter()
+            optimizer.step()
+            optimizer.zero_grad()
+            t3 = time.perf_counter()
+        if step:
+            for name, seconds in zip(phases, (t1 - t0, t2 - t1, t3 - t2), strict=True):
+                phases[name].append(seconds)
+    total = sum(statistics.mean(v) for v in phases.values())
+    print("profile of one grouped+bf16 step (mean of 2):")
+    for name, values in phases.items():
+        print(f"  {name:9s} {statistics.mean(values):6.2f} s  {100 * statistics.mean(values) / total:5.1f}%")
+    print("  top operators by self CPU time (torch.profiler, one step):")
+    table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=8)
+    print("\n".join("    " + line for line in table.splitlines()))
+
+
+def main() -> None:
+    p = meld_parser(__doc__)
+    p.add_argument("--steps", type=int, default=4, help="measured steps per setting (after one warm-up step)")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch CPU threads (default: all cores)")
+    p.add_argument("--max-prompt-tokens", type=int, default=256, help="the cap of the last setting")
+    p.add_argument("--samples", type=int, default=800, help="MELD train samples the runs draw batches from")
+    p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = p.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    samples = read_meld(args.data_root, "train")[: args.samples]
+    print(
+        f"machine: {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+        f"CPU capability {torch.backends.cpu.get_cpu_capability()}, native bf16: {bf16}; load {os.getloadavg()[0]:.2f}"
+    )
+    print(f"data: first {len(samples)} samples of MELD train; batch {BATCH}, prefix {PRE_SEQ_LEN}, no video/retrieval")
+    settings = [
+        {"name": "before", "grouped": False, "precision": "no", "cap": None},
+        {"name": "grouped", "grouped": True, "precision": "no", "cap": None},
+    ]
+    if bf16:
+        settings.append({"name": "grouped+bf16", "grouped": True, "precision": "bf16", "cap": None})
+        settings.append(
+            {"name": "grouped+bf16+cap", "grouped": True, "precision": "bf16", "cap": args.max_prompt_tokens}
+        )
+    results = []
+    print(f"{'setting':18s} {'ours s/step':>12s} {'raw s/step':>11s} {'ratio':>6s} {'steps/h':>8s}")
+    for setting in settings:
+        with tempfile.TemporaryDirectory() as tmp:
+            ours = our_steps(samples, setting, args.steps, Path(tmp) / "run")
+        batches, answers = batches_of(samples, setting, args.steps)
+        raw = raw_steps(batches, answers, setting["precision"] == "bf16")
+        row = {**setting, "ours_s": statistics.mean(ours), "raw_s": statistics.mean(raw), "ours": ours, "raw": raw}
+        row["ratio"] = row["raw_s"] / row["ours_s"]
+        row["steps_per_hour"] = 3600 / row["ours_s"]
+        results.append(row)
+        print(
+            f"{setting['name']:18s} {row['ours_s']:12.2f} {row['raw_s']:11.2f} {row['ratio']:6.2f} "
+            f"{row['steps_per_hour']:8.0f}",
+            flush=True,
+        )
+    default = results[2] if bf16 else results[1]
+    before = results[0]
+    print(
+        f"speed-up of the defaults over 'before': {before['ours_s'] / default['ours_s']:.2f}x; "
+        f"300 steps of batch 16 take {300 * default['ours_s'] / 60:.0f} min (target < 60)"
+    )
+    profile_step(samples, {"cap": None})
+    print(f"load at end {os.getloadavg()[0]:.2f}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
