@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 from _common import meld_parser, read_meld
 
 PRE_SEQ_LEN = 128
@@ -84,7 +85,6 @@ def batches_of(samples: list[Any], setting: dict[str, Any], steps: int) -> tuple
 
 def raw_steps(batches: list[list[list[int]]], answers: list[int], bf16: bool) -> list[float]:
     """Seconds per raw transformers + PEFT prefix-tuning step on ``batches`` (warm-up step dropped)."""
-    import torch
     from peft import PrefixTuningConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
@@ -117,9 +117,43 @@ def raw_steps(batches: list[list[list[int]]], answers: list[int], bf16: bool) ->
     return times[1:]
 
 
+@torch.no_grad()
+def start_losses(samples: list[Any], n: int = 64) -> dict[str, float]:
+    """Answer loss (nats per token) of the first ``n`` samples before any training: the base LLM, a random N(0, 1)
+    prefix (ChatGLM2's start) and a prefix from the LLM's keys/values of the prompt's opening tokens (the default)."""
+    from elmd_sdk.trainers.examples import PromptConfig, build_examples
+    from elmd_sdk.trainers.stage_model import StageModel
+
+    from elmd_sdk.models.llm import load_llm
+    from elmd_sdk.models.prefix import PrefixConfig, PrefixEncoder, attach_prefix, detach_prefix
+    from elmd_sdk.models.prefix_init import prefix_from_tokens
+
+    llm, tokenizer = load_llm(None, dtype=torch.float32)
+    llm.requires_grad_(False)
+    examples = build_examples(
+        samples[:n], [None] * n, tokenizer, PromptConfig(use_video=False), with_response=True, video_tokens=0
+    )
+    model = StageModel(llm, None).eval()
+
+    def loss() -> float:
+        nll = torch.cat([model([e.pieces], [None], [e.target]) for e in examples])  # (n,)
+        return float(nll.sum()) / sum(len(e.target) for e in examples)
+
+    config = PrefixConfig.for_model(llm, PRE_SEQ_LEN)
+    out = {"base LLM": loss()}
+    torch.manual_seed(0)
+    for name, prefix in (
+        ("random prefix", PrefixEncoder(config)),
+        ("text prefix", prefix_from_tokens(llm, [t for p in examples[0].pieces for t in p], config)),
+    ):
+        attach_prefix(llm, prefix.eval())
+        out[name] = loss()
+        detach_prefix(llm)
+    return out
+
+
 def profile_step(samples: list[Any], setting: dict[str, Any]) -> None:
     """Forward / backward / optimizer split of one default-setting step, and the top operators by CPU time."""
-    import torch
     from elmd_sdk.trainers.examples import PromptConfig, build_examples
     from elmd_sdk.trainers.stage import epoch_order
     from elmd_sdk.trainers.stage_model import StageModel
@@ -173,8 +207,6 @@ def main() -> None:
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = p.parse_args()
 
-    import torch
-
     torch.set_num_threads(args.threads)
     bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     samples = read_meld(args.data_root, "train")[: args.samples]
@@ -214,6 +246,9 @@ def main() -> None:
         f"speed-up of the defaults over 'before': {before['ours_s'] / default['ours_s']:.2f}x; "
         f"300 steps of batch 16 take {300 * default['ours_s'] / 60:.0f} min (target < 60)"
     )
+    print("answer loss before training, first 64 samples (nats/token, float32):")
+    for name, value in start_losses(samples).items():
+        print(f"  {name:14s} {value:.3f}")
     profile_step(samples, {"cap": None})
     print(f"load at end {os.getloadavg()[0]:.2f}")
     if args.json:

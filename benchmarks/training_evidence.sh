@@ -14,7 +14,8 @@
 #   4. One `elmd-sdk eval --ablations` on the first TEST_N test samples, rows: the trained bundle with retrieval
 #      (ours) and without (w/o ERM), the untuned base LLM with the same prompt and retrieval, and without retrieval;
 #      closed-set emotion, greedy, paired bootstrap intervals and each row's difference from ours.
-# Settings: LR (default 2e-2, the paper's), PRE_SEQ_LEN (128), EVAL_BATCH (8: samples decoded together).
+# Settings: LR (default 2e-2, the paper's), PRE_SEQ_LEN (128), EVAL_BATCH (8: samples decoded together),
+# MAX_NEW_TOKENS (48: MELD replies are short; the same limit for every row).
 set -euo pipefail
 
 OUT=${1:?usage: training_evidence.sh OUT_DIR}
@@ -26,6 +27,7 @@ EVAL_EVERY=${EVAL_EVERY:-50}
 LR=${LR:-2e-2}
 PRE_SEQ_LEN=${PRE_SEQ_LEN:-128}
 EVAL_BATCH=${EVAL_BATCH:-8}
+MAX_NEW_TOKENS=${MAX_NEW_TOKENS:-48}
 BOOTSTRAP=${BOOTSTRAP:-1000}
 ELMD=${ELMD:-elmd-sdk}
 mkdir -p "$OUT"
@@ -63,5 +65,6 @@ fi
 
 stamp "eval"
 $ELMD eval --ablations --rows full,wo_erm,base,base_wo_erm --bundle "$OUT/bundle" --data "$OUT/dev/test.jsonl" \
-    --limit "$TEST_N" --greedy --batch-size "$EVAL_BATCH" --bootstrap "$BOOTSTRAP" --out "$OUT/table.json"
+    --limit "$TEST_N" --greedy --max-new-tokens "$MAX_NEW_TOKENS" --batch-size "$EVAL_BATCH" \
+    --bootstrap "$BOOTSTRAP" --out "$OUT/table.json"
 stamp "done"

@@ -307,3 +307,33 @@ def test_cli_bad_options_are_input_errors(tmp_path: Path, fakes: list[Any]) -> N
     bad.write_text('{"dialogue_id": "d"}\n', encoding="utf-8")
     result = CliRunner().invoke(app, ["eval", "--bundle", str(bundle), "--data", str(bad), "--out", "r"])
     assert isinstance(result.exception, InputError) and "bad.jsonl:1" in str(result.exception)
+
+
+def test_untuned_rows_run_the_base_llm_without_the_bundles_prefix(tmp_path: Path) -> None:
+    import dataclasses
+    import shutil
+
+    from chain_fakes import tiny_bundle
+
+    from elmd_sdk.bundle import load_bundle
+
+    bundle = tiny_bundle(tmp_path / "tuned")
+    plain = tmp_path / "plain"  # the same bundle with its prefix removed: what the untuned rows must equal
+    shutil.copytree(bundle, plain)
+    shutil.rmtree(plain / "prefix")
+    manifest, _ = load_bundle(bundle)
+    save_manifest(plain, dataclasses.replace(manifest, prefix_dir=None, pre_seq_len=None))
+    settings = EvalSettings(meteor_synonyms=False)
+    rows = run_ablations(bundle, SAMPLES, settings=settings, rows=["full", "base", "base_wo_erm"], show_progress=False)
+    assert [(r.key, r.label, r.status) for r in rows] == [
+        ("full", "ours", "ok"), ("base", "untuned", "ok"), ("base_wo_erm", "untuned w/o ERM", "ok")
+    ]  # fmt: skip
+    [expected] = run_ablations(plain, SAMPLES, settings=settings, rows=["full"], show_progress=False)
+
+    def replies(row: Any) -> list[str]:
+        return [g.response for g in row.result.generations]
+
+    assert replies(rows[1]) == replies(expected) == replies(rows[2])  # no index in this bundle: w/o ERM is the same
+    assert replies(rows[0]) != replies(rows[1])  # the random prefix changes what the tiny model says
+    with pytest.raises(InputError, match="unknown row 'untuned'"):
+        run_ablations(bundle, SAMPLES, settings=settings, rows=["untuned"])

@@ -229,3 +229,18 @@ def test_real_default_chain_on_two_samples(elmd_home: str, tmp_path: Path) -> No
     assert result.generation_settings["do_sample"] is False
     assert 0.0 <= result.metrics["bleu_4"] <= 100.0
     assert result.metrics["emotion_accuracy"] is not None
+
+
+def test_batched_generation_decodes_together_and_equals_one_at_a_time(chain: Any, monkeypatch) -> None:
+    import dataclasses
+
+    from elmd_sdk.models.chat_model import ELMDChatModel
+
+    samples = [dataclasses.replace(s, video=None) for s in SAMPLES]
+    alone = generate(chain, samples, batch_size=1)
+    engines: list[int] = []
+    original = ELMDChatModel.batched
+    monkeypatch.setattr(ELMDChatModel, "batched", lambda self, n=8: engines.append(n) or original(self, n))
+    together = generate(chain, samples, batch_size=3)
+    assert engines == [3]  # one engine for the whole run, three sequences per forward pass
+    assert [(g.emotion, g.response) for g in together] == [(g.emotion, g.response) for g in alone]

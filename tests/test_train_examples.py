@@ -110,6 +110,30 @@ def test_history_is_cut_oldest_first_to_fit_max_length(tokenizer) -> None:
         )
 
 
+def test_history_is_cut_oldest_first_to_fit_max_prompt_tokens(tokenizer) -> None:
+    [sample] = text_samples(1)
+    sample = Sample(
+        sample.dialogue_id, sample.utterance, sample.response, [Turn("A", "first turn words"), Turn("B", "second turn")]
+    )
+    config = PromptConfig(labels=LABELS)
+    [full] = build_examples([sample], [None], tokenizer, config, with_response=True, video_tokens=0)
+    prompt_tokens = sum(len(p) for p in full.pieces)
+    capped = PromptConfig(labels=LABELS, max_prompt_tokens=prompt_tokens - 1)
+    [cut] = build_examples([sample], [None], tokenizer, capped, with_response=True, video_tokens=0)
+    text = tokenizer.decode(list(cut.pieces[0]))
+    assert "first turn words" not in text and "B: second turn" in text
+    assert sum(len(p) for p in cut.pieces) <= prompt_tokens - 1 and cut.target == full.target  # the answer stays
+    exact = PromptConfig(labels=LABELS, max_prompt_tokens=prompt_tokens)
+    assert build_examples([sample], [None], tokenizer, exact, with_response=True, video_tokens=0) == [full]
+    too_long = r"needs \d+ prompt tokens without any history; max_prompt_tokens is 5"
+    with pytest.raises(InputError, match=too_long) as info:
+        build_examples(
+            [sample], [None], tokenizer, PromptConfig(labels=LABELS, max_prompt_tokens=5), with_response=True,
+            video_tokens=0,
+        )  # fmt: skip
+    assert info.value.field == "max_prompt_tokens"
+
+
 def test_emotion_outside_the_label_set_is_an_input_error(tokenizer) -> None:
     samples = text_samples(2, labels=("happy", "fear"))
     with pytest.raises(InputError, match=r"sample 2 .*emotion 'fear' is not in the label set") as info:

@@ -215,15 +215,17 @@ def run_identity(identity: dict[str, Any], config: TrainConfig) -> dict[str, Any
     return json.loads(json.dumps({**identity, **asdict(config)}))
 
 
-def finished_run(out_dir: Path, stage: str, identity: dict[str, Any]) -> tuple[list[EpochStats], int] | None:
-    """(history, total steps) of a run already completed in ``out_dir`` with these settings, else None."""
+def finished_run(
+    out_dir: Path, stage: str, identity: dict[str, Any]
+) -> tuple[list[EpochStats], int, dict[str, Any]] | None:
+    """(history, total steps, kept weights) of a run already completed in ``out_dir`` with these settings, else None."""
     if has_checkpoint(out_dir) or not (out_dir / TRAINING_LOG).is_file():
         return None
     log = read_json(out_dir / TRAINING_LOG)
     if not isinstance(log, dict) or not log.get("completed") or log.get("stage") != stage:
         return None
     check_resumable(log.get("identity", {}), identity, RESUMABLE_CHANGES, out_dir / TRAINING_LOG)
-    return [EpochStats(**h) for h in log["history"]], int(log["total_steps"])
+    return [EpochStats(**h) for h in log["history"]], int(log["total_steps"]), log.get("kept", {})
 
 
 @dataclass

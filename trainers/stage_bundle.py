@@ -45,7 +45,8 @@ def train_to_bundle(
             parts.prefix.load_state_dict(loaded.state_dict())
         if parts.projector is not None:
             parts.projector.load_state_dict(VideoProjector.load(out_dir / PROJECTOR_DIR).state_dict())
-        return StageResult(stage.model.eval(), finished[0], finished[1], finished[1])
+        history, total, kept = finished
+        return StageResult(stage.model.eval(), history, total, total, kept)
     result = run_stage(accelerator, stage, config, out_dir, resume)
     if result.completed and accelerator.is_main_process:
         with atomic_folder(out_dir) as folder:  # the finished bundle replaces the folder (and its checkpoints)

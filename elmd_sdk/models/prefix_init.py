@@ -15,9 +15,10 @@ them. Only prefixes without ``prefix_projection`` can be set this way (an MLP's 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
+from torch import nn
 
 from elmd_sdk.errors import InputError
 from elmd_sdk.models.prefix import PrefixConfig, PrefixEncoder, attention_modules, prefix_encoder_of
@@ -40,9 +41,10 @@ def prefix_from_tokens(model: Any, token_ids: Sequence[int], config: PrefixConfi
     values: dict[int, torch.Tensor] = {}
     hooks = []
     for module in attention_modules(model):
-        layer = int(module.layer_idx)
-        hooks.append(module.k_proj.register_forward_hook(lambda _m, _i, out, n=layer: keys.__setitem__(n, out)))
-        hooks.append(module.v_proj.register_forward_hook(lambda _m, _i, out, n=layer: values.__setitem__(n, out)))
+        layer = cast(int, module.layer_idx)
+        k_proj, v_proj = cast(nn.Module, module.k_proj), cast(nn.Module, module.v_proj)
+        hooks.append(k_proj.register_forward_hook(lambda _m, _i, out, n=layer: keys.__setitem__(n, out)))
+        hooks.append(v_proj.register_forward_hook(lambda _m, _i, out, n=layer: values.__setitem__(n, out)))
     try:
         device = next(model.parameters()).device
         model(input_ids=torch.tensor([ids], device=device), use_cache=False)
