@@ -1,12 +1,14 @@
 """Time per optimizer step of ``train eerg`` (SmolLM2-135M, p-tuning prefix 128, batch 16, no video) against a raw
 transformers + PEFT prefix-tuning forward+backward+AdamW step of the very same batches, in one run on one machine.
 
-For each engine setting below, the real ``train_eerg`` runs ``--steps`` optimizer steps (plus one warm-up step) on
-MELD train (read from ``--data-root``, default ``../shared/data``; the test split is never read) and its per-step
-times are read back from the run's ``metrics.jsonl``; the baseline then runs the same batches (same example token
-ids, the order ``epoch_order`` gives the run, same precision) through ``PeftModel(PrefixTuningConfig(128))`` with
-``labels`` on the answer tokens, as a user of raw transformers + PEFT would train it. ratio = raw seconds / ours
-(>= 0.9 is the target: the SDK adds no more than 10%).
+For each engine setting below, ``--steps`` batches (plus a warm-up one) spread evenly over one epoch of the first
+``--samples`` MELD train samples (read from ``--data-root``, default ``../shared/data``; the test split is never read),
+in the order ``train eerg`` draws them, are each run as one optimizer step of EERG's differentiable core
+(``StageModel``: the examples ``train eerg`` builds, the frozen LLM, the prefix, autocast as Accelerate applies it,
+AdamW) and as one raw transformers + PEFT step on the same token ids: ``PeftModel(PrefixTuningConfig(128))`` with
+``labels`` on the answer tokens, as a user of raw transformers + PEFT would train it, same precision. ratio = raw
+seconds / ours (>= 0.9 is the target: the SDK adds no more than 10%). The whole ``train eerg`` loop (retrieval,
+validation, checkpoints, metrics) is timed by the README's "Does training help?" run.
 
 Settings: ``before`` (random batches, fp32: the engine before length grouping and the bf16 default),
 ``grouped`` (length-grouped batches, fp32), ``grouped+bf16`` (the defaults now, on a CPU with native bf16) and
@@ -25,7 +27,6 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -37,35 +38,10 @@ PRE_SEQ_LEN = 128
 BATCH = 16
 
 
-def our_steps(samples: list[Any], setting: dict[str, Any], steps: int, out: Path) -> list[float]:
-    """Seconds per optimizer step of the real ``train_eerg`` (warm-up step dropped), from its metrics.jsonl."""
-    from elmd_sdk.trainers.eerg import EergConfig, train_eerg
-    from elmd_sdk.trainers.metrics_log import METRICS_FILE, read_metrics
-    from elmd_sdk.trainers.stage import TrainConfig
-
-    train = TrainConfig(
-        batch_size=BATCH,
-        max_steps=steps + 1,
-        checkpoint_every=10_000,
-        logging_steps=1,
-        progress=False,
-        mixed_precision=setting["precision"],
-        group_by_length=setting["grouped"],
-    )
-    config = EergConfig(
-        use_retrieval=False,
-        use_video=False,
-        pre_seq_len=PRE_SEQ_LEN,
-        max_prompt_tokens=setting["cap"],
-        train=train,
-    )
-    train_eerg(config, samples, [], out)
-    lines = [m for m in read_metrics(out / METRICS_FILE) if m["kind"] == "train"]
-    return [BATCH / m["samples_per_s"] for m in lines][1:]
-
-
-def batches_of(samples: list[Any], setting: dict[str, Any], steps: int) -> tuple[list[list[list[int]]], list[int]]:
-    """Token ids (prompt + answer) of the run's first ``steps + 1`` batches, and each row's answer length."""
+def chosen_batches(samples: list[Any], setting: dict[str, Any], steps: int) -> list[list[Any]]:
+    """``steps + 1`` batches (the first is a warm-up) evenly spaced over one epoch in the order ``run_stage`` uses
+    (``epoch_order``, seed 0): a length-grouped epoch sorts each mega-batch longest first, so its first batches alone
+    would be the slowest ones, not typical ones."""
     from elmd_sdk.trainers.examples import PromptConfig, build_examples
     from elmd_sdk.trainers.stage import epoch_order
 
@@ -76,14 +52,41 @@ def batches_of(samples: list[Any], setting: dict[str, Any], steps: int) -> tuple
     examples = build_examples(samples, [None] * len(samples), tokenizer, prompt, with_response=True, video_tokens=0)
     lengths = [sum(len(p) for p in e.pieces) + len(e.target) for e in examples]
     order = epoch_order(lengths, BATCH, 0, 0, setting["grouped"]).tolist()
-    batches = []
-    for step in range(steps + 1):
-        rows = [examples[i] for i in order[step * BATCH : (step + 1) * BATCH]]
-        batches.append([[*[t for p in e.pieces for t in p], *e.target, len(e.target)] for e in rows])
-    return [[row[:-1] for row in b] for b in batches], [row[-1] for b in batches for row in b]
+    count = len(order) // BATCH
+    positions = [round(i * (count - 1) / steps) for i in range(steps + 1)]
+    return [[examples[i] for i in order[k * BATCH : (k + 1) * BATCH]] for k in positions]
 
 
-def raw_steps(batches: list[list[list[int]]], answers: list[int], bf16: bool) -> list[float]:
+def our_steps(batches: list[list[Any]], bf16: bool) -> list[float]:
+    """Seconds per optimizer step of EERG's differentiable core as ``run_stage`` runs it: ``StageModel`` (the frozen
+    LLM in the mixed-precision dtype, the text-started prefix 128) forward under autocast, the answer-token loss,
+    backward, AdamW (warm-up step dropped)."""
+    from elmd_sdk.trainers.stage_model import StageModel
+
+    from elmd_sdk.models.llm import load_llm
+    from elmd_sdk.models.prefix import PrefixConfig, attach_prefix
+    from elmd_sdk.models.prefix_init import prefix_from_tokens
+
+    llm, _ = load_llm(None, dtype=torch.bfloat16 if bf16 else torch.float32)
+    llm.requires_grad_(False)
+    first = batches[0][0]
+    prefix = prefix_from_tokens(llm, [t for p in first.pieces for t in p], PrefixConfig.for_model(llm, PRE_SEQ_LEN))
+    attach_prefix(llm, prefix)
+    model = StageModel(llm, None).train()
+    optimizer = torch.optim.AdamW(prefix.parameters(), lr=2e-2)
+    times = []
+    for rows in batches:
+        started = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            nll = model([e.pieces for e in rows], [None] * len(rows), [e.target for e in rows])  # (B,)
+        (nll.sum() / sum(len(e.target) for e in rows)).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        times.append(time.perf_counter() - started)
+    return times[1:]
+
+
+def raw_steps(batches: list[list[Any]], bf16: bool) -> list[float]:
     """Seconds per raw transformers + PEFT prefix-tuning step on ``batches`` (warm-up step dropped)."""
     from peft import PrefixTuningConfig, get_peft_model
     from transformers import AutoModelForCausalLM
@@ -96,17 +99,17 @@ def raw_steps(batches: list[list[list[int]]], answers: list[int], bf16: bool) ->
     model = get_peft_model(base, PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=PRE_SEQ_LEN))
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-2)
     model.train()
-    times, k = [], 0
-    for batch in batches:
+    times = []
+    for examples in batches:
+        batch = [[*(t for p in e.pieces for t in p), *e.target] for e in examples]
         length = max(len(row) for row in batch)
         ids = torch.zeros(len(batch), length, dtype=torch.long)  # (B, T), left padding
         mask = torch.zeros(len(batch), length, dtype=torch.long)
         labels = torch.full((len(batch), length), -100)
-        for i, row in enumerate(batch):
+        for i, (row, example) in enumerate(zip(batch, examples, strict=True)):
             ids[i, length - len(row) :] = torch.tensor(row)
             mask[i, length - len(row) :] = 1
-            labels[i, length - answers[k] :] = ids[i, length - answers[k] :]
-            k += 1
+            labels[i, length - len(example.target) :] = ids[i, length - len(example.target) :]
         started = time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
@@ -227,10 +230,9 @@ def main() -> None:
     results = []
     print(f"{'setting':18s} {'ours s/step':>12s} {'raw s/step':>11s} {'ratio':>6s} {'steps/h':>8s}")
     for setting in settings:
-        with tempfile.TemporaryDirectory() as tmp:
-            ours = our_steps(samples, setting, args.steps, Path(tmp) / "run")
-        batches, answers = batches_of(samples, setting, args.steps)
-        raw = raw_steps(batches, answers, setting["precision"] == "bf16")
+        batches = chosen_batches(samples, setting, args.steps)
+        bf16 = setting["precision"] == "bf16"
+        ours, raw = our_steps(batches, bf16), raw_steps(batches, bf16)
         row = {**setting, "ours_s": statistics.mean(ours), "raw_s": statistics.mean(raw), "ours": ours, "raw": raw}
         row["ratio"] = row["raw_s"] / row["ours_s"]
         row["steps_per_hour"] = 3600 / row["ours_s"]

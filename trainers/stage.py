@@ -56,7 +56,7 @@ class TrainConfig:
     batch_size: int = 16  # global batch per optimizer step = micro batch x processes x grad_accum (paper 4.3)
     grad_accum: int = 1  # micro-steps per optimizer step
     # "no", "fp16" or "bf16"; None = accelerate's env (accelerate launch), else bf16 on a CPU with native bf16
-    # (AVX512-BF16/AMX: about 2x faster steps, measured by benchmarks/train_speed.py), else "no"
+    # (AVX512-BF16/AMX: 1.7x faster steps here, benchmarks/train_speed.py), else "no"
     mixed_precision: str | None = None
     gradient_checkpointing: bool = False  # recompute the frozen LLM's activations in backward to save memory
     seed: int = 0  # initialisation, batch order and dropout
