@@ -35,7 +35,10 @@ BatchSize = Annotated[int, typer.Option(help="Global batch per optimizer step (m
 GradAccum = Annotated[int, typer.Option("--grad-accum", help="Micro-steps accumulated per optimizer step.")]
 MixedPrecision = Annotated[
     str | None,
-    typer.Option("--mixed-precision", help="no, fp16 or bf16 (default: accelerate's config, else no)."),
+    typer.Option(
+        "--mixed-precision",
+        help="no, fp16 or bf16 (default: accelerate launch's setting; on a CPU with native bf16, bf16; else no).",
+    ),
 ]
 GradientCheckpointing = Annotated[
     bool, typer.Option("--gradient-checkpointing", help="Recompute LLM activations in backward to save memory.")
