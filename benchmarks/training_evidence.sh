@@ -14,6 +14,8 @@
 #   4. One `elmd-sdk eval --ablations` on the first TEST_N test samples, rows: the trained bundle with retrieval
 #      (ours) and without (w/o ERM), the untuned base LLM with the same prompt and retrieval, and without retrieval;
 #      closed-set emotion, greedy, paired bootstrap intervals and each row's difference from ours.
+#   5. The same eval of ours and w/o ERM with --no-emotion-calibration (the raw closed-set choice, as validation
+#      scores it during training) -> table_raw.json: how contextual calibration acts on a trained prefix.
 # Settings: LR (default 2e-2, the paper's), PRE_SEQ_LEN (128), EVAL_BATCH (8: samples decoded together),
 # MAX_NEW_TOKENS (48: MELD replies are short; the same limit for every row).
 set -euo pipefail
@@ -67,4 +69,7 @@ stamp "eval"
 $ELMD eval --ablations --rows full,wo_erm,base,base_wo_erm --bundle "$OUT/bundle" --data "$OUT/dev/test.jsonl" \
     --limit "$TEST_N" --greedy --max-new-tokens "$MAX_NEW_TOKENS" --batch-size "$EVAL_BATCH" \
     --bootstrap "$BOOTSTRAP" --out "$OUT/table.json"
+$ELMD eval --ablations --rows full,wo_erm --bundle "$OUT/bundle" --data "$OUT/dev/test.jsonl" \
+    --limit "$TEST_N" --greedy --max-new-tokens "$MAX_NEW_TOKENS" --batch-size "$EVAL_BATCH" \
+    --bootstrap "$BOOTSTRAP" --no-emotion-calibration --out "$OUT/table_raw.json"
 stamp "done"

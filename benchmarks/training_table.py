@@ -1,12 +1,13 @@
 """The "Does training help?" table from a ``benchmarks/training_evidence.sh OUT_DIR`` run (README).
 
-Reads ``OUT_DIR/table.json`` (the ``elmd-sdk eval --ablations --bootstrap`` report: ours, w/o ERM, untuned, untuned
-w/o ERM on the same samples, paired resamples) and ``OUT_DIR/bundle`` (``training.json``, ``metrics.jsonl``), and
-prints as Markdown: the training run (steps, wall-clock from its metrics log, the validation curve, the weights
-kept), every metric of every row with its 95% interval, each row minus ours with its interval (a difference whose
-interval excludes 0 is marked), and the predicted emotion distribution of each row next to the gold one.
+Reads ``OUT_DIR/table.json`` (the ``elmd-sdk eval --ablations --bootstrap`` report: ours, w/o ERM, untuned,
+untuned w/o ERM on the same samples, paired resamples; ``--table table_raw.json``: ours and w/o ERM without emotion
+calibration) and ``OUT_DIR/bundle`` (``training.json``, ``metrics.jsonl``), and prints as Markdown: the training run
+(steps, wall-clock from its metrics log, the validation curve, the weights kept), every metric of every row with its
+95% interval, each row minus ours with its interval (a difference whose interval excludes 0 is marked), and the
+predicted emotion distribution of each row next to the gold one.
 
-Run: ``.venv/bin/python benchmarks/training_table.py OUT_DIR``
+Run: ``.venv/bin/python benchmarks/training_table.py OUT_DIR [--table table_raw.json]``
 """
 
 from __future__ import annotations
@@ -66,9 +67,14 @@ def training_summary(bundle: Path) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("out", type=Path, help="the OUT_DIR of benchmarks/training_evidence.sh")
+    p.add_argument(
+        "--table",
+        default="table.json",
+        help="the eval report in OUT_DIR to print (table_raw.json: the rows without emotion calibration)",
+    )
     args = p.parse_args()
     training_summary(args.out / "bundle")
-    report = json.loads((args.out / "table.json").read_text())
+    report = json.loads((args.out / args.table).read_text())
     rows: list[dict[str, Any]] = [r for r in report["rows"] if r.get("metrics")]
     boot = report.get("bootstrap", {})
     print(

@@ -337,3 +337,14 @@ def test_untuned_rows_run_the_base_llm_without_the_bundles_prefix(tmp_path: Path
     assert replies(rows[0]) != replies(rows[1])  # the random prefix changes what the tiny model says
     with pytest.raises(InputError, match="unknown row 'untuned'"):
         run_ablations(bundle, SAMPLES, settings=settings, rows=["untuned"])
+
+
+def test_emotion_calibration_can_be_turned_off_for_an_evaluation(tmp_path: Path) -> None:
+    from chain_fakes import tiny_bundle
+
+    from elmd_sdk.evaluate.bundles import load_chain
+
+    bundle = tiny_bundle(tmp_path / "b")
+    assert load_chain(bundle, EvalSettings()).emotion_calibration is True
+    chain = load_chain(bundle, EvalSettings(emotion_calibration=False))
+    assert chain.emotion_calibration is False and chain._emotion_log_prior() is None  # raw label probabilities

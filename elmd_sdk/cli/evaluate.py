@@ -74,6 +74,13 @@ def command(
             help="closed: the emotion is the most likely label (closed-set decoding); free: the model writes it.",
         ),
     ] = "closed",
+    emotion_calibration: Annotated[
+        bool,
+        typer.Option(
+            "--emotion-calibration/--no-emotion-calibration",
+            help="Closed set: divide the label probabilities by the content-free prior (contextual calibration).",
+        ),
+    ] = True,
     demonstration: Annotated[
         str,
         typer.Option(
@@ -170,6 +177,7 @@ def command(
             meteor_synonyms=meteor_synonyms,
             device=device,
             emotion_mode=emotion_mode,  # type: ignore[arg-type]  # checked by validate()
+            emotion_calibration=emotion_calibration,
             demonstration_form=demonstration,  # type: ignore[arg-type]  # checked by validate()
             text_metrics=TextMetricOptions(zh_bleu_tokens=zh_bleu_tokens, zh_rouge_counting=zh_rouge_counting),
         )

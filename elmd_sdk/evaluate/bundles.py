@@ -65,7 +65,7 @@ def load_chain(
     """``ELMDChain.from_bundle`` with the settings' decoding overrides and device."""
     from elmd_sdk.chains.chain import ELMDChain
 
-    return ELMDChain.from_bundle(
+    chain = ELMDChain.from_bundle(
         bundle_dir,
         use_retrieval=use_retrieval,
         use_video=use_video,
@@ -75,6 +75,7 @@ def load_chain(
         use_trained=use_trained,
         **settings.generation(),
     )
+    return chain if settings.emotion_calibration else chain.model_copy(update={"emotion_calibration": False})
 
 
 def load_retriever(index_dir: str | Path) -> Runnable[str, Any]:

@@ -21,6 +21,7 @@ class EvalSettings:
     meteor_synonyms: bool = True  # METEOR with WordNet synonyms where an offline WordNet is installed
     device: str | None = None  # torch device of the LLM; None = where transformers loads
     emotion_mode: Literal["closed", "free"] = "closed"  # closed-set emotion decoding, or the model writes it (paper)
+    emotion_calibration: bool = True  # closed set: divide by the content-free prior (contextual calibration)
     demonstration_form: Literal["exchange", "paper"] = "exchange"  # R as an example exchange, or the paper's r'
     text_metrics: TextMetricOptions = field(default_factory=TextMetricOptions)  # Chinese BLEU tokens, ROUGE counting
 
