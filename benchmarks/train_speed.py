@@ -57,10 +57,11 @@ def chosen_batches(samples: list[Any], setting: dict[str, Any], steps: int) -> l
     return [[examples[i] for i in order[k * BATCH : (k + 1) * BATCH]] for k in positions]
 
 
-def our_steps(batches: list[list[Any]], bf16: bool) -> list[float]:
-    """Seconds per optimizer step of EERG's differentiable core as ``run_stage`` runs it: ``StageModel`` (the frozen
-    LLM in the mixed-precision dtype, the text-started prefix 128) forward under autocast, the answer-token loss,
-    backward, AdamW (warm-up step dropped)."""
+def our_steps(batches: list[list[Any]], bf16: bool, profiler: Any = None) -> list[tuple[float, float, float]]:
+    """(forward, backward, optimizer) seconds of each optimizer step of EERG's differentiable core as ``run_stage``
+    runs it: ``StageModel`` (the frozen LLM in the mixed-precision dtype, the text-started prefix 128) forward under
+    autocast, the answer-token loss, backward, AdamW; the warm-up step dropped. ``profiler`` (a torch.profiler
+    context) wraps the last step."""
     from elmd_sdk.trainers.stage_model import StageModel
 
     from elmd_sdk.models.llm import load_llm
@@ -74,16 +75,21 @@ def our_steps(batches: list[list[Any]], bf16: bool) -> list[float]:
     attach_prefix(llm, prefix)
     model = StageModel(llm, None).train()
     optimizer = torch.optim.AdamW(prefix.parameters(), lr=2e-2)
-    times = []
-    for rows in batches:
-        started = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            nll = model([e.pieces for e in rows], [None] * len(rows), [e.target for e in rows])  # (B,)
-        (nll.sum() / sum(len(e.target) for e in rows)).backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        times.append(time.perf_counter() - started)
-    return times[1:]
+    phases = []
+    for k, rows in enumerate(batches):
+        last = profiler is not None and k == len(batches) - 1
+        with profiler if last else contextlib.nullcontext():
+            t0 = time.perf_counter()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                nll = model([e.pieces for e in rows], [None] * len(rows), [e.target for e in rows])  # (B,)
+            t1 = time.perf_counter()
+            (nll.sum() / sum(len(e.target) for e in rows)).backward()
+            t2 = time.perf_counter()
+            optimizer.step()
+            optimizer.zero_grad()
+            t3 = time.perf_counter()
+        phases.append((t1 - t0, t2 - t1, t3 - t2))
+    return phases[1:]
 
 
 def raw_steps(batches: list[list[Any]], bf16: bool) -> list[float]:
@@ -155,43 +161,15 @@ def start_losses(samples: list[Any], n: int = 64) -> dict[str, float]:
     return out
 
 
-def profile_step(samples: list[Any], setting: dict[str, Any]) -> None:
-    """Forward / backward / optimizer split of one default-setting step, and the top operators by CPU time."""
-    from elmd_sdk.trainers.examples import PromptConfig, build_examples
-    from elmd_sdk.trainers.stage import epoch_order
-    from elmd_sdk.trainers.stage_model import StageModel
+def profile_step(samples: list[Any]) -> None:
+    """Forward / backward / optimizer split of two default-setting steps (spread over an epoch, as timed above), and
+    the top operators of the last one by CPU time."""
     from torch.profiler import ProfilerActivity, profile
 
-    from elmd_sdk.models.llm import load_llm
-    from elmd_sdk.models.prefix import PrefixConfig, PrefixEncoder, attach_prefix
-
-    llm, tokenizer = load_llm(None, dtype=torch.bfloat16)
-    llm.requires_grad_(False)
-    prefix = PrefixEncoder(PrefixConfig.for_model(llm, PRE_SEQ_LEN, False))
-    attach_prefix(llm, prefix)
-    model = StageModel(llm, None)
-    prompt = PromptConfig(use_video=False, max_prompt_tokens=setting["cap"])
-    examples = build_examples(samples, [None] * len(samples), tokenizer, prompt, with_response=True, video_tokens=0)
-    lengths = [sum(len(p) for p in e.pieces) + len(e.target) for e in examples]
-    order = epoch_order(lengths, BATCH, 0, 0, True).tolist()
-    optimizer = torch.optim.AdamW(prefix.parameters(), lr=2e-2)
-    phases: dict[str, list[float]] = {"forward": [], "backward": [], "optimizer": []}
-    for step in range(3):
-        rows = [examples[i] for i in order[(step + 1) * BATCH : (step + 2) * BATCH]]
-        tokens = sum(len(e.target) for e in rows)
-        with profile(activities=[ProfilerActivity.CPU]) if step == 2 else contextlib.nullcontext() as prof:
-            t0 = time.perf_counter()
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                nll = model([e.pieces for e in rows], [None] * len(rows), [e.target for e in rows])
-            t1 = time.perf_counter()
-            (nll.sum() / tokens).backward()
-            t2 = time.perf_counter()
-            optimizer.step()
-            optimizer.zero_grad()
-            t3 = time.perf_counter()
-        if step:
-            for name, seconds in zip(phases, (t1 - t0, t2 - t1, t3 - t2), strict=True):
-                phases[name].append(seconds)
+    batches = chosen_batches(samples, {"grouped": True, "cap": None}, 2)
+    prof = profile(activities=[ProfilerActivity.CPU])
+    steps = our_steps(batches, bf16=True, profiler=prof)
+    phases = {name: [step[i] for step in steps] for i, name in enumerate(("forward", "backward", "optimizer"))}
     total = sum(statistics.mean(v) for v in phases.values())
     print("profile of one grouped+bf16 step (mean of 2):")
     for name, values in phases.items():
@@ -232,7 +210,7 @@ def main() -> None:
     for setting in settings:
         batches = chosen_batches(samples, setting, args.steps)
         bf16 = setting["precision"] == "bf16"
-        ours, raw = our_steps(batches, bf16), raw_steps(batches, bf16)
+        ours, raw = [sum(step) for step in our_steps(batches, bf16)], raw_steps(batches, bf16)
         row = {**setting, "ours_s": statistics.mean(ours), "raw_s": statistics.mean(raw), "ours": ours, "raw": raw}
         row["ratio"] = row["raw_s"] / row["ours_s"]
         row["steps_per_hour"] = 3600 / row["ours_s"]
@@ -251,7 +229,7 @@ def main() -> None:
     print("answer loss before training, first 64 samples (nats/token, float32):")
     for name, value in start_losses(samples).items():
         print(f"  {name:14s} {value:.3f}")
-    profile_step(samples, {"cap": None})
+    profile_step(samples)
     print(f"load at end {os.getloadavg()[0]:.2f}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))

@@ -38,7 +38,7 @@ from elmd_sdk.trainers.checkpoint import (
 from elmd_sdk.trainers.losses.ert import candidate_mask, ert_loss
 from elmd_sdk.trainers.losses.joint import joint_loss
 from elmd_sdk.trainers.losses.ssc import ssc_pair_losses
-from elmd_sdk.trainers.metrics_log import MetricsLog, copy_logs, tracker_names
+from elmd_sdk.trainers.metrics_log import MetricsLog, TrainInterval, copy_logs, tracker_names
 from elmd_sdk.trainers.schedule import LR_SCHEDULES, lr_factor
 
 from elmd_sdk.data.records import Sample
@@ -113,22 +113,6 @@ class EpochStats:
     train_loss: float
     valid_match_micro: float | None = None
     valid_match_macro: float | None = None
-
-
-@dataclass
-class _Interval:
-    """The steps since the last metrics.jsonl training line (kept in the checkpoint, so a resumed run goes on)."""
-
-    loss_sum: float = 0.0
-    steps: int = 0
-    samples: int = 0
-    seconds: float = 0.0  # wall time of the steps themselves (validation and checkpoints left out)
-
-    def add(self, loss: float, samples: int, seconds: float) -> None:
-        self.loss_sum += loss
-        self.steps += 1
-        self.samples += samples
-        self.seconds += seconds
 
 
 @dataclass
@@ -313,7 +297,7 @@ class _Run:
         self.global_step = 0
         self.epoch_loss_sum = 0.0
         self.history: list[EpochStats] = []
-        self.interval = _Interval()
+        self.interval = TrainInterval()
         self.resumed_at: int | None = None  # the checkpoint's step, once restored
 
     def restore(self) -> None:
@@ -332,7 +316,7 @@ class _Run:
         self.global_step = int(meta["global_step"])
         self.epoch_loss_sum = float(meta["epoch_loss_sum"])
         self.history = [EpochStats(**h) for h in meta["history"]]
-        self.interval = _Interval(**meta.get("log_interval", {}))
+        self.interval = TrainInterval(**meta.get("log_interval", {}))
         self.resumed_at = self.global_step
 
     def checkpoint(self) -> None:
@@ -379,16 +363,10 @@ class _Run:
         self.epoch_loss_sum = 0.0
 
     def log_interval(self, log: MetricsLog) -> None:
-        """Write the interval's training line: mean loss, the last step's learning rate, samples/s, epoch."""
-        interval = self.interval
-        line = {
-            "loss": interval.loss_sum / interval.steps,
-            "lr": self.optimizer.param_groups[0]["lr"],
-            "samples_per_s": interval.samples / max(interval.seconds, 1e-9),
-            "epoch": self.global_step / self.steps_per_epoch,
-        }
-        log.log(self.global_step, line, kind="train")
-        self.interval = _Interval()
+        """Write the interval's training line and start a new interval."""
+        lr = self.optimizer.param_groups[0]["lr"]
+        log.log(self.global_step, self.interval.line(lr, self.global_step / self.steps_per_epoch), kind="train")
+        self.interval = TrainInterval()
 
     def train(self) -> None:
         """Run steps until ``stop_at``, with progress, metrics log, validation and checkpoints."""

@@ -15,7 +15,8 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -41,6 +42,33 @@ TRACKER_PACKAGES = {
     "dvclive": "dvclive",
     "swanlab": "swanlab",
 }
+
+
+@dataclass
+class TrainInterval:
+    """The optimizer steps since the last training line of metrics.jsonl. A checkpoint keeps it (``asdict``), so a
+    resumed run writes the lines an uninterrupted one would."""
+
+    loss_sum: float = 0.0
+    steps: int = 0
+    samples: int = 0
+    seconds: float = 0.0  # wall time of the steps themselves (validation and checkpoints left out)
+
+    def add(self, loss: float, samples: int, seconds: float) -> None:
+        """One more optimizer step: its mean loss, its samples and its seconds."""
+        self.loss_sum += loss
+        self.steps += 1
+        self.samples += samples
+        self.seconds += seconds
+
+    def line(self, lr: float, epoch: float) -> dict[str, float]:
+        """The training line: the interval's mean loss, the last step's learning rate, samples/s, epoch."""
+        return {
+            "loss": self.loss_sum / self.steps,
+            "lr": lr,
+            "samples_per_s": self.samples / max(self.seconds, 1e-9),
+            "epoch": epoch,
+        }
 
 
 def split_report_to(values: Sequence[str]) -> tuple[str, ...]:
@@ -164,7 +192,7 @@ class MetricsLog:
             for tracker in self._trackers:
                 tracker.store_init_configuration(_flat_config(config))
 
-    def log(self, step: int, values: dict[str, float | int | None], *, kind: str) -> None:
+    def log(self, step: int, values: Mapping[str, float | int | None], *, kind: str) -> None:
         """Write one line ``{"step", "kind", "time", **values}`` (None values left out) and send ``values`` to the
         trackers as ``KIND/NAME`` at ``step``."""
         if kind not in KINDS:

@@ -32,7 +32,7 @@ from elmd_sdk.trainers.checkpoint import (
 )
 from elmd_sdk.trainers.emotion_eval import ScoredExample, emotion_metrics, score_examples
 from elmd_sdk.trainers.examples import Example
-from elmd_sdk.trainers.metrics_log import tracker_names
+from elmd_sdk.trainers.metrics_log import TrainInterval, tracker_names
 from elmd_sdk.trainers.schedule import LR_SCHEDULES, lr_factor
 from elmd_sdk.trainers.stage_model import StageModel
 
@@ -275,7 +275,7 @@ def run_stage(accelerator: Any, stage: Stage, config: TrainConfig, out_dir: str 
     )
     identity = run_identity(stage.identity, config)
     global_step, loss_sum, history = 0, 0.0, []
-    interval: list[tuple[float, float]] = []  # (loss, seconds) of the steps since the last training line
+    interval = TrainInterval()
     best: dict[str, Any] = {}  # step and valid_macro_f1 of the best-validated weights (keep="best")
     best_state: dict[str, torch.Tensor] = {}
     scaler_state: dict[str, Any] | None = None
@@ -287,7 +287,7 @@ def run_stage(accelerator: Any, stage: Stage, config: TrainConfig, out_dir: str 
         global_step, loss_sum = int(meta["global_step"]), float(meta["epoch_loss_sum"])
         history = [EpochStats(**h) for h in meta["history"]]
         best = meta.get("best") or {}
-        interval = [(float(loss), float(seconds)) for loss, seconds in meta.get("interval", [])]
+        interval = TrainInterval(**meta.get("interval", {}))
         scaler_state = meta.get("scaler")
     wrapped, optimizer = accelerator.prepare(model, optimizer)
     if scaler_state is not None and accelerator.scaler is not None:
@@ -302,7 +302,7 @@ def run_stage(accelerator: Any, stage: Stage, config: TrainConfig, out_dir: str 
                 "epoch_loss_sum": loss_sum,
                 "history": [asdict(h) for h in history],
                 "best": best,
-                "interval": interval,  # the unfinished logging interval: a resumed run logs the same lines
+                "interval": asdict(interval),  # the unfinished logging interval: a resumed run logs the same lines
                 "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
             }
             state = {**model.trainable_state(), **{BEST + k: v for k, v in best_state.items()}}
@@ -347,19 +347,14 @@ def run_stage(accelerator: Any, stage: Stage, config: TrainConfig, out_dir: str 
                 global_step += 1
                 loss_sum += batch_loss
                 seconds = time.perf_counter() - started
-                interval.append((batch_loss, seconds))
+                interval.add(batch_loss, config.batch_size, seconds)
                 rate = config.batch_size / max(seconds, 1e-9)
                 info = f"epoch {epoch + 1}/{config.epochs} loss {batch_loss:.4f} {rate:.1f} samples/s"
                 progress.update(task, advance=1, info=info)
                 if global_step % config.logging_steps == 0 or global_step == total:
-                    line = {
-                        "loss": sum(loss for loss, _ in interval) / len(interval),
-                        "lr": optimizer.param_groups[0]["lr"],
-                        "samples_per_s": len(interval) * config.batch_size / max(sum(s for _, s in interval), 1e-9),
-                        "epoch": global_step / steps_per_epoch,
-                    }
+                    line = interval.line(optimizer.param_groups[0]["lr"], global_step / steps_per_epoch)
                     log.log(global_step, line, kind="train")
-                    interval = []
+                    interval = TrainInterval()
                 epoch_done = global_step % steps_per_epoch == 0
                 validated = None
                 if epoch_done or (config.eval_every and global_step % config.eval_every == 0):
