@@ -10,12 +10,16 @@
 #   2. The ERM of the README recipe (all MELD train, 1 epoch; ERM=DIR reuses a trained one) and its index of MELD train.
 #   3. EERG (no video in our MELD copy, so REP has nothing to train and is skipped) on the first TRAIN_N MELD train
 #      samples (TRAIN_N / 16 optimizer steps of batch 16, one epoch), validated on the valid part every EVAL_EVERY
-#      steps, keeping the best weights by validation emotion macro-F1; metrics.jsonl and curves.png in the bundle.
+#      steps, keeping the best weights by validation emotion macro-F1 (calibrated choice); metrics.jsonl and
+#      curves.png in the bundle.
 #   4. One `elmd-sdk eval --ablations` on the first TEST_N test samples, rows: the trained bundle with retrieval
 #      (ours) and without (w/o ERM), the untuned base LLM with the same prompt and retrieval, and without retrieval;
 #      closed-set emotion, greedy, paired bootstrap intervals and each row's difference from ours.
-#   5. The same eval of ours and w/o ERM with --no-emotion-calibration (the raw closed-set choice, as validation
-#      scores it during training) -> table_raw.json: how contextual calibration acts on a trained prefix.
+#      Each row calibrates its emotion choice as shipped: a bundle trained by this version with the prior its
+#      validation prompts showed (bundle.json), an untuned row (or an older bundle) on content-free inputs.
+#   5. The same four rows with every row's prior fitted on the valid part (--calibrate-on: batch calibration, the
+#      same for trained and untuned rows) -> table_bc.json; and ours and w/o ERM with --no-emotion-calibration
+#      (the raw closed-set choice) -> table_raw.json.
 # Settings: LR (default 2e-2, the paper's), PRE_SEQ_LEN (128), EVAL_BATCH (8: samples decoded together),
 # MAX_NEW_TOKENS (48: MELD replies are short; the same limit for every row).
 set -euo pipefail
@@ -69,6 +73,9 @@ stamp "eval"
 $ELMD eval --ablations --rows full,wo_erm,base,base_wo_erm --bundle "$OUT/bundle" --data "$OUT/dev/test.jsonl" \
     --limit "$TEST_N" --greedy --max-new-tokens "$MAX_NEW_TOKENS" --batch-size "$EVAL_BATCH" \
     --bootstrap "$BOOTSTRAP" --out "$OUT/table.json"
+$ELMD eval --ablations --rows full,wo_erm,base,base_wo_erm --bundle "$OUT/bundle" --data "$OUT/dev/test.jsonl" \
+    --limit "$TEST_N" --greedy --max-new-tokens "$MAX_NEW_TOKENS" --batch-size "$EVAL_BATCH" \
+    --calibrate-on "$OUT/valid.jsonl" --bootstrap "$BOOTSTRAP" --out "$OUT/table_bc.json"
 $ELMD eval --ablations --rows full,wo_erm --bundle "$OUT/bundle" --data "$OUT/dev/test.jsonl" \
     --limit "$TEST_N" --greedy --max-new-tokens "$MAX_NEW_TOKENS" --batch-size "$EVAL_BATCH" \
     --bootstrap "$BOOTSTRAP" --no-emotion-calibration --out "$OUT/table_raw.json"

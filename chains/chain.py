@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from os import PathLike
 from pathlib import Path
@@ -150,8 +150,12 @@ class ELMDChain(RunnableSerializable[dict[str, Any] | str, ELMDResult]):
     emotion_vote_k: int = Field(default=10, ge=1)
     """Nearest indexed utterances whose emotions vote, weighted by similarity, for the utterance emotion."""
     emotion_calibration: bool = True
-    """Closed set: divide the label probabilities by the model's prior for content-free inputs ("N/A", "[MASK]";
-    contextual calibration), computed once per chain, so the choice follows the input, not the model's bias."""
+    """Closed set: divide the label probabilities by the model's prior, so the choice follows the input, not the
+    model's bias: ``emotion_log_prior`` when set, else the prior for content-free inputs ("N/A", "[MASK]";
+    contextual calibration), computed once per chain."""
+    emotion_log_prior: tuple[float, ...] | None = None
+    """The model's measured log-prior of each label, in ``labels`` order: a trained bundle's validation prior
+    (``bundle.json``), or :meth:`fit_emotion_prior` on inputs like the ones to come (batch calibration)."""
     demonstration_form: DemonstrationForm = "exchange"
     """How R enters the prompt: ``exchange`` (u' with the special instruction answered with e' and r') or ``paper``
     (r' with the special instruction only, paper 3.3); the README gives the measured reason for the default."""
@@ -169,6 +173,8 @@ class ELMDChain(RunnableSerializable[dict[str, Any] | str, ELMDResult]):
     @model_validator(mode="after")
     def _known_emotions(self) -> ELMDChain:
         check_emotions(self.labels, None, self.allowed_emotions)
+        if self.emotion_log_prior is not None and len(self.emotion_log_prior) != len(self.labels):
+            raise ValueError(f"emotion_log_prior needs one value per label ({len(self.labels)})")
         return self
 
     @classmethod
@@ -220,6 +226,7 @@ class ELMDChain(RunnableSerializable[dict[str, Any] | str, ELMDResult]):
                 allowed_emotions=None if allowed_emotions is None else tuple(allowed_emotions),
                 copy_guard=copy_guard,
                 demonstration_form=demonstration_form,
+                emotion_log_prior=parts.manifest.label_log_prior() if use_trained else None,
             )
         except ValidationError as error:
             raise input_error(error) from None
@@ -419,19 +426,43 @@ class ELMDChain(RunnableSerializable[dict[str, Any] | str, ELMDResult]):
         documents = await self.retriever.ainvoke(turn.utterance.text, config, k=self.emotion_vote_k)
         return _Retrieved.of(documents, self.labels)
 
+    def fit_emotion_prior(self, inputs: Iterable[Mapping[str, Any] | str]) -> tuple[float, ...]:
+        """Batch calibration (Zhou et al., 2024): the log of each label's mean probability over ``inputs`` (e.g. a
+        validation set), each prompted as its reply would be (history, retrieval, video), before any calibration.
+        Use it as this chain's prior: ``chain.model_copy(update={"emotion_log_prior": prior})``."""
+        import torch
+
+        from elmd_sdk.models.closed_set import batch_log_prior
+
+        quiet: RunnableConfig = {"callbacks": []}  # internal calls: not part of a caller's run
+        rows = []
+        for item in inputs:
+            turn = parse_input(item, self.language, self.labels)
+            rows.append(self._label_log_probs(turn, self._retrieve(turn, quiet).demonstration))
+        if not rows:
+            raise InputError("no inputs to fit the emotion prior on", field="inputs")
+        return batch_log_prior(torch.tensor(rows))  # log-probabilities are log-likelihoods up to a constant
+
+    def _label_log_probs(self, turn: _Turn, demonstration: Document | None) -> list[float]:
+        """log p(e | prompt) of every label, uncalibrated, for one turn."""
+        if _own_model(self.chat_model) is None:
+            raise ElmdError("emotion calibration scores the labels with an ELMDChatModel")
+        choice = emotion_choice(self.labels, self.language)
+        quiet: RunnableConfig = {"callbacks": []}  # internal calls: not part of a caller's run
+        messages = self._messages(turn, demonstration)
+        message = self.chat_model.invoke(messages, quiet, emotion_choice=choice, max_new_tokens=1)
+        probabilities = message.response_metadata["emotion_scores"]
+        return [math.log(max(probabilities[label], 1e-45)) for label in self.labels]  # float32 floor
+
     def _emotion_log_prior(self) -> tuple[float, ...] | None:
-        """The mean log-probability of each label for content-free utterances (computed once; None when off)."""
+        """The prior calibration divides by: ``emotion_log_prior``, else the mean log-probability of each label for
+        content-free utterances (computed once); None when calibration is off."""
         if not self.emotion_calibration:
             return None
+        if self.emotion_log_prior is not None:
+            return self.emotion_log_prior
         if self._log_prior is None:
-            choice = emotion_choice(self.labels, self.language)
-            logs = []
-            for content_free in CONTENT_FREE:
-                messages = self._messages(parse_input(content_free, self.language, self.labels), None)
-                quiet: RunnableConfig = {"callbacks": []}  # a one-time internal call: not part of the caller's run
-                message = self.chat_model.invoke(messages, quiet, emotion_choice=choice, max_new_tokens=1)
-                probabilities = message.response_metadata["emotion_scores"]
-                logs.append([math.log(max(probabilities[label], 1e-45)) for label in self.labels])  # float32 floor
+            logs = [self._label_log_probs(parse_input(text, self.language, self.labels), None) for text in CONTENT_FREE]
             self._log_prior = tuple(sum(values) / len(values) for values in zip(*logs, strict=True))
         return self._log_prior
 

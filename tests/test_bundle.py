@@ -71,6 +71,9 @@ def test_relative_base_llm_resolves_inside_the_bundle(tmp_path: Path) -> None:
         ({"format_version": 2}, "format_version"),
         ({"format": "something-else"}, "format"),
         ({"surprise_field": 1}, "surprise_field"),
+        ({"emotion_log_prior": {"happy": -1.0}}, "emotion_log_prior"),  # not one value per label
+        ({"emotion_log_prior": dict.fromkeys(EMOTIONS, 0.5)}, "emotion_log_prior"),  # not a log-probability
+        ({"emotion_log_prior": dict.fromkeys(EMOTIONS, "low")}, "emotion_log_prior"),
     ],
 )
 def test_bad_manifest_names_the_field(tmp_path: Path, change: dict[str, Any], field: str) -> None:
@@ -170,6 +173,23 @@ def test_from_bundle_loads_llm_and_prefix(tmp_path: Path) -> None:
     assert chain.chat_model.do_sample is False and chain.chat_model.max_new_tokens == 4  # type: ignore[attr-defined]
     assert chain.retriever is None and not chain.video_enabled
     assert isinstance(chain.invoke("hello"), ELMDResult)
+
+
+def test_a_bundles_validation_prior_is_the_trained_chains_and_not_the_untuned_ones(tmp_path: Path) -> None:
+    import dataclasses
+    import math
+
+    from elmd_sdk.chains import ELMDChain
+
+    bundle = tiny_bundle(tmp_path / "b")
+    manifest, _ = load_bundle(bundle)
+    prior = {label: math.log((i + 1) / 28) for i, label in enumerate(EMOTIONS)}  # 1/28 + ... + 7/28 = 1
+    save_manifest(bundle, dataclasses.replace(manifest, emotion_log_prior=prior))
+    assert load_bundle(bundle)[0].label_log_prior() == tuple(prior[label] for label in EMOTIONS)
+    trained = ELMDChain.from_bundle(bundle, max_new_tokens=2)
+    assert trained.emotion_log_prior == tuple(prior[label] for label in EMOTIONS)
+    assert trained._emotion_log_prior() == trained.emotion_log_prior  # used instead of the content-free prior
+    assert ELMDChain.from_bundle(bundle, use_trained=False, max_new_tokens=2).emotion_log_prior is None
 
 
 def test_bundle_for_another_base_model_is_refused(tmp_path: Path) -> None:

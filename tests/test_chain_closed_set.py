@@ -3,6 +3,7 @@ the utterance emotion, retriever thresholds, the structured-output and tool face
 
 from __future__ import annotations
 
+import math
 import random
 from pathlib import Path
 from typing import Literal
@@ -26,7 +27,7 @@ from elmd_sdk.errors import ElmdError, InputError
 from elmd_sdk.metrics.emotion import confusion_matrix, emotion_baselines, emotion_scores
 from elmd_sdk.metrics.reply import copy_rate, distinct_n, is_copy, lcs_length, leaks_template, template_leak_rate
 from elmd_sdk.models.chat_model import ELMDChatModel
-from elmd_sdk.models.closed_set import EmotionChoice, copy_guard
+from elmd_sdk.models.closed_set import EmotionChoice, batch_log_prior, copy_guard
 from elmd_sdk.models.decoding import Chooser, Sampling, decode_steps, prefill, score_continuations
 
 
@@ -94,6 +95,35 @@ def test_calibration_divides_by_the_content_free_prior(chat: ELMDChatModel) -> N
     assert [got[label] for label in EMOTIONS] == pytest.approx(expected.tolist(), abs=1e-5)
     uncalibrated = chain.model_copy(update={"emotion_calibration": False}).invoke(INPUT).emotion_scores
     assert uncalibrated != pytest.approx(got, abs=1e-3)
+
+
+def test_batch_log_prior_is_the_log_of_the_mean_label_probability() -> None:
+    three = math.log(3)
+    # p per prompt: (1/4, 3/4), (3/4, 1/4), (1/2, 1/2); mean (1/2, 1/2)
+    prior = batch_log_prior(torch.tensor([[0.0, three], [three, 0.0], [5.0, 5.0]]))
+    assert prior == pytest.approx((math.log(0.5), math.log(0.5)))
+    assert batch_log_prior(torch.tensor([[0.0, three]])) == pytest.approx((math.log(0.25), math.log(0.75)))
+    with pytest.raises(ValueError, match="shape"):
+        batch_log_prior(torch.zeros(0, 2))
+
+
+def test_a_fitted_prior_is_the_batch_prior_of_those_prompts_and_replaces_the_content_free_one(
+    chat: ELMDChatModel,
+) -> None:
+    chain = ELMDChain(chat_model=chat, retriever=FixedRetriever())
+    inputs = [INPUT, "I lost my keys again.", {"utterance": "Who ate my sandwich?", "history": ["Hi."]}]
+    rows = torch.stack([_line_log_likelihoods(chain, chat, item) for item in inputs])  # (3, L)
+    prior = chain.fit_emotion_prior(inputs)
+    assert prior == pytest.approx(torch.softmax(rows, dim=-1).mean(dim=0).log().tolist(), abs=1e-5)
+    fitted = chain.model_copy(update={"emotion_log_prior": prior})
+    expected = torch.softmax(_line_log_likelihoods(chain, chat, INPUT) - torch.tensor(prior), dim=-1)
+    got = fitted.invoke(INPUT).emotion_scores
+    assert got is not None
+    assert [got[label] for label in EMOTIONS] == pytest.approx(expected.tolist(), abs=1e-5)
+    with pytest.raises(InputError, match="no inputs"):
+        chain.fit_emotion_prior([])
+    with pytest.raises(ValueError, match="one value per label"):  # pydantic's ValidationError
+        ELMDChain(chat_model=chat, emotion_log_prior=(-1.0, -1.0))
 
 
 def test_sampling_draws_the_emotion_from_its_distribution(chat: ELMDChatModel) -> None:

@@ -348,3 +348,25 @@ def test_emotion_calibration_can_be_turned_off_for_an_evaluation(tmp_path: Path)
     assert load_chain(bundle, EvalSettings()).emotion_calibration is True
     chain = load_chain(bundle, EvalSettings(emotion_calibration=False))
     assert chain.emotion_calibration is False and chain._emotion_log_prior() is None  # raw label probabilities
+
+
+def test_calibrate_on_fits_every_rows_own_prior_on_those_samples(tmp_path: Path) -> None:
+    from chain_fakes import tiny_bundle
+
+    from elmd_sdk.evaluate.bundles import load_chain
+    from elmd_sdk.evaluate.run import sample_input
+
+    bundle = tiny_bundle(tmp_path / "b")
+    valid = tmp_path / "valid.jsonl"
+    write_jsonl(valid, SAMPLES[:2])
+    settings = EvalSettings(meteor_synonyms=False, max_new_tokens=2, calibrate_on=str(valid))
+    rows = run_ablations(bundle, SAMPLES, settings=settings, rows=["full", "base"], show_progress=False)
+    priors = [r.result.generation_settings["emotion_log_prior"] for r in rows]  # type: ignore[union-attr]
+    for row, prior in zip(rows, priors, strict=True):
+        chain = load_chain(bundle, settings, use_trained=row.key == "full")
+        expected = chain.fit_emotion_prior(sample_input(s) for s in SAMPLES[:2])
+        assert [prior[label] for label in EMOTIONS] == pytest.approx(expected, abs=1e-6)
+    assert priors[0] != pytest.approx(priors[1], abs=1e-4)  # the prefix changes the prior: each row has its own
+    plain = run_ablations(bundle, SAMPLES, settings=EvalSettings(meteor_synonyms=False, max_new_tokens=2),
+                          rows=["full"], show_progress=False)  # fmt: skip
+    assert "emotion_log_prior" not in plain[0].result.generation_settings  # type: ignore[union-attr]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -449,6 +450,28 @@ def _lines(out: Path, kind: str) -> list[dict[str, Any]]:
     return [m for m in read_metrics(out / METRICS_FILE) if m["kind"] == kind]
 
 
+def test_validation_scores_the_calibrated_choice_that_inference_makes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from accelerate import Accelerator
+    from elmd_sdk.trainers import stage as stage_module
+    from elmd_sdk.trainers.emotion_eval import ScoredExample
+
+    scores = [(0.0, -1.0), (0.0, -2.0), (0.0, -0.2), (-3.0, 0.0)]  # label log-likelihoods; raw choice 0, 0, 0, 1
+    gold = [0, 1, 1, 1]
+    scored = [ScoredExample(i, s, g, nll=1.0 + i, tokens=2) for i, (s, g) in enumerate(zip(scores, gold, strict=True))]
+    monkeypatch.setattr(stage_module, "score_examples", lambda *args: scored)
+    valid = SimpleNamespace(model=torch.nn.Linear(1, 1), valid=scored, candidates=[[1], [2]], video_features=None)
+    result = stage_module._validate(Accelerator(cpu=True), valid)  # type: ignore[arg-type]
+    p = [sum(1 / (1 + math.exp(s[1 - k] - s[k])) for s in scores) / 4 for k in (0, 1)]  # mean p(label): .552, .448
+    assert result.log_prior == pytest.approx((math.log(p[0]), math.log(p[1])))
+    # Calibrated: 0 - log .552 = .594 < -0.2 - log .448 = .604 flips the third example to label 1.
+    assert (result.raw_accuracy, result.raw_macro_f1) == pytest.approx((0.5, 0.5))  # F1 (1/2 + 1/2) / 2
+    assert (result.accuracy, result.macro_f1) == pytest.approx((0.75, (2 / 3 + 0.8) / 2))
+    assert result.loss == pytest.approx((1 + 2 + 3 + 4) / 8)
+    assert "log_prior" not in result.line()
+
+
 def test_eerg_logs_every_interval_and_validation_and_keeps_the_best_weights(
     env: Env, rep_run: Run, tmp_path: Path
 ) -> None:
@@ -462,9 +485,14 @@ def test_eerg_logs_every_interval_and_validation_and_keeps_the_best_weights(
     for m in valid:
         if m["step"] in history:
             assert m["macro_f1"] == history[m["step"]].valid_macro_f1 and m["loss"] == history[m["step"]].valid_loss
+    assert all({"raw_accuracy", "raw_macro_f1"} <= set(m) for m in valid)
     best = max(valid, key=lambda m: m["macro_f1"])  # max() keeps the first of equals, as only a rise replaces it
+    prior = result.kept.pop("emotion_log_prior")  # the batch prior of the best step's validation prompts
     assert result.kept == {"keep": "best", "step": best["step"], "valid_macro_f1": best["macro_f1"]}
-    assert read_json(out / "training.json")["kept"] == result.kept
+    assert len(prior) == len(LABELS) and sum(math.exp(v) for v in prior) == pytest.approx(1.0)
+    assert read_json(out / "training.json")["kept"] == {**result.kept, "emotion_log_prior": prior}
+    manifest, _ = load_bundle(out)
+    assert manifest.emotion_log_prior == dict(zip(LABELS, prior, strict=True))  # what the chain calibrates with
     # The bundle holds the weights of that step: a run stopped there (same seed, same schedule) has them.
     stopped = tmp_path / "stopped"
     _eerg(env, _eerg_config(env, rep_run.out, max_steps=best["step"]), stopped)

@@ -62,8 +62,11 @@ def test_rep_with_video_beats_chance_and_the_text_alone(results: dict[str, Any])
     assert with_video.valid_accuracy > accuracy + 0.4
 
 
-def test_accuracy_improves_over_epochs(results: dict[str, Any]) -> None:
+def test_losses_fall_over_epochs(results: dict[str, Any]) -> None:
     history = results["with_video"]
     assert [h.epoch for h in history] == [1, 2, 3, 4, 5, 6]
-    assert history[-1].valid_accuracy > history[0].valid_accuracy
+    # The calibrated choice separates the colours from the first epoch on (its prior removes the label bias the
+    # raw choice still has then); what training keeps improving is the likelihood of the right answer.
+    assert history[-1].valid_loss < history[0].valid_loss - 0.3
+    assert history[-1].valid_accuracy >= history[0].valid_accuracy
     assert history[-1].train_loss < history[0].train_loss

@@ -2,10 +2,11 @@
 
 The emotion is predicted by closed-set decoding with the chat model's own scorer
 (:func:`elmd_sdk.models.decoding.score_continuations`): every label's REP answer (``render_answer(label)``, e.g.
-"Emotion: sad") is scored by its total log-likelihood after the full prompt, and the best-scoring label wins. This
-is the argmax of p(e | I, B, H, u, E_v, R) that Eq. 10 trains, exactly what inference chooses, and unlike
-first-token logits it stays exact when labels share their first token. The example's own target is scored in the
-same pass (its NLL is the validation loss).
+"Emotion: sad") is scored by its total log-likelihood after the full prompt. The raw choice is the argmax of
+p(e | I, B, H, u, E_v, R) that Eq. 10 trains; the calibrated choice, what inference makes, first divides by the
+model's prior on the validation prompts (batch calibration, :func:`~elmd_sdk.models.closed_set.batch_log_prior`).
+Unlike first-token logits the scores stay exact when labels share their first token. The example's own target is
+scored in the same pass (its NLL is the validation loss).
 """
 
 from __future__ import annotations
@@ -23,13 +24,18 @@ from elmd_sdk.models.splice import splice_video_embeds
 
 @dataclass(frozen=True)
 class ScoredExample:
-    """One validation example's outcome: predicted label, gold label, and the NLL of its own answer."""
+    """One validation example's outcome: every label's log-likelihood, gold label, and the NLL of its own answer."""
 
     index: int
-    predicted: int
+    scores: tuple[float, ...]  # (L,) log-likelihood of each label's answer line
     gold: int
     nll: float
     tokens: int
+
+    @property
+    def predicted(self) -> int:
+        """The raw choice: the label whose answer line is most likely."""
+        return max(range(len(self.scores)), key=self.scores.__getitem__)
 
 
 def emotion_metrics(gold: Sequence[int], predicted: Sequence[int]) -> tuple[float, float]:
@@ -50,7 +56,7 @@ def score_examples(
     candidates: Sequence[Sequence[int]],
     video_features: Callable[[VideoRef], torch.Tensor],
 ) -> list[ScoredExample]:
-    """Predict the emotion of ``examples[i]`` for each i in ``indices`` and score its own answer.
+    """Score every label's answer line for ``examples[i]``, each i in ``indices``, and its own answer.
 
     Each prompt (with its clip's E_v spliced in) is encoded once; the label candidates and the example's target
     are then scored over its KV cache in one batched pass. ``video_features`` maps a clip to its pooled V_c
@@ -66,6 +72,5 @@ def score_examples(
         spliced = splice_video_embeds(embed_tokens, [list(p) for p in example.pieces], e_v)
         context = prefill(model.llm, spliced.attention_mask, inputs_embeds=spliced.inputs_embeds)
         scores = score_continuations(model.llm, context, [*candidates, example.target]).tolist()  # (L + 1,)
-        best = max(range(len(candidates)), key=scores.__getitem__)  # highest likelihood
-        out.append(ScoredExample(i, best, example.label, -scores[-1], len(example.target)))
+        out.append(ScoredExample(i, tuple(scores[:-1]), example.label, -scores[-1], len(example.target)))
     return out

@@ -39,6 +39,7 @@ from elmd_sdk.trainers.stage_model import StageModel
 from elmd_sdk.data.records import VideoRef
 from elmd_sdk.errors import InputError
 from elmd_sdk.io import atomic_write_json, read_json
+from elmd_sdk.models.closed_set import batch_log_prior
 from elmd_sdk.progress import make_progress
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
@@ -150,7 +151,7 @@ class StageResult:
     history: list[EpochStats]
     global_step: int
     total_steps: int
-    kept: dict[str, Any] = field(default_factory=dict)  # which weights the model holds: keep, step, valid macro-F1
+    kept: dict[str, Any] = field(default_factory=dict)  # which weights: keep, step, valid macro-F1, their prior
 
     @property
     def completed(self) -> bool:
@@ -230,11 +231,19 @@ def finished_run(
 
 @dataclass
 class _Validation:
-    """One validation pass: mean answer-token loss, emotion accuracy and macro-F1 (fractions)."""
+    """One validation pass: mean answer-token loss, emotion accuracy and macro-F1 (fractions) of the calibrated
+    choice (what inference makes) and of the raw one, and the batch-calibration log-prior per label."""
 
     loss: float
     accuracy: float
     macro_f1: float
+    raw_accuracy: float
+    raw_macro_f1: float
+    log_prior: tuple[float, ...]
+
+    def line(self) -> dict[str, float]:
+        """The metrics.jsonl values (the prior is kept with the best weights, not logged)."""
+        return {k: v for k, v in asdict(self).items() if k != "log_prior"}
 
 
 def run_stage(accelerator: Any, stage: Stage, config: TrainConfig, out_dir: str | Path, resume: bool) -> StageResult:
@@ -276,7 +285,8 @@ def run_stage(accelerator: Any, stage: Stage, config: TrainConfig, out_dir: str 
     identity = run_identity(stage.identity, config)
     global_step, loss_sum, history = 0, 0.0, []
     interval = TrainInterval()
-    best: dict[str, Any] = {}  # step and valid_macro_f1 of the best-validated weights (keep="best")
+    best: dict[str, Any] = {}  # step, valid_macro_f1 and prior of the best-validated weights (keep="best")
+    last_prior: dict[str, Any] = {}  # step and emotion_log_prior of the latest validation
     best_state: dict[str, torch.Tensor] = {}
     scaler_state: dict[str, Any] | None = None
     if resume:
@@ -287,6 +297,7 @@ def run_stage(accelerator: Any, stage: Stage, config: TrainConfig, out_dir: str 
         global_step, loss_sum = int(meta["global_step"]), float(meta["epoch_loss_sum"])
         history = [EpochStats(**h) for h in meta["history"]]
         best = meta.get("best") or {}
+        last_prior = meta.get("last_prior") or {}
         interval = TrainInterval(**meta.get("interval", {}))
         scaler_state = meta.get("scaler")
     wrapped, optimizer = accelerator.prepare(model, optimizer)
@@ -302,6 +313,7 @@ def run_stage(accelerator: Any, stage: Stage, config: TrainConfig, out_dir: str 
                 "epoch_loss_sum": loss_sum,
                 "history": [asdict(h) for h in history],
                 "best": best,
+                "last_prior": last_prior,
                 "interval": asdict(interval),  # the unfinished logging interval: a resumed run logs the same lines
                 "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
             }
@@ -310,13 +322,14 @@ def run_stage(accelerator: Any, stage: Stage, config: TrainConfig, out_dir: str 
         accelerator.wait_for_everyone()
 
     def validate() -> _Validation | None:
-        nonlocal best, best_state
+        nonlocal best, best_state, last_prior
         if not stage.valid:
             return None
         result = _validate(accelerator, stage)
-        log.log(global_step, asdict(result), kind="valid")
+        log.log(global_step, result.line(), kind="valid")
+        last_prior = {"step": global_step, "emotion_log_prior": list(result.log_prior)}
         if config.keep == "best" and (not best or result.macro_f1 > best["valid_macro_f1"]):
-            best = {"step": global_step, "valid_macro_f1": result.macro_f1}
+            best = {"step": global_step, "valid_macro_f1": result.macro_f1, **last_prior}
             best_state = {k: v.clone() for k, v in model.trainable_state().items()}
         wrapped.train()
         return result
@@ -372,6 +385,8 @@ def run_stage(accelerator: Any, stage: Stage, config: TrainConfig, out_dir: str 
                     break
     model.eval()
     kept: dict[str, Any] = {"keep": "last", "step": global_step}
+    if last_prior.get("step") == global_step:  # validated at the end: the last weights' prior
+        kept["emotion_log_prior"] = last_prior["emotion_log_prior"]
     if config.keep == "best" and best_state and global_step >= total:
         model.load_trainable_state(best_state, f"{out_dir} (best weights)")
         kept = {"keep": "best", **best}
@@ -419,7 +434,8 @@ def _rows(
 
 
 def _validate(accelerator: Any, stage: Stage) -> _Validation:
-    """Validation sharded over the processes and gathered: answer loss, emotion accuracy and macro-F1."""
+    """Validation sharded over the processes and gathered: answer loss, emotion accuracy and macro-F1 (calibrated
+    with the batch prior of these prompts, and raw)."""
     from accelerate.utils import gather_object
 
     stage.model.eval()
@@ -427,8 +443,14 @@ def _validate(accelerator: Any, stage: Stage) -> _Validation:
     with accelerator.autocast():
         scored = score_examples(stage.model, stage.valid, mine, stage.candidates, stage.video_features)
     everything: list[ScoredExample] = sorted(gather_object(scored), key=lambda s: s.index)
-    accuracy, macro_f1 = emotion_metrics([s.gold for s in everything], [s.predicted for s in everything])
-    return _Validation(sum(s.nll for s in everything) / sum(s.tokens for s in everything), accuracy, macro_f1)
+    gold = [s.gold for s in everything]
+    scores = torch.tensor([s.scores for s in everything], dtype=torch.float64)  # (n, L)
+    log_prior = batch_log_prior(scores)
+    calibrated = (scores - torch.tensor(log_prior, dtype=torch.float64)).argmax(dim=-1).tolist()  # (n,)
+    accuracy, macro_f1 = emotion_metrics(gold, calibrated)
+    raw_accuracy, raw_macro_f1 = emotion_metrics(gold, [s.predicted for s in everything])
+    loss = sum(s.nll for s in everything) / sum(s.tokens for s in everything)
+    return _Validation(loss, accuracy, macro_f1, raw_accuracy, raw_macro_f1, log_prior)
 
 
 def finish_stage(out_dir: Path, stage: str, identity: dict[str, Any], result: StageResult) -> None:

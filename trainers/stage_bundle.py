@@ -6,6 +6,7 @@ A run killed after its bundle was written but before the checkpoint was dropped 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,8 @@ def train_to_bundle(
     result = run_stage(accelerator, stage, config, out_dir, resume)
     if result.completed and accelerator.is_main_process:
         with atomic_folder(out_dir) as folder:  # the finished bundle replaces the folder (and its checkpoints)
-            write_bundle(folder, parts, out_dir.resolve().name)
+            prior = result.kept.get("emotion_log_prior")  # the kept weights' validation prior, when validated
+            write_bundle(folder, replace(parts, emotion_log_prior=prior), out_dir.resolve().name)
             if parts.prefix is not None:  # the prefix folder doubles as a PEFT adapter: PeftModel.from_pretrained
                 save_peft_adapter(parts.prefix, stage.model.llm, folder / PREFIX_DIR, parts.base_llm)
             finish_stage(folder, stage.name, identity, result)

@@ -8,6 +8,7 @@ with what is loaded, naming the field. Only JSON and safetensors are read: never
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from os import PathLike
@@ -61,10 +62,18 @@ class BundleManifest:
     pre_seq_len: int | None = None  # p-tuning v2 prefix length (section 3.5); None without a prefix
     training_data_sha256: str | None = None  # hash of the data the bundle's weights were trained on
     generation: dict[str, Any] = field(default_factory=dict)  # decoding defaults (temperature, top_p, ...)
+    # label -> log-prior of the trained weights on the validation data (batch calibration; closed-set emotion
+    # divides by it); None: calibrate on content-free inputs
+    emotion_log_prior: dict[str, float] | None = None
     description: str = ""
     elmd_sdk_version: str = __version__
     format: str = BUNDLE_FORMAT
     format_version: int = FORMAT_VERSION
+
+    def label_log_prior(self) -> tuple[float, ...] | None:
+        """``emotion_log_prior`` in ``labels`` order (None when the bundle has none)."""
+        prior = self.emotion_log_prior
+        return None if prior is None else tuple(float(prior[label]) for label in self.labels)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -135,6 +144,15 @@ class BundleManifest:
             "visual_encoder_fingerprint",
             "a projector needs the fingerprint of the visual encoder it was trained on",
         )
+        prior = self.emotion_log_prior
+        need(
+            prior is None or (isinstance(prior, dict) and sorted(prior) == sorted(labels)),
+            "emotion_log_prior",
+            "must be null or an object with one value per label",
+        )
+        for value in (prior or {}).values():
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            need(ok and value <= 0, "emotion_log_prior", f"must hold log-probabilities (finite, <= 0), got {value!r}")
         need(isinstance(self.generation, dict), "generation", "must be an object")
         for key, value in self.generation.items():
             kinds = GENERATION_SETTINGS.get(key)

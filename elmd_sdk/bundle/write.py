@@ -42,6 +42,7 @@ class TrainedParts:
     prefix: PrefixEncoder | None
     training_data_sha256: str
     description: str
+    emotion_log_prior: Sequence[float] | None = None  # per label: the kept weights' validation prior
 
 
 def write_bundle(out_dir: str | Path, parts: TrainedParts, name: str) -> Path:
@@ -72,5 +73,10 @@ def write_bundle(out_dir: str | Path, parts: TrainedParts, name: str) -> Path:
         pre_seq_len=parts.prefix.config.pre_seq_len if parts.prefix is not None else None,
         training_data_sha256=parts.training_data_sha256,
         description=parts.description,
+        emotion_log_prior=(
+            None
+            if parts.emotion_log_prior is None
+            else dict(zip(parts.labels, map(float, parts.emotion_log_prior), strict=True))
+        ),
     )
     return save_manifest(out_dir, manifest)

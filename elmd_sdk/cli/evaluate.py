@@ -78,9 +78,18 @@ def command(
         bool,
         typer.Option(
             "--emotion-calibration/--no-emotion-calibration",
-            help="Closed set: divide the label probabilities by the content-free prior (contextual calibration).",
+            help="Closed set: divide the label probabilities by the model's prior: the bundle's validation prior "
+            "where it has one, else the prior for content-free inputs (contextual calibration).",
         ),
     ] = True,
+    calibrate_on: Annotated[
+        Path | None,
+        typer.Option(
+            "--calibrate-on",
+            help="JSONL samples (e.g. a validation set) to fit each evaluated chain's emotion prior on, prompted as "
+            "that chain prompts (batch calibration): every row, trained or not, calibrated the same way.",
+        ),
+    ] = None,
     demonstration: Annotated[
         str,
         typer.Option(
@@ -178,6 +187,7 @@ def command(
             device=device,
             emotion_mode=emotion_mode,  # type: ignore[arg-type]  # checked by validate()
             emotion_calibration=emotion_calibration,
+            calibrate_on=None if calibrate_on is None else str(calibrate_on),
             demonstration_form=demonstration,  # type: ignore[arg-type]  # checked by validate()
             text_metrics=TextMetricOptions(zh_bleu_tokens=zh_bleu_tokens, zh_rouge_counting=zh_rouge_counting),
         )
@@ -212,6 +222,7 @@ def _generate_and_score(
     from elmd_sdk.evaluate import (
         ablation_report,
         bundle_identity,
+        calibrate,
         check_same_samples,
         classify_variant,
         eval_report,
@@ -247,7 +258,7 @@ def _generate_and_score(
             variants=variants,
         )
     result = evaluate(
-        load_chain(bundle_dir, settings),
+        calibrate(load_chain(bundle_dir, settings), settings),
         samples,
         batch_size=settings.batch_size,
         meteor_synonyms=settings.meteor_synonyms,

@@ -22,7 +22,7 @@ from elmd_sdk.evaluate.ablations import (
     run_ablations,
 )
 from elmd_sdk.evaluate.bootstrap import add_bootstrap, check_comparable, check_same_samples, resample_indices
-from elmd_sdk.evaluate.bundles import bundle_identity, load_chain, load_retriever, resolve_bundle
+from elmd_sdk.evaluate.bundles import bundle_identity, calibrate, load_chain, load_retriever, resolve_bundle
 from elmd_sdk.evaluate.report import ablation_report, eval_report, read_report, write_report
 from elmd_sdk.evaluate.rescore import rescore_report
 from elmd_sdk.evaluate.run import (
@@ -47,6 +47,7 @@ __all__ = [
     "ablation_report",
     "add_bootstrap",
     "bundle_identity",
+    "calibrate",
     "check_comparable",
     "check_same_samples",
     "classify_variant",

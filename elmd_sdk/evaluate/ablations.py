@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Literal
 from elmd_sdk.bundle import MANIFEST_FILE, BundleManifest, load_bundle
 from elmd_sdk.data.records import Sample
 from elmd_sdk.errors import InputError, MismatchError
-from elmd_sdk.evaluate.bundles import load_chain, load_retriever
+from elmd_sdk.evaluate.bundles import calibrate, load_chain, load_retriever
 from elmd_sdk.evaluate.run import EvalResult, evaluate
 from elmd_sdk.evaluate.settings import EvalSettings
 
@@ -156,7 +156,7 @@ def run_ablations(
             out.append(AblationRow(key, label, "not provided", source, note))
             continue
         result = evaluate(
-            chain,
+            calibrate(chain, settings),
             samples,
             batch_size=settings.batch_size,
             meteor_synonyms=settings.meteor_synonyms,

@@ -78,6 +78,19 @@ def load_chain(
     return chain if settings.emotion_calibration else chain.model_copy(update={"emotion_calibration": False})
 
 
+def calibrate(chain: ELMDChain, settings: EvalSettings) -> ELMDChain:
+    """``chain`` with its emotion prior fitted on the samples of ``settings.calibrate_on`` (batch calibration),
+    prompted as this chain prompts (so each ablation row gets its own); unchanged without that file."""
+    if settings.calibrate_on is None or not settings.emotion_calibration or chain.emotion_mode != "closed":
+        return chain
+    from elmd_sdk.data import read_jsonl
+    from elmd_sdk.evaluate.run import sample_input
+
+    samples = read_jsonl(settings.calibrate_on)
+    prior = chain.fit_emotion_prior(sample_input(sample) for sample in samples)
+    return chain.model_copy(update={"emotion_log_prior": prior})
+
+
 def load_retriever(index_dir: str | Path) -> Runnable[str, Any]:
     """An EmotionalRetriever (k = 1) over an index folder, with the ERM its manifest records."""
     from elmd_sdk.retrievers import EmotionalRetriever

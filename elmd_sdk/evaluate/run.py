@@ -194,10 +194,15 @@ def score(
 
 
 def generation_settings(chain: Any) -> dict[str, Any]:
-    """The effective decoding settings of the chain's chat model (empty for a chain without one)."""
+    """The effective decoding settings of the chain's chat model (empty for a chain without one), and the measured
+    emotion prior the chain calibrates with, if any."""
     chat = getattr(chain, "chat_model", None)
     names = ("do_sample", "temperature", "top_p", "top_k", "max_new_tokens", "seed")
-    return {name: getattr(chat, name) for name in names if chat is not None and hasattr(chat, name)}
+    settings = {name: getattr(chat, name) for name in names if chat is not None and hasattr(chat, name)}
+    prior = getattr(chain, "emotion_log_prior", None)  # a measured prior (bundle's validation, or calibrate_on)
+    if prior is not None and getattr(chain, "emotion_calibration", False):
+        settings["emotion_log_prior"] = dict(zip(chain.labels, prior, strict=True))
+    return settings
 
 
 def evaluate(

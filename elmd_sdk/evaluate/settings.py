@@ -21,7 +21,9 @@ class EvalSettings:
     meteor_synonyms: bool = True  # METEOR with WordNet synonyms where an offline WordNet is installed
     device: str | None = None  # torch device of the LLM; None = where transformers loads
     emotion_mode: Literal["closed", "free"] = "closed"  # closed-set emotion decoding, or the model writes it (paper)
-    emotion_calibration: bool = True  # closed set: divide by the content-free prior (contextual calibration)
+    emotion_calibration: bool = True  # closed set: divide by the model's label prior (see calibrate_on)
+    calibrate_on: str | None = None  # JSONL samples each row's prior is fitted on (batch calibration); None: the
+    # bundle's validation prior where it has one, else content-free inputs (contextual calibration)
     demonstration_form: Literal["exchange", "paper"] = "exchange"  # R as an example exchange, or the paper's r'
     text_metrics: TextMetricOptions = field(default_factory=TextMetricOptions)  # Chinese BLEU tokens, ROUGE counting
 

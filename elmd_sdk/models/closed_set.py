@@ -8,7 +8,10 @@ after them. The reply therefore always names a label and never depends on the mo
 
 Contextual calibration (Zhao et al., 2021): a small model prefers some labels whatever the input. With a log-prior
 per label (the mean log-probability of each label for content-free inputs), the scores are divided by that prior
-before the softmax, so the choice reflects the input rather than the model's bias.
+before the softmax, so the choice reflects the input rather than the model's bias. Batch calibration (Zhou et al.,
+ICLR 2024) estimates the prior from real inputs instead: the log of each label's mean probability over a set of
+prompts such as a validation set (:func:`batch_log_prior`). A trained prefix learns the training labels' prior,
+which content-free inputs exaggerate; the prior it shows on real prompts is what calibration has to remove.
 
 Copy guard: the response may not reproduce any n-gram (default n = 4 tokens, about three words) of the given
 texts, i.e. the demonstration's r' (a text of 2 to n - 1 tokens is banned whole), written with either apostrophe;
@@ -66,6 +69,15 @@ def emotion_probabilities(choice: EmotionChoice, log_likelihoods: torch.Tensor) 
     scores = scores.masked_fill(~allowed, float("-inf"))
     probs = torch.softmax(scores, dim=-1)
     return {label: float(p) for label, p in zip(choice.labels, probs, strict=True)}
+
+
+def batch_log_prior(log_likelihoods: torch.Tensor) -> tuple[float, ...]:
+    """Batch calibration's log-prior (Zhou et al., 2024): log of the mean over n prompts of p(e | prompt), the
+    softmax of each prompt's answer-line log-likelihoods ``(n, L)``; one value per label."""
+    if log_likelihoods.ndim != 2 or not len(log_likelihoods):
+        raise ValueError(f"expected scores of shape (n >= 1, labels), got {tuple(log_likelihoods.shape)}")
+    probs = torch.softmax(log_likelihoods.double(), dim=-1)  # (n, L)
+    return tuple(float(v) for v in probs.mean(dim=0).log())  # (L,)
 
 
 def pick_emotion(
