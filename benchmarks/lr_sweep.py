@@ -56,7 +56,8 @@ def _row(name: str, line: dict[str, Any], seconds: float | None) -> str:
     raw_f1 = line["raw_macro_f1"] if calibrated else line["macro_f1"]
     cal = f"{100 * line['accuracy']:.1f} / {100 * line['macro_f1']:.1f}" if calibrated else "not measured"
     speed = f"{seconds:.1f}" if seconds is not None else ""
-    return f"| {name} | {line['step']} | {line['loss']:.3f} | {100 * raw_acc:.1f} / {100 * raw_f1:.1f} | {cal} | {speed} |"
+    raw = f"{100 * raw_acc:.1f} / {100 * raw_f1:.1f}"
+    return f"| {name} | {line['step']} | {line['loss']:.3f} | {raw} | {cal} | {speed} |"
 
 
 def _seconds_per_step(lines: list[dict[str, Any]]) -> float | None:

@@ -1,8 +1,9 @@
 """The "Does training help?" table from a ``benchmarks/training_evidence.sh OUT_DIR`` run (README).
 
 Reads ``OUT_DIR/table.json`` (the ``elmd-sdk eval --ablations --bootstrap`` report: ours, w/o ERM, untuned,
-untuned w/o ERM on the same samples, paired resamples; ``--table table_raw.json``: ours and w/o ERM without emotion
-calibration) and ``OUT_DIR/bundle`` (``training.json``, ``metrics.jsonl``), and prints as Markdown: the training run
+untuned w/o ERM on the same samples, paired resamples; ``--table table_bc.json``: the same rows, each calibrated on
+the validation part; ``--table table_raw.json``: ours and w/o ERM without emotion calibration) and ``OUT_DIR/bundle``
+(``training.json``, ``metrics.jsonl``), and prints as Markdown: the training run
 (steps, wall-clock from its metrics log, the validation curve, the weights kept), every metric of every row with its
 95% interval, each row minus ours with its interval (a difference whose interval excludes 0 is marked), and the
 predicted emotion distribution of each row next to the gold one.
@@ -56,6 +57,11 @@ def training_summary(bundle: Path) -> None:
         "  validation: "
         + ", ".join(
             f"step {m['step']}: loss {m['loss']:.3f} acc {100 * m['accuracy']:.1f} macro-F1 {100 * m['macro_f1']:.1f}"
+            + (
+                f" (raw choice {100 * m['raw_accuracy']:.1f} / {100 * m['raw_macro_f1']:.1f})"
+                if "raw_macro_f1" in m
+                else ""
+            )
             for m in lines
             if m["kind"] == "valid"
         )
@@ -70,7 +76,8 @@ def main() -> None:
     p.add_argument(
         "--table",
         default="table.json",
-        help="the eval report in OUT_DIR to print (table_raw.json: the rows without emotion calibration)",
+        help="the eval report in OUT_DIR to print (table_bc.json: every row calibrated on the validation part; "
+        "table_raw.json: without emotion calibration)",
     )
     args = p.parse_args()
     training_summary(args.out / "bundle")

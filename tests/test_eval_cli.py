@@ -370,3 +370,25 @@ def test_calibrate_on_fits_every_rows_own_prior_on_those_samples(tmp_path: Path)
     plain = run_ablations(bundle, SAMPLES, settings=EvalSettings(meteor_synonyms=False, max_new_tokens=2),
                           rows=["full"], show_progress=False)  # fmt: skip
     assert "emotion_log_prior" not in plain[0].result.generation_settings  # type: ignore[union-attr]
+
+
+def test_calibrate_records_the_trained_chains_prior_in_the_bundle(tmp_path: Path) -> None:
+    from chain_fakes import tiny_bundle
+
+    from elmd_sdk.bundle import load_bundle
+    from elmd_sdk.evaluate.run import sample_input
+
+    bundle = tiny_bundle(tmp_path / "b")
+    valid = tmp_path / "valid.jsonl"
+    write_jsonl(valid, SAMPLES)
+    expected = ELMDChain.from_bundle(bundle).fit_emotion_prior(sample_input(s) for s in SAMPLES[:2])
+    result = CliRunner().invoke(app, ["calibrate", "--bundle", str(bundle), "--data", str(valid), "--limit", "2"])
+    assert result.exit_code == 0, result.output
+    assert "emotion prior recorded" in result.output
+    manifest, _ = load_bundle(bundle)
+    assert manifest.label_log_prior() == pytest.approx(expected, abs=1e-6)
+    assert ELMDChain.from_bundle(bundle).emotion_log_prior == manifest.label_log_prior()
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("", encoding="utf-8")
+    result = CliRunner().invoke(app, ["calibrate", "--bundle", str(bundle), "--data", str(empty)])
+    assert isinstance(result.exception, InputError) and "no samples" in str(result.exception)

@@ -32,7 +32,7 @@ def build_app(only: str | None = None) -> typer.Typer:
 
         app.command("serve")(serve.command)
     if only is None:
-        from elmd_sdk.cli import data, evaluate, index, train_eerg, train_erm, train_rep
+        from elmd_sdk.cli import calibrate, data, evaluate, index, train_eerg, train_erm, train_rep
 
         app.add_typer(data.app, name="data")
         app.add_typer(index.app, name="index")
@@ -42,6 +42,7 @@ def build_app(only: str | None = None) -> typer.Typer:
         train_app.command("eerg")(train_eerg.command)
         app.add_typer(train_app, name="train")
         app.command("eval")(evaluate.command)
+        app.command("calibrate")(calibrate.command)
     return app
 
 

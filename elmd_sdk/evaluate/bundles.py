@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from langchain_core.runnables import Runnable
 
-from elmd_sdk.bundle import MANIFEST_FILE, load_bundle
+from elmd_sdk.bundle import MANIFEST_FILE, load_bundle, save_manifest
 from elmd_sdk.errors import InputError
 from elmd_sdk.evaluate.settings import EvalSettings
 from elmd_sdk.io import sha256_file
@@ -78,17 +78,37 @@ def load_chain(
     return chain if settings.emotion_calibration else chain.model_copy(update={"emotion_calibration": False})
 
 
+def fit_prior(chain: ELMDChain, data: str | Path, limit: int | None = None) -> tuple[float, ...]:
+    """``chain.fit_emotion_prior`` on the first ``limit`` (all: None) samples of the JSONL file ``data``."""
+    from elmd_sdk.data import read_jsonl
+    from elmd_sdk.evaluate.run import sample_input
+
+    samples = read_jsonl(data)[:limit]
+    if not samples:
+        raise InputError("no samples to fit the emotion prior on", file=data)
+    return chain.fit_emotion_prior(sample_input(sample) for sample in samples)
+
+
 def calibrate(chain: ELMDChain, settings: EvalSettings) -> ELMDChain:
     """``chain`` with its emotion prior fitted on the samples of ``settings.calibrate_on`` (batch calibration),
     prompted as this chain prompts (so each ablation row gets its own); unchanged without that file."""
     if settings.calibrate_on is None or not settings.emotion_calibration or chain.emotion_mode != "closed":
         return chain
-    from elmd_sdk.data import read_jsonl
-    from elmd_sdk.evaluate.run import sample_input
+    return chain.model_copy(update={"emotion_log_prior": fit_prior(chain, settings.calibrate_on)})
 
-    samples = read_jsonl(settings.calibrate_on)
-    prior = chain.fit_emotion_prior(sample_input(sample) for sample in samples)
-    return chain.model_copy(update={"emotion_log_prior": prior})
+
+def record_emotion_prior(bundle_dir: str | Path, data: str | Path, limit: int | None = None) -> dict[str, float]:
+    """Fit the bundle's trained chain's prior on samples of ``data`` (batch calibration) and write it into its
+    ``bundle.json`` (atomically): every chain loaded from the bundle then calibrates with it. Returns the prior."""
+    import dataclasses
+
+    from elmd_sdk.chains.chain import ELMDChain
+
+    prior = fit_prior(ELMDChain.from_bundle(bundle_dir), data, limit)
+    manifest, _ = load_bundle(bundle_dir)
+    recorded = dict(zip(manifest.labels, prior, strict=True))
+    save_manifest(bundle_dir, dataclasses.replace(manifest, emotion_log_prior=recorded))
+    return recorded
 
 
 def load_retriever(index_dir: str | Path) -> Runnable[str, Any]:
