@@ -70,7 +70,7 @@ class TrainConfig:
     group_by_length: bool = True  # batches of similar prompt length (transformers' length grouping): little padding
     logging_steps: int = 10  # optimizer steps per metrics.jsonl training line (mean loss of the interval)
     eval_every: int | None = None  # also validate every N optimizer steps (validation always runs at epoch ends)
-    keep: str = "last"  # the weights the bundle gets: "last", or "best" (highest validation emotion macro-F1)
+    keep: str = "last"  # the weights the bundle gets: "last", or "best" (highest calibrated validation macro-F1)
     report_to: tuple[str, ...] = ()  # Accelerate trackers, e.g. ("tensorboard",), logging beside metrics.jsonl
 
     def validate(self) -> None:
@@ -108,7 +108,8 @@ class ParamGroup:
 
 @dataclass
 class EpochStats:
-    """One finished epoch: mean training loss per answer token, and validation loss, accuracy and macro-F1."""
+    """One finished epoch: mean training loss per answer token, and validation loss, accuracy and macro-F1 (of the
+    calibrated choice, what inference makes)."""
 
     epoch: int  # 0: the evaluation of a stage with nothing to train
     global_step: int

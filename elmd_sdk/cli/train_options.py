@@ -24,7 +24,12 @@ from elmd_sdk.trainers.stage import StageResult, TrainConfig
 
 Data = Annotated[Path, typer.Option("--data", help="Training samples (native JSONL).")]
 Valid = Annotated[
-    Path | None, typer.Option("--valid", help="Validation JSONL: loss, emotion accuracy and macro-F1 each epoch.")
+    Path | None,
+    typer.Option(
+        "--valid",
+        help="Validation JSONL: loss, emotion accuracy and macro-F1 (calibrated choice, and raw) each epoch; its "
+        "prompts' emotion prior goes into the bundle.",
+    ),
 ]
 Out = Annotated[Path, typer.Option("--out", help="Bundle folder to write (safetensors + JSON).")]
 VisualEncoderName = Annotated[
@@ -69,7 +74,7 @@ EvalEvery = Annotated[
     int | None, typer.Option("--eval-every", help="Also validate every N optimizer steps (always at epoch ends).")
 ]
 Keep = Annotated[
-    str, typer.Option("--keep", help="Weights the bundle gets: last, or best (highest validation macro-F1).")
+    str, typer.Option("--keep", help="Weights the bundle gets: last, or best (highest calibrated validation macro-F1).")
 ]
 ReportTo = Annotated[
     list[str],
