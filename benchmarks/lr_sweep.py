@@ -5,7 +5,9 @@ Each probe is ``elmd-sdk train eerg`` on the data of a ``benchmarks/training_evi
 schedule (``--max-steps``: same batches, same linear decay over the full run's steps, so its figures compare with the
 full run's at the same step), validated every ``--eval-every`` steps. Prints per probe and validation step the answer
 loss, the raw and the calibrated (batch prior of the validation prompts: what inference does) emotion accuracy and
-macro-F1, and the seconds per step; then the full run's validations at those steps from ``OUT_DIR/bundle``.
+macro-F1, and the seconds per step; then the full run's validations at those steps from ``OUT_DIR/bundle``, and the
+untuned base (step 0: the bundle's LLM without its prefix) on the same validation samples, scored by ``elmd-sdk eval
+--rows base`` (raw, and with its prior fitted on those samples), so no answer loss for it.
 
 Run: ``.venv/bin/python benchmarks/lr_sweep.py OUT_DIR [--steps 50] [--eval-every 25] [--grid 2e-2:128,5e-3:128]``
 Probes go to ``OUT_DIR/sweep/lr<LR>_p<PREFIX>``; a finished probe is read, not re-run; a killed one resumes.
@@ -49,6 +51,25 @@ def _probe(out: Path, folder: Path, lr: str, prefix: int, steps: int, eval_every
     print(f"  {time.time() - started:.0f} s wall-clock", flush=True)
 
 
+def _untuned(out: Path) -> dict[str, Any]:
+    """Step 0: ``elmd-sdk eval --rows base`` on the validation samples, raw and calibrated on them (reports kept)."""
+    metrics: dict[str, Any] = {}
+    for name, option in (("raw", "--no-emotion-calibration"), ("calibrated", f"--calibrate-on={out / 'valid.jsonl'}")):
+        report = out / "sweep" / f"untuned_{name}.json"
+        if not report.is_file():
+            subprocess.run(
+                [
+                    sys.executable, "-m", "elmd_sdk.cli.main", "eval", "--ablations", "--rows", "base",
+                    "--bundle", str(out / "bundle"), "--data", str(out / "valid.jsonl"), "--greedy",
+                    "--max-new-tokens", "8", "--batch-size", "8", option, "--out", str(report),
+                ],
+                check=True,
+            )  # fmt: skip
+        [row] = json.loads(report.read_text(encoding="utf-8"))["rows"]
+        metrics[name] = (row["metrics"]["emotion_accuracy"], row["metrics"]["emotion_macro_f1"])
+    return metrics
+
+
 def _row(name: str, line: dict[str, Any], seconds: float | None) -> str:
     """One table row; a run validated before calibration existed logged its raw choice as accuracy/macro_f1."""
     calibrated = "raw_macro_f1" in line
@@ -88,6 +109,9 @@ def main() -> None:
         seconds = _seconds_per_step(lines)
         for line in (m for m in lines if m["kind"] == "valid"):
             print(_row(f"lr {lr}, prefix {prefix}", line, seconds))
+    untuned = _untuned(args.out)
+    raw, calibrated = (f"{acc:.1f} / {f1:.1f}" for acc, f1 in (untuned["raw"], untuned["calibrated"]))
+    print(f"| untuned base | 0 | n/a | {raw} | {calibrated} | |")
     full = _lines(args.out / "bundle")
     for line in (m for m in full if m["kind"] == "valid" and m["step"] <= max(args.steps, 100)):
         print(_row(f"full run ({total} steps)", line, _seconds_per_step(full)))
