@@ -105,6 +105,8 @@ def test_batch_log_prior_is_the_log_of_the_mean_label_probability() -> None:
     assert batch_log_prior(torch.tensor([[0.0, three]])) == pytest.approx((math.log(0.25), math.log(0.75)))
     with pytest.raises(ValueError, match="shape"):
         batch_log_prior(torch.zeros(0, 2))
+    certain = batch_log_prior(torch.tensor([[0.0, -2000.0]]))  # p(second) underflows to 0
+    assert certain[0] == 0.0 and math.isfinite(certain[1]) and certain[1] < -600
 
 
 def test_a_fitted_prior_is_the_batch_prior_of_those_prompts_and_replaces_the_content_free_one(

@@ -77,7 +77,8 @@ def batch_log_prior(log_likelihoods: torch.Tensor) -> tuple[float, ...]:
     if log_likelihoods.ndim != 2 or not len(log_likelihoods):
         raise ValueError(f"expected scores of shape (n >= 1, labels), got {tuple(log_likelihoods.shape)}")
     probs = torch.softmax(log_likelihoods.double(), dim=-1)  # (n, L)
-    return tuple(float(v) for v in probs.mean(dim=0).log())  # (L,)
+    mean = probs.mean(dim=0).clamp(min=1e-300, max=1.0)  # (L,): finite log-probabilities even at the extremes
+    return tuple(float(v) for v in mean.log())
 
 
 def pick_emotion(
