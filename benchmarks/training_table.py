@@ -110,6 +110,10 @@ def main() -> None:
     print("\npredicted response emotions (gold first):")
     gold = Counter(g["reference_emotion"] for g in rows[0]["generations"])
     print(f"  gold: {dict(gold.most_common())}")
+    baselines = rows[0]["metrics"]["emotion_baselines"]  # the eval's baselines on the same samples
+    named = (("majority class", baselines["majority"]), ("demonstration's e'", baselines["demonstration"]))
+    shown = (f"{name} {b['emotion_accuracy']:.1f} / {b['emotion_macro_f1']:.1f}" for name, b in named)
+    print("  baselines acc / macro-F1: " + ", ".join(shown))
     for r in rows:
         print(f"  {r['label']}: {dict(Counter(g['emotion'] for g in r['generations']).most_common())}")
     lengths = {
