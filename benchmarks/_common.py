@@ -48,3 +48,11 @@ def dev_subset(samples: list[Sample], n: int, seed: int) -> list[Sample]:
         return samples
     chosen = sorted(random.Random(seed).sample(range(len(samples)), n))
     return [samples[i] for i in chosen]
+
+
+def training_seconds(lines: list[dict[str, Any]], batch: int) -> tuple[int, float]:
+    """(optimizer steps, seconds of the steps themselves) logged by the training lines of a ``metrics.jsonl``
+    (records of ``read_metrics``): each line covers the steps since the previous one at its ``samples_per_s``."""
+    train = [m for m in lines if m["kind"] == "train"]
+    steps = [m["step"] - previous for m, previous in zip(train, [0] + [m["step"] for m in train], strict=False)]
+    return sum(steps), sum(n * batch / m["samples_per_s"] for n, m in zip(steps, train, strict=True))

@@ -23,14 +23,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _common import training_seconds
+from elmd_sdk.trainers.metrics_log import METRICS_FILE, read_metrics
+
 BATCH = 16
 
 
 def _lines(folder: Path) -> list[dict[str, Any]]:
-    path = folder / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+    """The run's metrics.jsonl records (none before it starts)."""
+    path = folder / METRICS_FILE
+    return read_metrics(path) if path.is_file() else []
 
 
 def _probe(out: Path, folder: Path, lr: str, prefix: int, steps: int, eval_every: int, total: int) -> None:
@@ -82,11 +84,8 @@ def _row(name: str, line: dict[str, Any], seconds: float | None) -> str:
 
 
 def _seconds_per_step(lines: list[dict[str, Any]]) -> float | None:
-    train = [m for m in lines if m["kind"] == "train"]
-    if not train:
-        return None
-    steps = [m["step"] - p for m, p in zip(train, [0] + [m["step"] for m in train], strict=False)]
-    return sum(n * BATCH / m["samples_per_s"] for n, m in zip(steps, train, strict=True)) / sum(steps)
+    steps, seconds = training_seconds(lines, BATCH)
+    return seconds / steps if steps else None
 
 
 def main() -> None:

@@ -19,6 +19,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from _common import training_seconds
+from elmd_sdk.trainers.metrics_log import METRICS_FILE, read_metrics
+
 METRICS = (
     ("BLEU-2", "bleu_2"),
     ("BLEU-4", "bleu_4"),
@@ -43,15 +46,13 @@ def _interval(values: list[float] | None) -> str:
 def training_summary(bundle: Path) -> None:
     """Steps, wall-clock between the first and last metrics line, validations, and the weights the bundle kept."""
     log = json.loads((bundle / "training.json").read_text())
-    lines = [json.loads(x) for x in (bundle / "metrics.jsonl").read_text().splitlines() if x.strip()]
-    train = [m for m in lines if m["kind"] == "train"]
-    steps = [m["step"] - previous for m, previous in zip(train, [0] + [m["step"] for m in train], strict=False)]
-    seconds = [n * 16 / m["samples_per_s"] for n, m in zip(steps, train, strict=True)]  # batch 16
+    lines = read_metrics(bundle / METRICS_FILE)
+    _, seconds = training_seconds(lines, 16)  # batch 16
     print(f"training: {log['global_step']} optimizer steps of batch 16, kept {log['kept']}")
     print(
         f"  metrics log spans {(lines[-1]['time'] - lines[0]['time']) / 60:.1f} min from step {lines[0]['step']} "
-        f"(plus the first interval and start-up); training steps alone {sum(seconds) / 60:.1f} min, "
-        f"{sum(seconds) / log['global_step']:.2f} s/step"
+        f"(plus the first interval and start-up); training steps alone {seconds / 60:.1f} min, "
+        f"{seconds / log['global_step']:.2f} s/step"
     )
     print(
         "  validation: "
@@ -66,7 +67,7 @@ def training_summary(bundle: Path) -> None:
             if m["kind"] == "valid"
         )
     )
-    losses = ", ".join(f"{m['loss']:.2f}" for m in train)
+    losses = ", ".join(f"{m['loss']:.2f}" for m in lines if m["kind"] == "train")
     print(f"  training loss per logging interval: {losses}")
 
 
