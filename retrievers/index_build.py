@@ -4,6 +4,7 @@ index of the chosen type and save the folder (:func:`elmd_sdk.retrievers.index.s
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +13,14 @@ import faiss
 import numpy as np
 from elmd_sdk.retrievers.encoder import encode_in_chunks
 from elmd_sdk.retrievers.index import LoadedIndex, TextEncoder, make_store, save_index
-from elmd_sdk.retrievers.index_manifest import METADATA_FIELDS, EncoderSource, IndexConfig, IndexParams, IndexType
+from elmd_sdk.retrievers.index_manifest import (
+    MAX_SCORE_BASELINE,
+    METADATA_FIELDS,
+    EncoderSource,
+    IndexConfig,
+    IndexParams,
+    IndexType,
+)
 from langchain_community.docstore.in_memory import InMemoryDocstore
 from langchain_community.vectorstores import FAISS
 from langchain_core.documents import Document
@@ -129,8 +137,16 @@ def build_index(
         hnsw_m=config.hnsw_m,
         ef_search=config.ef_search,
     )
+    baseline = score_baseline(vectors)
+    if baseline > MAX_SCORE_BASELINE:
+        warnings.warn(
+            f"random pairs of this corpus have a mean similarity of {baseline:.6f}: the encoder hardly tells its "
+            f"utterances apart (an untrained or collapsed ERM?); scores are relative to {MAX_SCORE_BASELINE} instead",
+            stacklevel=2,
+        )
+        baseline = MAX_SCORE_BASELINE
     out = Path(out_dir)
-    manifest = save_index(store, out, config.index_type, params, encoder.fingerprint(), source, score_baseline(vectors))
+    manifest = save_index(store, out, config.index_type, params, encoder.fingerprint(), source, baseline)
     return LoadedIndex(store=store, manifest=manifest, path=out)
 
 

@@ -22,11 +22,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 from elmd_sdk.errors import InputError
-from elmd_sdk.io import read_json
+from elmd_sdk.io import is_json_int, read_json
 
 Need = Callable[[bool, str, str], None]  # need(ok, field, problem): an InputError naming the field unless ok
 
 FORMAT_VERSION = 1
+MAX_SCORE_BASELINE = 0.999
+"""The highest score baseline an index records. A float32 cosine is exact to about 2e-6 (a 1536-dim inner product),
+and the relative score divides that error by ``1 - baseline``: at 0.999 it stays within 2e-3. An encoder whose random
+pairs look more alike than that (an untrained or collapsed ERM, a corpus of near-identical utterances) gets this
+baseline, and :func:`~elmd_sdk.retrievers.index_build.build_index` says so."""
 FAISS_FILE = "index.faiss"
 DOCSTORE_FILE = "docstore.json"
 ID_MAP_FILE = "id_map.json"
@@ -101,7 +106,7 @@ class IndexManifest:
             raise InputError("expected a JSON object", file=file)
         version = data.get("format_version")
         need(
-            version == FORMAT_VERSION,
+            is_json_int(version) and version == FORMAT_VERSION,
             "format_version",
             f"unsupported index format {version!r} (this elmd-sdk reads {FORMAT_VERSION})",
         )
@@ -122,9 +127,11 @@ class IndexManifest:
         need(fingerprint is None or isinstance(fingerprint, dict), "encoder_fingerprint", "must be an object or null")
         baseline = data.get("score_baseline", 0.0)
         need(
-            not isinstance(baseline, bool) and isinstance(baseline, int | float) and -1.0 <= baseline < 1.0,
+            not isinstance(baseline, bool)
+            and isinstance(baseline, int | float)
+            and -1.0 <= baseline <= MAX_SCORE_BASELINE,
             "score_baseline",
-            f"must be a number in [-1, 1), got {baseline!r}",
+            f"must be a number in [-1, {MAX_SCORE_BASELINE}], got {baseline!r}",
         )
         return cls(
             index_type=data["index_type"],
@@ -150,7 +157,7 @@ def read_manifest(index_dir: str | Path) -> IndexManifest:
 
 
 def _is_count(value: Any, low: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+    return is_json_int(value) and value >= low
 
 
 def _params(raw: Any, need: Need) -> IndexParams:

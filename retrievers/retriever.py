@@ -17,6 +17,7 @@ from elmd_sdk.retrievers.index import (
     read_manifest,
     resolve_source,
 )
+from elmd_sdk.retrievers.index_manifest import MAX_SCORE_BASELINE
 from langchain_community.vectorstores import FAISS
 from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
@@ -95,7 +96,7 @@ class EmotionalRetriever(BaseRetriever):
     """Dialogues whose entries are never returned."""
     score_threshold: float | None = None
     """Documents whose ``score`` is below this are not returned (None: no cutoff)."""
-    score_baseline: float = Field(default=0.0, ge=-1.0, lt=1.0)
+    score_baseline: float = Field(default=0.0, ge=-1.0, le=MAX_SCORE_BASELINE)
     """Mean similarity of two random corpus utterances (from the index manifest); ``score`` is relative to it."""
     search_kwargs: dict[str, Any] = Field(default_factory=dict)
     """Per-retriever search settings, LangChain style: ``k``, ``score_threshold``, ``exclude_dialogue_ids``."""
@@ -198,6 +199,7 @@ class EmotionalRetriever(BaseRetriever):
 
     def _relative(self, similarity: float) -> float:
         """The similarity on the scale where a random pair of corpus utterances scores 0 and an identical one 1."""
+        similarity = min(similarity, 1.0)  # unit vectors: float rounding can put an identical pair just above 1
         return (similarity - self.score_baseline) / (1.0 - self.score_baseline)
 
     def _get_relevant_documents(

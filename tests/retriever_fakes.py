@@ -12,11 +12,13 @@ from elmd_sdk.data.records import Sample, Turn
 
 
 class HashEncoder:
-    """Bag-of-words hashing encoder: each lower-cased word adds 1 to bucket crc32(word) % dim; rows unit norm."""
+    """Bag-of-words hashing encoder: each lower-cased word adds 1 to bucket crc32(word) % dim; rows unit norm.
+    ``constant`` is added to every bucket first: a large one puts every utterance on almost the same point."""
 
-    def __init__(self, dim: int = 64, salt: str = "") -> None:
+    def __init__(self, dim: int = 64, salt: str = "", constant: float = 0.0) -> None:
         self._dim = dim
         self.salt = salt
+        self.constant = constant
         self.calls = 0
 
     @property
@@ -25,7 +27,7 @@ class HashEncoder:
 
     def encode(self, texts: Sequence[str], batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
         self.calls += 1
-        out = np.zeros((len(texts), self._dim), dtype=np.float32)
+        out = np.full((len(texts), self._dim), self.constant, dtype=np.float32)
         for row, text in enumerate(texts):
             for word in text.lower().split():
                 out[row, zlib.crc32((self.salt + word).encode()) % self._dim] += 1.0
@@ -33,7 +35,7 @@ class HashEncoder:
         return out / np.where(norms == 0, 1.0, norms)
 
     def fingerprint(self) -> dict[str, Any]:
-        return {"format": "hash", "dim": self._dim, "salt": self.salt}
+        return {"format": "hash", "dim": self._dim, "salt": self.salt, "constant": self.constant}
 
 
 EMOTIONS = ("happy", "sad", "anger", "neutral")

@@ -18,6 +18,7 @@ import sentencepiece as spm
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
+from tolerances import REFERENCE, SAME_MATH
 
 from elmd_sdk.errors import InputError, MismatchError
 from elmd_sdk.models.chatglm2 import ChatGLM2Tokenizer, chatglm2_prompt
@@ -228,7 +229,7 @@ def test_loads_as_glm_and_matches_reference(checkpoint: tuple[Path, dict, dict])
         ours = model(input_ids=ids).logits
     reference = _reference_logits(state, raw, ids)
     assert ours.shape == (2, 11, raw["padded_vocab_size"])
-    torch.testing.assert_close(ours, reference, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(ours, reference, atol=REFERENCE, rtol=REFERENCE)
     assert llm_fingerprint(model)["model_type"] == "glm"
 
 
@@ -238,7 +239,7 @@ def test_non_multi_query_layout_matches_reference(tmp_path: Path, sp_model: Path
     ids = torch.randint(0, 300, (1, 9))
     with torch.no_grad():
         torch.testing.assert_close(
-            model(input_ids=ids).logits, _reference_logits(state, raw, ids), atol=1e-4, rtol=1e-4
+            model(input_ids=ids).logits, _reference_logits(state, raw, ids), atol=REFERENCE, rtol=REFERENCE
         )
 
 
@@ -254,7 +255,7 @@ def test_bin_shards_load_weights_only(tmp_path: Path, sp_model: Path) -> None:
     ids = torch.randint(0, 300, (1, 5))
     with torch.no_grad():
         torch.testing.assert_close(
-            model(input_ids=ids).logits, _reference_logits(state, raw, ids), atol=1e-4, rtol=1e-4
+            model(input_ids=ids).logits, _reference_logits(state, raw, ids), atol=REFERENCE, rtol=REFERENCE
         )
 
 
@@ -265,7 +266,7 @@ def test_kv_cache_matches_full_recompute(checkpoint: tuple[Path, dict, dict]) ->
         full = model(input_ids=ids).logits
         first = model(input_ids=ids[:, :6], use_cache=True)
         step = model(input_ids=ids[:, 6:], cache=first.cache, use_cache=True).logits
-    torch.testing.assert_close(torch.cat([first.logits, step], dim=1), full, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(torch.cat([first.logits, step], dim=1), full, atol=SAME_MATH, rtol=SAME_MATH)
 
 
 def test_greedy_generate_matches_argmax_loop(checkpoint: tuple[Path, dict, dict]) -> None:
@@ -332,7 +333,7 @@ def test_official_ptuning_checkpoint_matches_reference(tmp_path: Path, checkpoin
     with torch.no_grad():
         ours = model(input_ids=ids).logits
         plain = _reference_logits(state, raw, ids)
-    torch.testing.assert_close(ours, _reference_logits(state, raw, ids, emb), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(ours, _reference_logits(state, raw, ids, emb), atol=REFERENCE, rtol=REFERENCE)
     assert (ours - plain).abs().max() > 1e-2  # the prefix changes the output
 
 
@@ -379,7 +380,7 @@ def test_official_projection_prefix_matches_reference(tmp_path: Path, checkpoint
     ids = torch.randint(0, 300, (1, 6))
     with torch.no_grad():
         ours = model(input_ids=ids).logits
-    torch.testing.assert_close(ours, _reference_logits(state, raw, ids, rows), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(ours, _reference_logits(state, raw, ids, rows), atol=REFERENCE, rtol=REFERENCE)
 
 
 def test_prefix_merged_into_base_checkpoint_is_applied(tmp_path: Path, sp_model: Path) -> None:
@@ -394,7 +395,7 @@ def test_prefix_merged_into_base_checkpoint_is_applied(tmp_path: Path, sp_model:
     ids = torch.randint(0, 300, (1, 5))
     with torch.no_grad():
         ours = model(input_ids=ids).logits
-    torch.testing.assert_close(ours, _reference_logits(state, raw, ids, emb), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(ours, _reference_logits(state, raw, ids, emb), atol=REFERENCE, rtol=REFERENCE)
 
 
 def test_official_prefix_for_other_model_is_refused(tmp_path: Path, checkpoint: tuple[Path, dict, dict]) -> None:

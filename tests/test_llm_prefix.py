@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from llm_fakes import tiny_llama
+from tolerances import SAME_MATH
 from transformers import LlamaForCausalLM
 from transformers.generation.streamers import BaseStreamer
 
@@ -74,7 +75,7 @@ def test_prefix_equals_past_keys_values_with_positions_from_zero(model: LlamaFor
         both = torch.cat([prompt, suffix], dim=1)
         positions = torch.tensor([[0, 1, 2, 0, 1, 2, 3]])  # ChatGLM2: tokens after the prefix start at position 0
         plain = model(input_ids=both, position_ids=positions).logits[:, 3:]
-    torch.testing.assert_close(prefixed, plain, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(prefixed, plain, atol=SAME_MATH, rtol=SAME_MATH)
 
 
 def test_generate_with_prefix_equals_plain_generate_over_past(model: LlamaForCausalLM) -> None:
@@ -124,7 +125,7 @@ def test_kv_cache_with_prefix_matches_full_recompute(model: LlamaForCausalLM) ->
         full = model(input_ids=ids).logits
         first = model(input_ids=ids[:, :4], use_cache=True)
         rest = model(input_ids=ids[:, 4:], cache=first.cache, use_cache=True).logits
-    torch.testing.assert_close(torch.cat([first.logits, rest], dim=1), full, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(torch.cat([first.logits, rest], dim=1), full, atol=SAME_MATH, rtol=SAME_MATH)
 
 
 class _Collect(BaseStreamer):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from llm_fakes import tiny_llm
+from tolerances import SAME_MATH
 
 from elmd_sdk.errors import InputError
 from elmd_sdk.models.prefix import PrefixConfig, attach_prefix, detach_prefix
@@ -25,7 +26,7 @@ def test_a_one_token_prefix_acts_as_that_token_at_position_zero() -> None:
     detach_prefix(model)
     positions = torch.tensor([[0, 0, 1, 2, 3]])  # t at 0; the input from 0 as after a prefix
     plain = model(input_ids=torch.tensor([[token, *inputs]]), position_ids=positions).logits[:, 1:]
-    torch.testing.assert_close(prefixed, plain, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(prefixed, plain, rtol=SAME_MATH, atol=SAME_MATH)
 
 
 def test_tokens_are_cycled_to_the_prefix_length_and_rows_differ_from_random() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -16,12 +17,14 @@ from elmd_sdk.retrievers.index_manifest import (
     FAISS_FILE,
     ID_MAP_FILE,
     MANIFEST_FILE,
+    MAX_SCORE_BASELINE,
     EncoderSource,
     IndexManifest,
     IndexParams,
     StoredSource,
     read_manifest,
 )
+from elmd_sdk.retrievers.retriever import EmotionalRetriever
 from retriever_fakes import HashEncoder, tiny_corpus
 
 from elmd_sdk.errors import InputError, MismatchError
@@ -240,6 +243,19 @@ def test_an_index_from_before_the_score_baseline_loads_with_raw_scores(flat_inde
     assert load_index(flat_index).manifest.score_baseline == 0.0
 
 
+def test_an_encoder_that_cannot_tell_the_corpus_apart_still_builds_an_index_that_loads(tmp_path: Path) -> None:
+    """Every utterance on (almost) one point: random pairs' mean similarity rounds to 1, above what a manifest holds.
+    The build records the highest baseline the scale allows, says why, and the index loads with finite scores."""
+    collapsed = HashEncoder(dim=8, constant=1000.0)  # every vector (1, ..., 1) / sqrt(8) up to a tiny hashed part
+    with pytest.warns(UserWarning, match=r"mean similarity of 1\.0000.*relative to 0\.999"):
+        build_index(collapsed, tiny_corpus(), tmp_path / "index")
+    loaded = load_index(tmp_path / "index")
+    assert loaded.manifest.score_baseline == MAX_SCORE_BASELINE
+    retriever = EmotionalRetriever.load(tmp_path / "index", encoder=collapsed, k=24)
+    scores = [d.metadata["score"] for d in retriever.invoke(tiny_corpus()[0].utterance.text)]
+    assert all(math.isfinite(s) and s <= 1.0 for s in scores)
+
+
 @pytest.mark.parametrize(
     ("changes", "field", "problem"),
     [
@@ -249,7 +265,9 @@ def test_an_index_from_before_the_score_baseline_loads_with_raw_scores(flat_inde
         ({"metric": "l2"}, "metric", "must be 'inner_product'"),
         ({"sha256": {FAISS_FILE: "0" * 64}}, "sha256", f"needs the SHA-256 of {DOCSTORE_FILE}"),
         ({"encoder_fingerprint": "abc"}, "encoder_fingerprint", "must be an object or null"),
-        ({"score_baseline": 1.0}, "score_baseline", "must be a number in [-1, 1), got 1.0"),
+        ({"score_baseline": 1.0}, "score_baseline", "must be a number in [-1, 0.999], got 1.0"),
+        ({"score_baseline": 0.9991}, "score_baseline", "must be a number in [-1, 0.999], got 0.9991"),
+        ({"score_baseline": -1.5}, "score_baseline", "must be a number in [-1, 0.999], got -1.5"),
         ({"params": {"nlist": None, "nprobe": 0, "hnsw_m": 32, "ef_search": 64}}, "params.nprobe", "got 0"),
         ({"params": {"nlist": 0, "nprobe": 8, "hnsw_m": 32, "ef_search": 64}}, "params.nlist", "got 0"),
         ({"params": [8]}, "params", "must be an object"),
