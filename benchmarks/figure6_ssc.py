@@ -26,6 +26,7 @@ from retrieval_quality import parse_args as quality_args
 def main() -> None:
     args = quality_args(__doc__, extra=lambda p: p.add_argument("--s", default="1,2,4,8", help="values of s"))
     import torch
+
     from elmd_sdk.retrievers.encoder import ERMConfig
 
     if args.threads:

@@ -112,7 +112,6 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from elmd_sdk.chains.chain import ELMDChain
-
     from elmd_sdk.evaluate import eval_report, evaluate, write_report
     from elmd_sdk.models.chat_model import ELMDChatModel
 

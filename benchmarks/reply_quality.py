@@ -80,9 +80,8 @@ def build_retrievers(train: list[Sample], erm_dir: Path, work: Path, k: int) -> 
 
 def utterance_emotion_f1(subset: list[Sample], retriever: Any, labels: tuple[str, ...], k: int) -> float:
     """Weighted F1 (x100) of the k-neighbour vote of ``retriever`` against the utterances' gold emotions."""
-    from elmd_sdk.retrievers.retriever import emotion_vote
-
     from elmd_sdk.metrics.emotion import emotion_scores
+    from elmd_sdk.retrievers.retriever import emotion_vote
 
     predicted = []
     for sample in subset:
@@ -133,10 +132,10 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from elmd_sdk.chains.chain import ELMDChain
     from rich.console import Console
     from rich.table import Table
 
+    from elmd_sdk.chains.chain import ELMDChain
     from elmd_sdk.evaluate import EvalSettings, eval_report, evaluate, write_report
     from elmd_sdk.metrics.emotion import emotion_scores
     from elmd_sdk.models.chat_model import ELMDChatModel

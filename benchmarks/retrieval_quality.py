@@ -27,9 +27,8 @@ from typing import TYPE_CHECKING
 from _common import meld_parser, read_meld
 
 if TYPE_CHECKING:
-    from elmd_sdk.retrievers.encoder import ERMConfig
-
     from elmd_sdk.data import Sample
+    from elmd_sdk.retrievers.encoder import ERMConfig
 
 VARIANTS = {
     # name: (use_ert, use_ssc); None = the plain sentence encoder, untrained

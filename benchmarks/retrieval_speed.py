@@ -60,10 +60,10 @@ def timed(fn: Callable[[], object]) -> float:
 
 def throughput(args: argparse.Namespace, texts: list[str], samples: list[Sample], work: Path) -> None:
     """Print build_index and raw sentence-transformers throughput on the same texts, and their ratio."""
-    from elmd_sdk.retrievers import EncoderSource, ERMEncoder, build_index
     from sentence_transformers import SentenceTransformer
 
     from elmd_sdk.paths import default_encoder_path
+    from elmd_sdk.retrievers import EncoderSource, ERMEncoder, build_index
 
     raw_model = SentenceTransformer(str(default_encoder_path()), device="cpu")
     encoder = ERMEncoder.plain()

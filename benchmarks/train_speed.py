@@ -42,10 +42,9 @@ def chosen_batches(samples: list[Any], setting: dict[str, Any], steps: int) -> l
     """``steps + 1`` batches (the first is a warm-up) evenly spaced over one epoch in the order ``run_stage`` uses
     (``epoch_order``, seed 0): a length-grouped epoch sorts each mega-batch longest first, so its first batches alone
     would be the slowest ones, not typical ones."""
+    from elmd_sdk.models.llm import load_llm
     from elmd_sdk.trainers.examples import PromptConfig, build_examples
     from elmd_sdk.trainers.stage import epoch_order
-
-    from elmd_sdk.models.llm import load_llm
 
     _, tokenizer = load_llm(None)
     prompt = PromptConfig(use_video=False, max_prompt_tokens=setting["cap"])
@@ -62,11 +61,10 @@ def our_steps(batches: list[list[Any]], bf16: bool, profiler: Any = None) -> lis
     runs it: ``StageModel`` (the frozen LLM in the mixed-precision dtype, the text-started prefix 128) forward under
     autocast, the answer-token loss, backward, AdamW; the warm-up step dropped. ``profiler`` (a torch.profiler
     context) wraps the last step."""
-    from elmd_sdk.trainers.stage_model import StageModel
-
     from elmd_sdk.models.llm import load_llm
     from elmd_sdk.models.prefix import PrefixConfig, attach_prefix
     from elmd_sdk.models.prefix_init import prefix_from_tokens
+    from elmd_sdk.trainers.stage_model import StageModel
 
     llm, _ = load_llm(None, dtype=torch.bfloat16 if bf16 else torch.float32)
     llm.requires_grad_(False)
@@ -130,12 +128,11 @@ def raw_steps(batches: list[list[Any]], bf16: bool) -> list[float]:
 def start_losses(samples: list[Any], n: int = 64) -> dict[str, float]:
     """Answer loss (nats per token) of the first ``n`` samples before any training: the base LLM, a random N(0, 1)
     prefix (ChatGLM2's start) and a prefix from the LLM's keys/values of the prompt's opening tokens (the default)."""
-    from elmd_sdk.trainers.examples import PromptConfig, build_examples
-    from elmd_sdk.trainers.stage_model import StageModel
-
     from elmd_sdk.models.llm import load_llm
     from elmd_sdk.models.prefix import PrefixConfig, PrefixEncoder, attach_prefix, detach_prefix
     from elmd_sdk.models.prefix_init import prefix_from_tokens
+    from elmd_sdk.trainers.examples import PromptConfig, build_examples
+    from elmd_sdk.trainers.stage_model import StageModel
 
     llm, tokenizer = load_llm(None, dtype=torch.float32)
     llm.requires_grad_(False)

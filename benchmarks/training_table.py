@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import training_seconds
+
 from elmd_sdk.trainers.metrics_log import METRICS_FILE, read_metrics
 
 METRICS = (

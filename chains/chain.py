@@ -14,23 +14,12 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from os import PathLike
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from elmd_sdk.chains.parser import AnswerReader, ELMDResult
-from elmd_sdk.chains.prompt import (
-    VIDEO_PLACEHOLDER,
-    DemonstrationForm,
-    attach_video,
-    build_prompt,
-    emotion_choice,
-    prompt_variables,
-    wording,
-)
-from elmd_sdk.retrievers.retriever import emotion_vote
 from langchain_core._api import LangChainBetaWarning
 from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun
 from langchain_core.documents import Document
@@ -53,10 +42,23 @@ from pydantic import (
 )
 
 from elmd_sdk.bundle import BundleManifest
-from elmd_sdk.data.labels import EMOTIONS, check_emotions
+from elmd_sdk.chains.parser import AnswerReader, ELMDResult
+from elmd_sdk.chains.prompt import (
+    VIDEO_PLACEHOLDER,
+    DemonstrationForm,
+    attach_video,
+    build_prompt,
+    emotion_choice,
+    format_history,
+    prompt_variables,
+    wording,
+)
+from elmd_sdk.data.labels import EMOTIONS, check_emotions, check_log_prior
 from elmd_sdk.data.records import Turn, VideoRef
 from elmd_sdk.errors import ElmdError, InputError, input_error
 from elmd_sdk.paths import default_bundle_path
+from elmd_sdk.retrievers.retriever import emotion_vote
+from elmd_sdk.text_checks import check_text
 
 if TYPE_CHECKING:
     from elmd_sdk.models.chat_model import ELMDChatModel
@@ -143,10 +145,14 @@ class ELMDChain(RunnableSerializable[dict[str, Any] | str, ELMDResult]):
     result carries every label's probability (needs an ``ELMDChatModel``); free: the model writes the emotion line
     itself and the parser reads it (the paper's decoding)."""
     allowed_emotions: tuple[str, ...] | None = None
-    """Restrict every reply's emotion to these labels (an input's ``allowed_emotions`` overrides it)."""
+    """Restrict every reply's emotion to these labels (an input's ``allowed_emotions`` narrows it further, never
+    widens it: a chain that never answers in anger stays so whatever its input asks)."""
     copy_guard: bool = True
     """Forbid the reply from reproducing any token n-gram of the demonstration's r' or of the utterance u (small
     models otherwise repeat one of them; ``ELMDChatModel`` only; n is its ``copy_guard_ngram``, 4 by default)."""
+    copy_guard_own_replies: bool = True
+    """With ``copy_guard``: also forbid the n-grams of the assistant's own earlier replies in the history the prompt
+    holds, so that a conversation does not repeat itself from the third turn on (``benchmarks/conversation.py``)."""
     emotion_vote_k: int = Field(default=10, ge=1)
     """Nearest indexed utterances whose emotions vote, weighted by similarity, for the utterance emotion."""
     emotion_calibration: bool = True
@@ -173,8 +179,8 @@ class ELMDChain(RunnableSerializable[dict[str, Any] | str, ELMDResult]):
     @model_validator(mode="after")
     def _known_emotions(self) -> ELMDChain:
         check_emotions(self.labels, None, self.allowed_emotions)
-        if self.emotion_log_prior is not None and len(self.emotion_log_prior) != len(self.labels):
-            raise ValueError(f"emotion_log_prior needs one value per label ({len(self.labels)})")
+        if self.emotion_log_prior is not None:
+            check_log_prior(self.emotion_log_prior, len(self.labels))
         return self
 
     @classmethod
@@ -343,7 +349,7 @@ class ELMDChain(RunnableSerializable[dict[str, Any] | str, ELMDResult]):
         self, input: Mapping[str, Any] | str, demonstration: Document | None = None
     ) -> list[BaseMessage]:
         """The chat messages for one input (history fitted to the context), without calling the model."""
-        return self._messages(parse_input(input, self.language, self.labels), demonstration)
+        return self._fitted_prompt(parse_input(input, self.language, self.labels), demonstration)[0]
 
     def prepare(
         self, input: Mapping[str, Any] | str, config: RunnableConfig | None = None
@@ -353,7 +359,8 @@ class ELMDChain(RunnableSerializable[dict[str, Any] | str, ELMDResult]):
         copy guard's texts)."""
         turn = parse_input(input, self.language, self.labels)
         found = self._retrieve(turn, ensure_config(config))
-        return self._messages(turn, found.demonstration), self._reply_chunks(turn, found).options
+        messages, history = self._fitted_prompt(turn, found.demonstration)
+        return messages, self._reply_chunks(turn, found, history).options
 
     # invoke goes through the streaming path: it stops generating where the reply ends, and equals the stream.
     def _invoke(
@@ -387,8 +394,8 @@ class ELMDChain(RunnableSerializable[dict[str, Any] | str, ELMDResult]):
         turn = parse_input(_merge_inputs(inputs), self.language, self.labels)
         child = patch_config(config, callbacks=run_manager.get_child())
         found = self._retrieve(turn, child)
-        chunks = self._reply_chunks(turn, found)
-        messages = self._messages(turn, found.demonstration)
+        messages, history = self._fitted_prompt(turn, found.demonstration)
+        chunks = self._reply_chunks(turn, found, history)
         pieces = self.chat_model.stream(messages, child, **_call_options(chunks.options, kwargs))
         try:
             yield from chunks.read(pieces)
@@ -406,8 +413,8 @@ class ELMDChain(RunnableSerializable[dict[str, Any] | str, ELMDResult]):
         turn = parse_input(_merge_inputs(iter(items)), self.language, self.labels)
         child = patch_config(config, callbacks=run_manager.get_child())
         found = await self._aretrieve(turn, child)
-        chunks = self._reply_chunks(turn, found)
-        messages = self._messages(turn, found.demonstration)
+        messages, history = self._fitted_prompt(turn, found.demonstration)
+        chunks = self._reply_chunks(turn, found, history)
         pieces = self.chat_model.astream(messages, child, **_call_options(chunks.options, kwargs))
         try:
             async for chunk in chunks.aread(pieces):
@@ -449,7 +456,7 @@ class ELMDChain(RunnableSerializable[dict[str, Any] | str, ELMDResult]):
             raise ElmdError("emotion calibration scores the labels with an ELMDChatModel")
         choice = emotion_choice(self.labels, self.language)
         quiet: RunnableConfig = {"callbacks": []}  # internal calls: not part of a caller's run
-        messages = self._messages(turn, demonstration)
+        messages = self._fitted_prompt(turn, demonstration)[0]
         message = self.chat_model.invoke(messages, quiet, emotion_choice=choice, max_new_tokens=1)
         probabilities = message.response_metadata["emotion_scores"]
         return [math.log(max(probabilities[label], 1e-45)) for label in self.labels]  # float32 floor
@@ -466,14 +473,15 @@ class ELMDChain(RunnableSerializable[dict[str, Any] | str, ELMDResult]):
             self._log_prior = tuple(sum(values) / len(values) for values in zip(*logs, strict=True))
         return self._log_prior
 
-    def _reply_chunks(self, turn: _Turn, found: _Retrieved) -> _ReplyChunks:
-        """The parser of this turn's reply, with the chat model's call options (stops, emotion choice, copy guard)."""
+    def _reply_chunks(self, turn: _Turn, found: _Retrieved, history: Sequence[Turn]) -> _ReplyChunks:
+        """The parser of this turn's reply, with the chat model's call options (stops, emotion choice, copy guard
+        over r', u and the assistant's own replies in ``history``, the history the prompt holds)."""
         words = wording(self.language)
         options: dict[str, Any] = {
             "stop": sorted({f"\n{words.user_name}{words.colon.strip()}", f"\n{words.user_name}:"})
         }
         own_model = _own_model(self.chat_model) is not None
-        allowed = turn.allowed_emotions if turn.allowed_emotions is not None else self.allowed_emotions
+        allowed = _narrowed(self.allowed_emotions, turn.allowed_emotions)
         closed = self.emotion_mode == "closed" or turn.emotion is not None or allowed is not None
         if closed and not own_model:
             raise ElmdError(
@@ -490,7 +498,8 @@ class ELMDChain(RunnableSerializable[dict[str, Any] | str, ELMDResult]):
             )
         if self.copy_guard and own_model:
             demonstration = [found.demonstration.page_content] if found.demonstration is not None else []
-            options["avoid_copying"] = [*demonstration, turn.utterance.text]
+            own = [t.text for t in history if t.speaker == words.assistant_name] if self.copy_guard_own_replies else []
+            options["avoid_copying"] = [*demonstration, turn.utterance.text, *own]
         extras = ELMDResult(
             None,
             "",
@@ -502,8 +511,8 @@ class ELMDChain(RunnableSerializable[dict[str, Any] | str, ELMDResult]):
 
     # -- prompt and context fitting ----------------------------------------------------------------------------
 
-    def _messages(self, turn: _Turn, demonstration: Document | None) -> list[BaseMessage]:
-        """Prompt messages with as much of the newest history as fits the context window."""
+    def _fitted_prompt(self, turn: _Turn, demonstration: Document | None) -> tuple[list[BaseMessage], Sequence[Turn]]:
+        """Prompt messages with as much of the newest history as fits the context window, and that history."""
         video = turn.video
         if video is not None and not self.video_enabled:
             if self.use_video and not self._warned_video:
@@ -531,13 +540,11 @@ class ELMDChain(RunnableSerializable[dict[str, Any] | str, ELMDResult]):
         budget = self._prompt_budget()
         history = turn.history
         if budget is None:
-            return render(history)
+            return render(history), history
 
         def newest(n: int) -> list[BaseMessage]:
             return render(history[len(history) - n :])
 
-        if self.count_tokens(newest(len(history)), video is not None) <= budget:
-            return newest(len(history))
         bare = self.count_tokens(render([]), video is not None)
         if bare > budget:
             raise InputError(
@@ -545,15 +552,38 @@ class ELMDChain(RunnableSerializable[dict[str, Any] | str, ELMDResult]):
                 f"(context {self._context_window()} minus {self._max_new_tokens()} for the reply)",
                 field="utterance",
             )
-        # Largest number of newest turns that fits (the token count grows with every turn kept).
-        lo, hi = 0, len(history) - 1
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if self.count_tokens(newest(mid), video is not None) <= budget:
-                lo = mid
-            else:
-                hi = mid - 1
-        return newest(lo)
+
+        def fits(n: int) -> bool:
+            return self.count_tokens(newest(n), video is not None) <= budget
+
+        # The exact answer: the largest number of newest turns whose whole prompt fits (its token count grows with
+        # every turn kept), searched from the estimate, so only prompts about the size of the context are tokenized.
+        guess, most = self._history_estimate(history, budget - bare)
+        kept = _largest_fitting(fits, guess, most)
+        return newest(kept), history[len(history) - kept :]
+
+    def _history_estimate(self, history: Sequence[Turn], room: int) -> tuple[int, int]:
+        """How many of the newest history turns fit in ``room`` tokens beside the prompt without history, before
+        the exact count: ``(guess, most)``. ``most`` is a bound from characters alone (a turn's line of c characters
+        takes at least c / :meth:`~elmd_sdk.models.chat_model.ELMDChatModel.max_token_chars` tokens; no bound for
+        another chat model); ``guess`` adds up the turns' lines tokenized one at a time, from the newest, and stops
+        at the first that no longer fits, so neither ever tokenizes more than the context can hold."""
+        own = _own_model(self.chat_model)
+        per_token = own.max_token_chars() if own is not None else None
+        guess: int | None = None
+        chars = tokens = 0
+        for n, turn in enumerate(reversed(history)):
+            line = format_history([turn], self.language) + "\n"
+            chars += len(line)
+            if per_token is not None and -(-chars // per_token) > room:
+                return (n if guess is None else guess), n
+            if guess is None:
+                tokens += self.chat_model.get_num_tokens(line)
+                if tokens > room:
+                    guess = n
+                    if per_token is None:
+                        break
+        return (len(history) if guess is None else guess), len(history)
 
     def count_tokens(self, messages: Sequence[BaseMessage], with_video: bool = False) -> int:
         """Prompt length in tokens, as the chat model will see it (with ``with_video``, video tokens E_v included)."""
@@ -617,6 +647,47 @@ class _ReplyChunks(AnswerReader):
         return chunks
 
 
+def _largest_fitting(fits: Callable[[int], bool], guess: int, most: int) -> int:
+    """The largest n in [0, most] for which ``fits(n)`` holds, where ``fits`` holds up to some n and fails beyond it
+    (``fits(0)`` is taken to hold): galloping from ``guess`` (steps 1, 2, 4, ...) until the answer is bracketed, then
+    bisecting, so a close guess costs two or three calls."""
+    guess = min(guess, most)
+    if guess == 0 or fits(guess):
+        low, high, step = guess, most, 1  # low fits; nothing above high does
+        while low < high:
+            probe = min(low + step, high)
+            if not fits(probe):
+                high = probe - 1
+                break
+            low, step = probe, step * 2
+    else:
+        high, step = guess - 1, 1
+        while True:
+            probe = max(high - step + 1, 0)
+            if probe == 0 or fits(probe):
+                low = probe
+                break
+            high, step = probe - 1, step * 2
+    while low < high:
+        middle = (low + high + 1) // 2
+        if fits(middle):
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+def _narrowed(chain_wide: tuple[str, ...] | None, given: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    """The labels a reply may take: the input's ``allowed_emotions`` that the chain allows (either set alone when
+    the other is None); an :class:`InputError` when they share none."""
+    if chain_wide is None or given is None:
+        return chain_wide if given is None else given
+    kept = tuple(label for label in given if label in chain_wide)
+    if not kept:
+        raise InputError(f"none of {list(given)} is among this chain's {list(chain_wide)}", field="allowed_emotions")
+    return kept
+
+
 def _own_model(chat_model: BaseChatModel) -> ELMDChatModel | None:
     """The chat model as an :class:`ELMDChatModel` (which scores labels, counts video tokens and knows its context
     window), or None for another LangChain chat model."""
@@ -669,12 +740,16 @@ def parse_input(
     text = value.get("utterance")
     if not isinstance(text, str) or not text.strip():
         raise InputError("must be a non-empty string", field="utterance")
+    check_text(text, "utterance")
     speaker = value.get("speaker") or words.user_name
     if not isinstance(speaker, str):
         raise InputError("must be a string", field="speaker")
+    check_text(speaker, "speaker")
     background = value.get("background")
     if background is not None and not isinstance(background, str):
         raise InputError("must be a string or None", field="background")
+    if background is not None:
+        check_text(background, "background")
     raw_history = value.get("history") or []
     if isinstance(raw_history, str) or not isinstance(raw_history, Sequence):
         raise InputError("must be a list of strings or {speaker, text} objects", field="history")
@@ -696,12 +771,10 @@ def parse_input(
 def _history_turn(item: Any, index: int, count: int, user: str, assistant: str) -> Turn:
     """One history entry as a Turn; bare strings alternate speakers, the newest being the assistant's."""
     field = f"history[{index}]"
-    if isinstance(item, Turn):
-        return item
-    if isinstance(item, HistoryTurn):
-        item = item.model_dump()
+    if isinstance(item, Turn | HistoryTurn):
+        item = {"speaker": item.speaker, "text": item.text, "emotion": item.emotion}
     if isinstance(item, str):
-        return Turn(speaker=assistant if (count - 1 - index) % 2 == 0 else user, text=item)
+        return Turn(speaker=assistant if (count - 1 - index) % 2 == 0 else user, text=check_text(item, field))
     if isinstance(item, HistoryMessage):
         item = item.model_dump()
     if isinstance(item, Mapping) and "role" in item:
@@ -710,7 +783,7 @@ def _history_turn(item: Any, index: int, count: int, user: str, assistant: str) 
             raise InputError(f"role must be 'user' or 'assistant', got {role!r}", field=field)
         if not isinstance(content, str):
             raise InputError("needs a string 'content'", field=field)
-        return Turn(speaker=user if role == "user" else assistant, text=content)
+        return Turn(speaker=user if role == "user" else assistant, text=check_text(content, f"{field}.content"))
     if isinstance(item, Mapping):
         speaker, text = item.get("speaker"), item.get("text")
         if not isinstance(text, str):
@@ -718,7 +791,11 @@ def _history_turn(item: Any, index: int, count: int, user: str, assistant: str) 
         if not isinstance(speaker, str) or not speaker:
             raise InputError("needs a non-empty string 'speaker'", field=field)
         emotion = item.get("emotion")
-        return Turn(speaker=speaker, text=text, emotion=emotion if isinstance(emotion, str) else None)
+        return Turn(
+            speaker=check_text(speaker, f"{field}.speaker"),
+            text=check_text(text, f"{field}.text"),
+            emotion=emotion if isinstance(emotion, str) else None,
+        )
     raise InputError(
         f"must be a string, a {{speaker, text}} or a {{role, content}} object, got {type(item).__name__}", field=field
     )

@@ -22,10 +22,9 @@ from typing import TYPE_CHECKING, Any, TextIO
 from elmd_sdk.errors import ElmdError
 
 if TYPE_CHECKING:
+    from elmd_sdk.bundle import BundleManifest
     from elmd_sdk.chains.chain import ELMDChain
     from elmd_sdk.chains.parser import ELMDResult
-
-    from elmd_sdk.bundle import BundleManifest
 
 HELP = """commands:
   /video PATH        attach a video clip to your next turn

@@ -19,11 +19,11 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from elmd_sdk.chains.prompt import label_name, render_answer, wording
 from langchain_core.documents import Document
 from langchain_core.messages import BaseMessage
 from langchain_core.output_parsers.transform import BaseTransformOutputParser
 
+from elmd_sdk.chains.prompt import label_name, render_answer, wording
 from elmd_sdk.data.labels import EMOTIONS
 from elmd_sdk.errors import ElmdError
 

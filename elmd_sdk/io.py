@@ -9,13 +9,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, TypeGuard
 
 if TYPE_CHECKING:  # torch loads only when tensors are read or written: reading JSON manifests stays light
     import torch
@@ -50,6 +51,7 @@ def check_writable(path: str | Path, *, folder: bool = False) -> Path:
     import errno
 
     path = Path(path)
+    _refuse_embedded_default(path)
     if path.is_dir() and not folder:
         raise IsADirectoryError(errno.EISDIR, "is a directory, not a file", str(path))
     if path.exists() and folder and not path.is_dir():
@@ -65,6 +67,37 @@ def check_writable(path: str | Path, *, folder: bool = False) -> Path:
     os.close(fd)
     os.unlink(probe)
     return path
+
+
+def check_output_folder(path: str | Path, *marks: str, overwrite: bool = False) -> Path:
+    """Fail now when a command cannot replace the folder ``path`` with the one it writes (as a whole, at the end):
+    when :func:`check_writable` fails, or when ``path`` is a folder with files that holds none of ``marks`` (relative
+    paths of the files that mark a folder this kind of command writes: its manifest, such as ``index.json``), unless
+    ``overwrite``: replacing that folder would delete files the command did not write."""
+    from elmd_sdk.errors import InputError
+
+    path = Path(path)
+    if not overwrite and path.is_dir() and any(path.iterdir()) and not any((path / m).is_file() for m in marks):
+        problem = (
+            f"is a folder of other files (it has no {' or '.join(marks)}), which writing here would delete; "
+            "choose a new or empty folder, or pass --overwrite to replace it"
+        )
+        raise InputError(problem, file=path, field="--out")
+    return check_writable(path, folder=True)
+
+
+def _refuse_embedded_default(path: Path) -> None:
+    """An :class:`InputError` when ``path`` lies in the embedded default bundle, which every command only reads."""
+    from elmd_sdk.errors import InputError
+    from elmd_sdk.paths import default_bundle_path
+
+    default = default_bundle_path().resolve()
+    if path.resolve().is_relative_to(default):
+        raise InputError(
+            f"is inside the embedded default bundle, which elmd-sdk only reads; copy it first "
+            f"(cp -r {default} my_bundle) and use the copy",
+            file=path,
+        )
 
 
 @contextlib.contextmanager
@@ -162,9 +195,51 @@ def read_json(path: str | Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InputError("file not found", file=path) from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except RecursionError:
+        raise InputError("JSON nested too deeply to read", file=path) from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an integer too long to convert
         line = getattr(exc, "lineno", None)
         raise InputError(f"not valid UTF-8 JSON ({exc})", file=path, line=line) from None
+
+
+def is_json_int(value: Any) -> TypeGuard[int]:
+    """Whether a parsed JSON value is an integer (``true`` and ``false`` are not, although Python's bool is an int)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_json_number(value: Any) -> TypeGuard[int | float]:
+    """Whether a parsed JSON value is a finite number (not a bool; Python's JSON reads ``1e400`` as infinity)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+_JSON_TYPES: dict[str, Callable[[Any], bool]] = {
+    "str": lambda value: isinstance(value, str),
+    "int": is_json_int,
+    "float": is_json_number,
+    "bool": lambda value: isinstance(value, bool),
+    "None": lambda value: value is None,
+}
+
+
+def check_json_fields(cls: type, data: Any, file: str | Path | None) -> dict[str, Any]:
+    """``data``, parsed from the JSON ``file``, as keyword arguments of the dataclass ``cls`` whose fields are
+    ``str``, ``int``, ``float``, ``bool`` or a union of them with ``None``: an :class:`InputError` naming the file and
+    the field when ``data`` is not an object, holds a key ``cls`` lacks, or a value of another type (a bool is not an
+    int, a float must be finite, ``"30"`` is not a number). Missing keys take the field's default."""
+    import dataclasses
+
+    from elmd_sdk.errors import InputError
+
+    if not isinstance(data, dict):
+        raise InputError("expected a JSON object", file=file)
+    known = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+    for key, value in data.items():
+        if key not in known:
+            raise InputError(f"unknown field (known: {', '.join(known)})", file=file, field=key)
+        kinds = known[key].split(" | ")
+        if not any(_JSON_TYPES[kind](value) for kind in kinds):
+            raise InputError(f"must be {' or '.join(kinds)}, got {value!r}", file=file, field=key)
+    return data
 
 
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:

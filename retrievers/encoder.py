@@ -20,18 +20,19 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from elmd_sdk.retrievers.ssc import SelfSeparation, set_vector
 
 from elmd_sdk.errors import ElmdError, InputError, MismatchError
 from elmd_sdk.io import (
     atomic_folder,
     atomic_write_json,
+    check_json_fields,
+    is_json_int,
     load_tensors,
     path_inside,
     read_json,
@@ -40,6 +41,7 @@ from elmd_sdk.io import (
     weights_sha256,
 )
 from elmd_sdk.progress import make_progress
+from elmd_sdk.retrievers.ssc import SelfSeparation, set_vector
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -80,16 +82,7 @@ class ERMConfig:
         """Build from a JSON object, with an :class:`InputError` naming an unknown or mistyped field."""
         if not isinstance(data, dict):
             raise InputError("expected a JSON object", file=file, field="config")
-        known = {f.name: f for f in fields(cls)}
-        for key in data:
-            if key not in known:
-                raise InputError(f"unknown setting (known: {', '.join(known)})", file=file, field=key)
-        kinds: dict[str, tuple[type, ...]] = {"str": (str,), "int": (int,), "bool": (bool,), "float": (int, float)}
-        for key, value in data.items():
-            expected = kinds[str(known[key].type)]
-            if not isinstance(value, expected) or (isinstance(value, bool) and bool not in expected):
-                raise InputError(f"expected {known[key].type}, got {value!r}", file=file, field=key)
-        config = cls(**data)
+        config = cls(**check_json_fields(cls, data, file))
         try:
             config.validate()
         except InputError as exc:
@@ -205,13 +198,15 @@ class ERMEncoder:
         cfg_file = path / CONFIG_FILE
         if not isinstance(info, dict) or info.get("format") != ERM_FORMAT:
             raise MismatchError(f"{cfg_file}: not an elmd-sdk ERM directory (format is not '{ERM_FORMAT}')")
-        if info.get("version") != ERM_VERSION:
+        if not is_json_int(info.get("version")) or info.get("version") != ERM_VERSION:
             version = info.get("version")
             raise MismatchError(f"{cfg_file}: ERM format version {version!r}; this elmd-sdk reads {ERM_VERSION}")
         for key in ("config", "files", "base_dim"):
             if key not in info:
                 raise InputError("missing", file=cfg_file, field=key)
         config = ERMConfig.from_dict(info["config"], file=cfg_file)
+        if not (is_json_int(info["base_dim"]) and info["base_dim"] > 0):
+            raise InputError(f"must be a positive integer, got {info['base_dim']!r}", file=cfg_file, field="base_dim")
         files = info["files"]
         if not isinstance(files, dict):
             raise InputError("expected an object of file -> sha256", file=cfg_file, field="files")
@@ -230,7 +225,7 @@ class ERMEncoder:
             raise InputError(f"missing {ENCODER_DIR}/ (only an ERM with a frozen base encoder may omit it)", file=path)
         ssc = None
         if config.use_ssc:
-            ssc = SelfSeparation(int(info["base_dim"]), config.s)
+            ssc = SelfSeparation(info["base_dim"], config.s)
             tensors = load_tensors(path / SSC_FILE)
             try:
                 ssc.load_state_dict(tensors)

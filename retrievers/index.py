@@ -17,6 +17,14 @@ from typing import Any, Protocol, runtime_checkable
 
 import faiss
 import numpy as np
+from langchain_community.docstore.in_memory import InMemoryDocstore
+from langchain_community.vectorstores import FAISS
+from langchain_community.vectorstores.utils import DistanceStrategy
+from langchain_core.documents import Document
+from langchain_core.embeddings import Embeddings
+
+from elmd_sdk.errors import InputError, MismatchError
+from elmd_sdk.io import atomic_folder, atomic_write_bytes, atomic_write_json, path_inside, read_json, sha256_file
 from elmd_sdk.retrievers.index_manifest import (
     DATA_FILES,
     DOCSTORE_FILE,
@@ -31,14 +39,6 @@ from elmd_sdk.retrievers.index_manifest import (
     StoredSource,
     read_manifest,
 )
-from langchain_community.docstore.in_memory import InMemoryDocstore
-from langchain_community.vectorstores import FAISS
-from langchain_community.vectorstores.utils import DistanceStrategy
-from langchain_core.documents import Document
-from langchain_core.embeddings import Embeddings
-
-from elmd_sdk.errors import InputError, MismatchError
-from elmd_sdk.io import atomic_folder, atomic_write_bytes, atomic_write_json, path_inside, read_json, sha256_file
 
 _FAISS_CLASSES = {"flat": faiss.IndexFlat, "hnsw": faiss.IndexHNSW, "ivf": faiss.IndexIVF}
 

@@ -11,6 +11,12 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+from langchain_community.docstore.in_memory import InMemoryDocstore
+from langchain_community.vectorstores import FAISS
+from langchain_core.documents import Document
+
+from elmd_sdk.data.records import Sample
+from elmd_sdk.errors import InputError, MismatchError
 from elmd_sdk.retrievers.encoder import encode_in_chunks
 from elmd_sdk.retrievers.index import LoadedIndex, TextEncoder, make_store, save_index
 from elmd_sdk.retrievers.index_manifest import (
@@ -21,12 +27,6 @@ from elmd_sdk.retrievers.index_manifest import (
     IndexParams,
     IndexType,
 )
-from langchain_community.docstore.in_memory import InMemoryDocstore
-from langchain_community.vectorstores import FAISS
-from langchain_core.documents import Document
-
-from elmd_sdk.data.records import Sample
-from elmd_sdk.errors import InputError, MismatchError
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from langchain_community.vectorstores import FAISS
+from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, CallbackManagerForRetrieverRun
+from langchain_core.documents import Document
+from langchain_core.retrievers import BaseRetriever
+from langchain_core.runnables.config import run_in_executor
+from pydantic import ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+
+from elmd_sdk.errors import InputError, input_error
 from elmd_sdk.retrievers.index import (
     MANIFEST_FILE,
     EncoderSource,
@@ -18,14 +26,6 @@ from elmd_sdk.retrievers.index import (
     resolve_source,
 )
 from elmd_sdk.retrievers.index_manifest import MAX_SCORE_BASELINE
-from langchain_community.vectorstores import FAISS
-from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, CallbackManagerForRetrieverRun
-from langchain_core.documents import Document
-from langchain_core.retrievers import BaseRetriever
-from langchain_core.runnables.config import run_in_executor
-from pydantic import ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
-
-from elmd_sdk.errors import InputError, input_error
 
 
 def encoder_from_source(source: EncoderSource | None, index_dir: Path) -> TextEncoder:

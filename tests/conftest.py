@@ -42,6 +42,7 @@ def chat() -> Any:
 def chain(chat: Any) -> Any:
     """An ELMDChain over :func:`chat` whose retriever always returns the same happy demonstration."""
     from chain_fakes import FixedRetriever
+
     from elmd_sdk.chains import ELMDChain
 
     return ELMDChain(chat_model=chat, retriever=FixedRetriever())

@@ -61,7 +61,6 @@ def chatml_tokenizer(corpus: list[str], vocab_size: int, **trainer: Any) -> PreT
 def system_text(labels: Sequence[str]) -> str:
     """The rendered instruction I (the system message) of the English prompt for ``labels``."""
     from elmd_sdk.chains.prompt import build_prompt, prompt_variables
-
     from elmd_sdk.data.records import Turn
 
     variables = prompt_variables(Turn("A", "x"))
@@ -72,7 +71,6 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     """The tests' tokenizer: byte-level BPE over every byte (any UTF-8 text encodes), the emotion labels as single
     tokens, and the English instruction of both label sets and the fixed prompt phrases as added tokens."""
     from elmd_sdk.chains.prompt import ENGLISH
-
     from elmd_sdk.data.labels import EMOTIONS
 
     answers = [f"Emotion: {label}\nResponse: I see." for label in EMOTIONS] * 10  # labels become single tokens

@@ -19,22 +19,45 @@ def tiny_chain(**chain: Any) -> Any:
     return ELMDChain(chat_model=tiny_chat(max_new_tokens=16), retriever=FixedRetriever(), **chain)
 
 
+def endless_chain() -> Any:
+    """A chain whose reply never ends (a piece every 20 ms) until its stream is closed; ``closed`` counts those."""
+    from elmd_sdk.chains.chain import ELMDChain
+    from elmd_sdk.chains.parser import ELMDResult
+
+    class EndlessChain(ELMDChain):
+        closed: int = 0
+
+        def stream(self, input: Any, config: Any = None, **kwargs: Any) -> Iterator[ELMDResult]:
+            try:
+                yield ELMDResult("happy", "", emotion_scores={"happy": 1.0})
+                while True:
+                    time.sleep(0.02)
+                    yield ELMDResult(None, " la")
+            finally:
+                self.closed += 1
+
+    return EndlessChain(chat_model=tiny_chat(max_new_tokens=16), retriever=FixedRetriever())
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
 
 
-@contextlib.contextmanager
-def running_server(chain: Any, **config: Any) -> Iterator[str]:
-    """Serve ``chain`` with uvicorn in a thread on a free loopback port; yields the base URL (``http://host:port``)."""
-    import uvicorn
-
+def server_for(chain: Any, **config: Any) -> Any:
+    """The server ``elmd-sdk serve`` runs (:func:`~elmd_sdk.serve.server.uvicorn_server`) for ``chain`` on a free
+    loopback port, with a 5 s shutdown grace unless ``config`` says otherwise."""
     from elmd_sdk.serve import ServeConfig, create_app
+    from elmd_sdk.serve.server import uvicorn_server
 
-    settings = ServeConfig(**{"port": free_port(), **config})
-    server = uvicorn.Server(uvicorn.Config(create_app(chain, settings), host="127.0.0.1", port=settings.port,
-                                           log_level="warning", timeout_graceful_shutdown=5))  # fmt: skip
+    settings = ServeConfig(**{"port": free_port(), "shutdown_timeout_s": 5, **config})
+    return uvicorn_server(create_app(chain, settings), settings, log_level="warning")
+
+
+@contextlib.contextmanager
+def running(server: Any) -> Iterator[str]:
+    """Run ``server`` (:func:`server_for`) in a thread until the block ends; yields its URL (``http://host:port``)."""
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -43,7 +66,14 @@ def running_server(chain: Any, **config: Any) -> Iterator[str]:
             raise RuntimeError("the test server did not start")
         time.sleep(0.02)
     try:
-        yield f"http://127.0.0.1:{settings.port}"
+        yield f"http://127.0.0.1:{server.config.port}"
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+@contextlib.contextmanager
+def running_server(chain: Any, **config: Any) -> Iterator[str]:
+    """Serve ``chain`` in a thread (:func:`server_for`, :func:`running`); yields the base URL."""
+    with running(server_for(chain, **config)) as url:
+        yield url

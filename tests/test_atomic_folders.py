@@ -6,12 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from elmd_sdk.retrievers import EmotionalRetriever, build_index
-from elmd_sdk.retrievers.encoder import ERMConfig, ERMEncoder
 from retriever_fakes import HashEncoder, tiny_corpus
 
 import elmd_sdk.io as io_module
 from elmd_sdk.io import atomic_folder
+from elmd_sdk.retrievers import EmotionalRetriever, build_index
+from elmd_sdk.retrievers.encoder import ERMConfig, ERMEncoder
 
 
 def test_a_failed_write_keeps_the_old_folder_and_leaves_nothing(tmp_path: Path) -> None:
@@ -75,3 +75,49 @@ def test_an_erm_saved_over_an_old_one_is_replaced_whole(tmp_path: Path, monkeypa
     monkeypatch.undo()
     assert ERMEncoder.load(tmp_path / "erm").fingerprint() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["erm"]
+
+
+def test_a_replaced_folder_is_flushed_by_an_fsync_of_its_parent_after_the_rename(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import stat
+
+    target = tmp_path / "out"
+    with atomic_folder(target) as folder:
+        (folder / "a.txt").write_text("old", encoding="utf-8")
+    synced: list[tuple[int, list[str]]] = []  # per fsync of a folder: its inode, what the target holds then
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            synced.append((os.fstat(fd).st_ino, sorted(p.name for p in target.iterdir())))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    with atomic_folder(target) as folder:
+        (folder / "b.txt").write_text("new", encoding="utf-8")
+        assert synced == []
+    assert synced == [(tmp_path.stat().st_ino, ["b.txt"])]  # once, with the new folder in place
+    synced.clear()
+    io_module.replace_folder(_filled(tmp_path / "other", "c.txt"), target)
+    assert synced == [(tmp_path.stat().st_ino, ["c.txt"])]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # the old folder is deleted after
+
+
+def test_a_folder_left_aside_is_dropped_when_the_target_is_there(tmp_path: Path) -> None:
+    target = tmp_path / "out"
+    with atomic_folder(target) as folder:
+        (folder / "new.txt").write_text("new", encoding="utf-8")
+    _filled(tmp_path / ".out.0123.old", "older.txt")  # a kill after the new folder was in place, before the delete
+    with atomic_folder(target) as folder:
+        assert [p.name for p in target.iterdir()] == ["new.txt"]  # the complete folder is not replaced by the old
+        (folder / "newer.txt").write_text("newer", encoding="utf-8")
+    assert [p.name for p in target.iterdir()] == ["newer.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def _filled(folder: Path, name: str) -> Path:
+    folder.mkdir()
+    (folder / name).write_text(name, encoding="utf-8")
+    return folder

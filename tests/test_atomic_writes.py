@@ -56,3 +56,42 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_nothing(tmp_path: Path) ->
         raise RuntimeError("disk full")
     assert target.read_text(encoding="utf-8") == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def _record_fsyncs(monkeypatch: pytest.MonkeyPatch, look: Callable[[], object]) -> list[tuple[str, int, object]]:
+    """Record every fsync: ("file" or "folder", its inode, ``look()`` at that moment)."""
+    synced: list[tuple[str, int, object]] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        info = os.fstat(fd)
+        synced.append(("folder" if stat.S_ISDIR(info.st_mode) else "file", info.st_ino, look()))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return synced
+
+
+@pytest.mark.parametrize("writer", list(WRITERS))
+def test_the_rename_is_flushed_by_one_fsync_of_the_folder_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, writer: str
+) -> None:
+    target = tmp_path / "out"
+    target.write_bytes(b"old")
+    synced = _record_fsyncs(monkeypatch, target.read_bytes)
+    WRITERS[writer](target)
+    assert [(kind, inode) for kind, inode, _ in synced] == [
+        ("file", target.stat().st_ino), ("folder", tmp_path.stat().st_ino)]  # fmt: skip
+    assert synced[0][2] == b"old" and synced[1][2] == target.read_bytes() != b"old"  # file, rename, then the folder
+
+
+def test_a_written_file_has_the_mode_a_plain_open_gives(tmp_path: Path) -> None:
+    umask = os.umask(0o027)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+        with open(tmp_path / "b.txt", "w", encoding="utf-8") as plain:
+            plain.write("x")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == stat.S_IMODE((tmp_path / "b.txt").stat().st_mode)
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o640

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import torch
 from chain_fakes import tiny_bundle, tiny_chat
+from tolerances import SAME_MATH
 
 from elmd_sdk.errors import ElmdError
 from elmd_sdk.models.chat_model import ELMDChatModel
@@ -138,13 +139,14 @@ def test_the_prompt_cache_runs_only_what_is_new() -> None:
     assert run == [ids[0].shape[1], new, 1, short.shape[1]]  # whole, the new part, one token, whole
     for context, prompt in ((first, ids[0]), (second, ids[1]), (again, ids[1])):
         full = prefill(model, torch.ones_like(prompt), input_ids=prompt)
-        assert torch.allclose(context.logits, full.logits, atol=1e-5)
+        assert torch.allclose(context.logits, full.logits, atol=SAME_MATH, rtol=SAME_MATH)
         assert context.cache.get_seq_length() == prompt.shape[1] and context.attention_mask.shape == prompt.shape
     assert other.cache.get_seq_length() == short.shape[1]
 
 
 def test_closed_set_replies_batch_with_their_forced_emotion_lines() -> None:
     from chain_fakes import FixedRetriever
+
     from elmd_sdk.chains import ELMDChain
 
     chain = ELMDChain(chat_model=tiny_chat(max_new_tokens=30), retriever=FixedRetriever())
@@ -154,5 +156,67 @@ def test_closed_set_replies_batch_with_their_forced_emotion_lines() -> None:
         together = list(pool.map(chain.invoke, PROMPTS))
     remove()
     assert [(r.emotion, r.response) for r in together] == [(r.emotion, r.response) for r in solo]
-    assert [r.emotion_scores for r in together] == pytest.approx([r.emotion_scores for r in solo])  # type: ignore[misc]
+    for batched, alone in zip(together, solo, strict=True):  # pytest.approx does not look inside a list of dicts
+        assert batched.emotion_scores.keys() == alone.emotion_scores.keys()
+        assert batched.emotion_scores == pytest.approx(alone.emotion_scores, abs=SAME_MATH)
     assert any(n > 1 for n in sizes)
+
+
+def test_a_closed_stream_runs_no_forward_pass_after_the_step_in_progress() -> None:
+    """Work submitted with run() runs between two decode steps: after closing a stream, one such barrier lets the
+    step in progress end, and from the next one on the closed sequence is gone and nothing runs for it."""
+    chat = tiny_chat(max_new_tokens=1000)
+    sizes, remove = _batch_sizes(chat.hf_model)
+    try:
+        with chat.batched() as engine:
+            stream = chat.stream("hello there")
+            next(stream)
+            next(stream)
+            assert engine.active == 1
+            stream.close()
+            engine.run(lambda: None)  # the step running at close() has ended
+            after_close = len(sizes)
+            engine.run(lambda: None)
+            engine.run(lambda: None)
+            assert len(sizes) == after_close  # no step ran for the closed stream between the barriers
+            assert engine.active == 0 and engine.waiting == 0
+    finally:
+        remove()
+    assert len(sizes) < 100  # the 1000 tokens it asked for were never decoded
+
+
+def test_a_closed_stream_leaves_the_others_decoding_unchanged() -> None:
+    chat = tiny_chat(max_new_tokens=30)
+    expected = str(chat.invoke(PROMPTS[1]).content)
+    with chat.batched(max_batch=2) as engine:
+        dropped = chat.stream(PROMPTS[0], max_new_tokens=1000)
+        next(dropped)
+        next(dropped)
+        with ThreadPoolExecutor(1) as pool:
+            kept = pool.submit(lambda: str(chat.invoke(PROMPTS[1]).content))
+            dropped.close()
+            assert kept.result() == expected
+        engine.run(lambda: None)
+        assert engine.active == 0
+
+
+def test_closing_the_engine_ends_a_reply_still_decoding_with_an_error() -> None:
+    chat = tiny_chat(max_new_tokens=1000)
+    outcome: list[BaseException] = []
+    with chat.batched() as engine:
+        stream = chat.stream("hello there")
+        next(stream)
+    assert engine.active == 0
+
+    def rest() -> None:
+        try:
+            list(stream)
+        except BaseException as error:  # recorded for the assertion below
+            outcome.append(error)
+
+    reader = threading.Thread(target=rest, daemon=True)
+    reader.start()
+    reader.join(timeout=60)  # a guard against a hang (the bug this test catches), not a timing
+    assert not reader.is_alive(), "the reply still waits for tokens from a closed engine"
+    assert len(outcome) == 1 and isinstance(outcome[0], ElmdError)
+    assert "closed before this reply ended" in str(outcome[0])

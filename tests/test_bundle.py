@@ -164,7 +164,6 @@ def test_visual_fingerprints_are_compared_on_the_keys_of_both(loaded: dict[str, 
 
 def test_from_bundle_loads_llm_and_prefix(tmp_path: Path) -> None:
     from elmd_sdk.chains import ELMDChain, ELMDResult
-
     from elmd_sdk.models.prefix import prefix_encoder_of
 
     chain = ELMDChain.from_bundle(tiny_bundle(tmp_path / "b"), max_new_tokens=4)

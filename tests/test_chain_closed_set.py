@@ -6,22 +6,20 @@ from __future__ import annotations
 import math
 import random
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pytest
 import torch
 from chain_fakes import FixedRetriever
-from elmd_sdk.chains import ELMDChain, ELMDResult
-from elmd_sdk.chains.parser import StreamingAnswerParser
-from elmd_sdk.chains.prompt import render_answer
-from elmd_sdk.retrievers import EmotionalRetriever, build_index
-from elmd_sdk.retrievers.retriever import emotion_vote
 from langchain_core.documents import Document
 from langchain_core.messages import HumanMessage
 from pydantic import BaseModel
 from retriever_fakes import HashEncoder, tiny_corpus
 from transformers import LogitsProcessorList
 
+from elmd_sdk.chains import ELMDChain, ELMDResult
+from elmd_sdk.chains.parser import StreamingAnswerParser
+from elmd_sdk.chains.prompt import render_answer
 from elmd_sdk.data import EMOTIONS
 from elmd_sdk.errors import ElmdError, InputError
 from elmd_sdk.metrics.emotion import confusion_matrix, emotion_baselines, emotion_scores
@@ -29,6 +27,8 @@ from elmd_sdk.metrics.reply import copy_rate, distinct_n, is_copy, lcs_length, l
 from elmd_sdk.models.chat_model import ELMDChatModel
 from elmd_sdk.models.closed_set import EmotionChoice, batch_log_prior, copy_guard
 from elmd_sdk.models.decoding import Chooser, Sampling, decode_steps, prefill, score_continuations
+from elmd_sdk.retrievers import EmotionalRetriever, build_index
+from elmd_sdk.retrievers.retriever import emotion_vote
 
 
 def _added(chunks: list[ELMDResult]) -> ELMDResult:
@@ -444,3 +444,141 @@ def test_emotion_precision_recall_confusion_and_baselines_by_hand() -> None:
     baselines = emotion_baselines(gold, ["sad", "happy", None, "neutral"], labels)
     assert baselines["majority"]["label"] == "happy" and baselines["majority"]["emotion_accuracy"] == 50.0
     assert baselines["demonstration"]["emotion_accuracy"] == 50.0  # right on the 2nd and 4th samples
+
+
+# -- which setting wins: the input's, the chain's, the bundle's ----------------------------------------------------
+
+
+def _offered(result: ELMDResult) -> set[str]:
+    """The labels the reply's emotion was chosen among (those with a non-zero probability)."""
+    assert result.emotion_scores is not None and result.emotion in result.emotion_scores
+    assert result.emotion_scores[result.emotion] > 0
+    return {label for label, p in result.emotion_scores.items() if p > 0}
+
+
+def test_an_inputs_allowed_emotions_narrow_the_chains_and_a_forced_one_must_be_allowed(chain: ELMDChain) -> None:
+    desk = ELMDChain(chat_model=chain.chat_model, allowed_emotions=("happy", "neutral", "sad"))
+    assert _offered(desk.invoke(INPUT)) == {"happy", "neutral", "sad"}  # the chain's set when the input has none
+    assert _offered(desk.invoke({**INPUT, "allowed_emotions": ["sad", "neutral"]})) == {"sad", "neutral"}
+    assert _offered(desk.invoke({**INPUT, "allowed_emotions": ["neutral"]})) == {"neutral"}
+    assert _offered(desk.invoke({**INPUT, "allowed_emotions": ["anger", "sad"]})) == {"sad"}  # never widened
+    with pytest.raises(InputError, match=r"none of \['anger', 'fear'\] is among this chain's") as error:
+        desk.invoke({**INPUT, "allowed_emotions": ["anger", "fear"]})
+    assert error.value.field == "allowed_emotions"
+    assert desk.invoke({**INPUT, "emotion": "sad"}).emotion == "sad"
+    with pytest.raises(InputError, match="'fear' is not among allowed_emotions") as error:
+        desk.invoke({**INPUT, "emotion": "fear"})  # the chain never answers outside its set
+    assert error.value.field == "emotion"
+    assert _offered(chain.invoke({**INPUT, "allowed_emotions": ["fear"]})) == {"fear"}  # no chain-wide set
+    assert _offered(chain.invoke(INPUT)) == set(EMOTIONS)
+
+
+def test_a_free_mode_chain_chooses_from_the_closed_set_when_the_input_restricts_or_forces(chat: ELMDChatModel) -> None:
+    free = ELMDChain(chat_model=chat, retriever=FixedRetriever(), emotion_mode="free")
+    assert free.invoke(INPUT).emotion_scores is None
+    assert _offered(free.invoke({**INPUT, "allowed_emotions": ["sad", "anger"]})) == {"sad", "anger"}
+    forced = free.invoke({**INPUT, "emotion": "disgust"})
+    assert forced.emotion == "disgust" and forced.emotion_scores is not None
+    restricted = ELMDChain(chat_model=chat, emotion_mode="free", allowed_emotions=("fear", "neutral"))
+    assert _offered(restricted.invoke(INPUT)) == {"fear", "neutral"}
+
+
+def test_the_call_options_add_the_callers_stops_to_the_chains_and_the_caller_wins_the_rest(chain: ELMDChain) -> None:
+    from elmd_sdk.chains.chain import _call_options
+
+    chains = {"stop": ["\nUser:"], "emotion_choice": "chain's", "avoid_copying": ["r'"]}
+    assert _call_options(chains, {}) == chains
+    called = _call_options(chains, {"stop": "END", "max_new_tokens": 3, "emotion_choice": "caller's"})
+    assert called == {"stop": ["\nUser:", "END"], "emotion_choice": "caller's", "avoid_copying": ["r'"],
+                      "max_new_tokens": 3}  # fmt: skip
+    assert _call_options(chains, {"stop": ["A", "B"]})["stop"] == ["\nUser:", "A", "B"]
+    assert _call_options(chains, {"stop": None})["stop"] == ["\nUser:"]
+    assert chains["stop"] == ["\nUser:"]  # the chain's own options are not changed by a call
+    _, options = chain.prepare(INPUT)
+    assert options["avoid_copying"][:2] == ["Congratulations, you earned it!", INPUT["utterance"]]  # r' and u
+    assert "\nUser:" in options["stop"]
+    assert "avoid_copying" not in chain.model_copy(update={"copy_guard": False}).prepare(INPUT)[1]
+    plain = ELMDChain(chat_model=chain.chat_model)  # no retriever, no history: only the utterance is guarded
+    assert plain.prepare(INPUT["utterance"])[1]["avoid_copying"] == [INPUT["utterance"]]
+
+
+def test_a_bundles_generation_defaults_give_way_to_the_chains_then_to_the_calls(tmp_path: Path) -> None:
+    from chain_fakes import tiny_bundle
+
+    from elmd_sdk.chains.chain import _call_options
+
+    bundle = tiny_bundle(tmp_path / "b")  # greedy, 6 new tokens
+
+    def output_tokens(chain: ELMDChain, **call: Any) -> int:
+        messages, options = chain.prepare("hello")
+        message = chain.chat_model.invoke(messages, **_call_options(options, call))
+        assert message.usage_metadata is not None
+        return message.usage_metadata["output_tokens"]
+
+    default = ELMDChain.from_bundle(bundle)
+    assert (default.chat_model.max_new_tokens, default.chat_model.do_sample) == (6, False)  # type: ignore[attr-defined]
+    # min_new_tokens holds back the end of the reply, so each count below is the limit in force
+    assert output_tokens(default, min_new_tokens=50) == 6  # the bundle's limit
+    chained = ELMDChain.from_bundle(bundle, max_new_tokens=9)
+    assert (chained.chat_model.max_new_tokens, chained.chat_model.do_sample) == (9, False)  # type: ignore[attr-defined]
+    assert output_tokens(chained, min_new_tokens=50) == 9  # the chain's, over the bundle's
+    assert output_tokens(chained, max_new_tokens=3, min_new_tokens=50) == 3  # the call's, over the chain's
+    result = chained.invoke("hello", max_new_tokens=2)
+    assert result.usage is not None and result.usage["output_tokens"] <= 2
+
+
+# -- closed-set probabilities, choice and copy guard by hand -------------------------------------------------------
+
+
+def _choice(**fields: Any) -> EmotionChoice:
+    labels = ("happy", "sad", "fear")
+    return EmotionChoice(labels=labels, lines=tuple(f"Emotion: {label}" for label in labels),
+                         response_key="\nResponse:", **fields)  # fmt: skip
+
+
+def test_emotion_probabilities_divide_by_the_prior_and_mask_the_labels_not_allowed() -> None:
+    from elmd_sdk.models.closed_set import emotion_probabilities
+
+    scores = torch.tensor([0.0, math.log(2), math.log(3)])
+    assert emotion_probabilities(_choice(), scores) == pytest.approx({"happy": 1 / 6, "sad": 2 / 6, "fear": 3 / 6})
+    # dividing by the prior (1/2, 1, 1/2): the scores become log 2, log 2 and log 6
+    calibrated = emotion_probabilities(_choice(log_prior=(math.log(1 / 2), 0.0, math.log(1 / 2))), scores)
+    assert calibrated == pytest.approx({"happy": 2 / 10, "sad": 2 / 10, "fear": 6 / 10})
+    allowed = emotion_probabilities(_choice(allowed=("happy", "fear")), scores)
+    assert allowed == pytest.approx({"happy": 1 / 4, "sad": 0.0, "fear": 3 / 4})
+    assert allowed["sad"] == 0.0
+    # sad and fear both become log 6 once divided; happy's low prior would make it win, but it is not allowed
+    prior = (-5.0, math.log(1 / 3), math.log(1 / 2))
+    both = emotion_probabilities(_choice(allowed=("sad", "fear"), log_prior=prior), scores)
+    assert both == pytest.approx({"happy": 0.0, "sad": 0.5, "fear": 0.5})
+    with pytest.raises(ValueError, match="one value per label"):
+        _choice(log_prior=(0.0, 0.0))
+
+
+def test_the_pick_is_forced_else_the_argmax_else_a_draw_among_the_allowed() -> None:
+    from elmd_sdk.models.closed_set import pick_emotion
+
+    probabilities = {"happy": 0.2, "sad": 0.0, "fear": 0.8}
+    assert pick_emotion(_choice(), probabilities, False, None) == "fear"
+    assert pick_emotion(_choice(), {"happy": 0.5, "sad": 0.4, "fear": 0.1}, False, None) == "happy"
+    forced = _choice(force="sad", allowed=("sad", "fear"))
+    assert pick_emotion(forced, probabilities, False, None) == "sad"
+    assert pick_emotion(forced, probabilities, True, torch.Generator().manual_seed(0)) == "sad"
+    generator = torch.Generator().manual_seed(0)
+    drawn = [pick_emotion(_choice(), probabilities, True, generator) for _ in range(200)]
+    assert set(drawn) == {"happy", "fear"}  # never a label of probability 0, both others drawn
+    assert 100 < drawn.count("fear") < 200  # about 160 of 200
+
+
+def test_the_copy_guard_needs_n_of_at_least_one_and_bans_both_apostrophes(chat: ELMDChatModel) -> None:
+    with pytest.raises(InputError, match="must be at least 1, got 0") as error:
+        copy_guard(chat.tokenizer, ["That is wonderful news"], n=0)
+    assert error.value.field == "copy_guard_ngram"
+    assert copy_guard(chat.tokenizer, ["That is wonderful news"], n=1) is None  # single tokens are never banned
+    assert copy_guard(chat.tokenizer, [], n=4) is None
+    guard = copy_guard(chat.tokenizer, ["It’s wonderful"], n=2)
+    assert guard is not None
+    banned = set(guard.sequence_bias)
+    for form in ("It's wonderful", "It’s wonderful", " It's wonderful", " It’s wonderful"):
+        ids = chat.get_token_ids(form)
+        assert {tuple(ids[i : i + 2]) for i in range(len(ids) - 1)} <= banned, form

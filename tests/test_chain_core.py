@@ -8,14 +8,14 @@ from typing import Any
 
 import pytest
 from chain_fakes import FixedRetriever
-from elmd_sdk.chains import ELMDChain, ELMDResult
-from elmd_sdk.chains.prompt import VIDEO_PLACEHOLDER
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langchain_core.outputs import ChatGeneration, LLMResult
 from langchain_core.runnables import RunnableLambda, RunnablePassthrough
 from pydantic import ValidationError
 
+from elmd_sdk.chains import ELMDChain, ELMDResult
+from elmd_sdk.chains.prompt import VIDEO_PLACEHOLDER
 from elmd_sdk.errors import InputError
 from elmd_sdk.models.chat_model import ELMDChatModel
 
@@ -253,6 +253,30 @@ def test_history_is_cut_from_the_oldest_turn_to_fit(chat: ELMDChatModel) -> None
     assert unlimited.count_tokens(one_more) + chat.max_new_tokens > window  # one more turn would not have fitted
 
 
+def test_the_copy_guard_covers_the_assistants_own_replies_in_the_prompt_only(chat: ELMDChatModel) -> None:
+    probe = ELMDChain(chat_model=chat, retriever=FixedRetriever())
+    bare = probe.count_tokens(probe.prepare({"utterance": "Hello?"})[0])
+    chain = ELMDChain(chat_model=chat, retriever=FixedRetriever(), context_window=bare + chat.max_new_tokens + 60)
+    history = _history(20)
+    messages, options = chain.prepare({"utterance": "Hello?", "history": history})
+    text = messages[-1].text
+    kept = [turn["text"] for turn in history if turn["text"] in text]
+    own = [turn["text"] for turn in history if turn["speaker"] == "Assistant"]
+    assert options["avoid_copying"] == [
+        "Congratulations, you earned it!",  # r'
+        "Hello?",  # u
+        *[reply for reply in own if reply in kept],  # the assistant's replies the prompt holds, oldest first
+    ]
+    assert 0 < len(options["avoid_copying"]) - 2 < len(own)
+    alone = chain.model_copy(update={"copy_guard_own_replies": False})
+    assert alone.prepare({"utterance": "Hello?", "history": history})[1]["avoid_copying"] == [
+        "Congratulations, you earned it!",
+        "Hello?",
+    ]
+    unguarded = chain.model_copy(update={"copy_guard": False})
+    assert "avoid_copying" not in unguarded.prepare({"utterance": "Hello?", "history": history})[1]
+
+
 def test_long_history_never_passes_the_models_limit(chat: ELMDChatModel) -> None:
     chain = ELMDChain(chat_model=chat)  # the tiny model has 2048 positions
     history = _history(300)
@@ -288,3 +312,64 @@ def test_the_demonstration_in_the_papers_form_is_r_prime_with_its_instruction_on
     assert [m.type for m in exchange[1:-1]] == ["human", "ai"]
     assert exchange[2].text == "Emotion: happy\nResponse: Congratulations, you earned it!"
     assert paper.invoke("Guess what?").emotion in paper.labels  # the chain runs with it
+
+
+# -- input normalisation and the history budget at its exact boundary ----------------------------------------------
+
+
+def test_inputs_are_normalised_the_same_way_whatever_their_form() -> None:
+    from elmd_sdk.chains.chain import ELMDInput, HistoryMessage, HistoryTurn, parse_input
+
+    three = parse_input({"utterance": " Hi? ", "history": ["a", "b", "c"]})
+    assert [(t.speaker, t.text) for t in three.history] == [("Assistant", "a"), ("User", "b"), ("Assistant", "c")]
+    two = parse_input({"utterance": "Hi?", "history": ["a", "b"]})
+    assert [t.speaker for t in two.history] == ["User", "Assistant"]  # the newest string is always the assistant's
+    assert three.utterance.text == "Hi?" and three.utterance.speaker == "User"
+    named = parse_input({"utterance": "Hi?", "speaker": "Ross", "history": ["a", "b"]})
+    assert named.utterance.speaker == "Ross" and [t.speaker for t in named.history] == ["Ross", "Assistant"]
+    messages = [{"role": "user", "content": "u"}, HistoryMessage(role="assistant", content="v"),
+                HistoryTurn(speaker="Joey", text="w", emotion="sad"), {"speaker": "Rachel", "text": "x"}]  # fmt: skip
+    mixed = parse_input({"utterance": "Hi?", "history": messages})
+    assert [(t.speaker, t.text, t.emotion) for t in mixed.history] == [
+        ("User", "u", None), ("Assistant", "v", None), ("Joey", "w", "sad"), ("Rachel", "x", None)]  # fmt: skip
+    assert parse_input({"utterance": "Hi?", "background": "  "}).background is None
+    assert parse_input({"utterance": "Hi?", "background": " A cafe. "}).background == "A cafe."
+    assert parse_input(ELMDInput(utterance="Hi?", history=["a"])).history[0].speaker == "Assistant"
+    with pytest.raises(InputError, match="role must be 'user' or 'assistant'") as error:
+        parse_input({"utterance": "Hi?", "history": ["a", {"role": "system", "content": "x"}]})
+    assert error.value.field == "history[1]"
+
+
+def test_a_video_range_must_go_forward(tmp_path: Any) -> None:
+    from elmd_sdk.chains.chain import parse_input
+
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"only the path and the range are checked")
+    with pytest.raises(InputError, match="must come after start") as error:
+        parse_input({"utterance": "Hi", "video": {"path": str(clip), "start": 1.5, "end": 1.5}})
+    assert error.value.field == "video.end"
+    video = parse_input({"utterance": "Hi", "video": {"path": str(clip), "start": 0, "end": 1.5}}).video
+    assert video is not None and (video.start, video.end) == (0, 1.5)
+
+
+def test_the_history_budget_keeps_every_turn_that_fits_exactly(chat: ELMDChatModel) -> None:
+    unlimited = ELMDChain(chat_model=chat, context_window=10**6)
+    history = _history(6)
+
+    def needs(turns: int) -> int:
+        """The prompt tokens plus the reply's room with the newest ``turns`` turns."""
+        messages = unlimited.build_messages({"utterance": "Hello?", "history": history[len(history) - turns :]})
+        return unlimited.count_tokens(messages) + chat.max_new_tokens
+
+    def kept(window: int) -> int:
+        chain = ELMDChain(chat_model=chat, context_window=window)
+        text = chain.build_messages({"utterance": "Hello?", "history": history})[-1].text
+        return sum(turn["text"] in text for turn in history)
+
+    for turns in (6, 3):  # the whole history (the first check) and part of it (the search)
+        assert kept(needs(turns)) == turns
+        assert kept(needs(turns) - 1) == turns - 1
+    assert kept(needs(0)) == 0  # only the utterance fits: no error
+    with pytest.raises(InputError, match=f"needs {needs(0) - chat.max_new_tokens} tokens, but only") as error:
+        kept(needs(0) - 1)
+    assert error.value.field == "utterance"

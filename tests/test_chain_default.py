@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from elmd_sdk.chains import ELMDChain, ELMDResult, default_bundle_path
 
 from elmd_sdk.bundle import data_sha256, load_bundle
+from elmd_sdk.chains import ELMDChain, ELMDResult, default_bundle_path
 from elmd_sdk.data import EMOTIONS, read_jsonl
 
 pytestmark = pytest.mark.slow

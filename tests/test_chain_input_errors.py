@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from elmd_sdk.chains import ELMDChain
 
+from elmd_sdk.chains import ELMDChain
 from elmd_sdk.errors import InputError
 from elmd_sdk.models.chat_model import ELMDChatModel
 

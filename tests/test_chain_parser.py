@@ -5,10 +5,11 @@ from __future__ import annotations
 import random
 
 import pytest
-from elmd_sdk.chains.parser import ELMDOutputParser, ELMDResult, StreamingAnswerParser, match_label
-from elmd_sdk.chains.prompt import render_answer
 from langchain_core.documents import Document
 from langchain_core.messages import AIMessageChunk
+
+from elmd_sdk.chains.parser import ELMDOutputParser, ELMDResult, StreamingAnswerParser, match_label
+from elmd_sdk.chains.prompt import render_answer
 
 # (generation, expected emotion, expected response)
 CASES: list[tuple[str, str | None, str]] = [
@@ -152,3 +153,97 @@ def test_never_raises_on_random_garbage() -> None:
         assert isinstance(result.response, str)
         assert result.emotion is None or result.emotion in parser.labels
         assert _stream(text, _random_cuts(rng, text, 4)) == result
+
+
+# -- the reader stops pulling where the reply ends -----------------------------------------------------------------
+
+
+class _Pieces:
+    """An iterator of message chunks that counts how many were pulled."""
+
+    def __init__(self, pieces: list[AIMessageChunk]) -> None:
+        self.pieces, self.pulled = pieces, 0
+
+    def __iter__(self) -> _Pieces:
+        return self
+
+    def __next__(self) -> AIMessageChunk:
+        if self.pulled == len(self.pieces):
+            raise StopIteration
+        self.pulled += 1
+        return self.pieces[self.pulled - 1]
+
+    def __aiter__(self) -> _Pieces:
+        return self
+
+    async def __anext__(self) -> AIMessageChunk:
+        try:
+            return next(self)
+        except StopIteration:
+            raise StopAsyncIteration from None
+
+
+def _chunks(texts: list[str], last_reason: str = "length") -> list[AIMessageChunk]:
+    """Chunks of a closed-set reply: the first carries the chosen emotion, each one token of usage."""
+    first = AIMessageChunk(content="", response_metadata={"emotion": "sad", "emotion_scores": {"sad": 1.0}},
+                           usage_metadata={"input_tokens": 10, "output_tokens": 0, "total_tokens": 10})  # fmt: skip
+    rest = [AIMessageChunk(content=text, usage_metadata={"input_tokens": 0, "output_tokens": 1, "total_tokens": 1})
+            for text in texts]  # fmt: skip
+    rest[-1].response_metadata["finish_reason"] = last_reason
+    return [first, *rest]
+
+
+def test_the_reader_pulls_no_piece_after_the_reply_has_ended() -> None:
+    import asyncio
+
+    from elmd_sdk.chains.parser import AnswerReader
+
+    texts = ["I am", " so sorry.", "\nUser:", " more", " and more", " text"]
+    pieces = _Pieces(_chunks(texts))
+    result = ELMDResult(None, "")
+    for chunk in AnswerReader(closed=True).read(pieces):
+        result = result + chunk
+    assert pieces.pulled == 4  # the emotion chunk and three text pieces: the third ends the reply
+    assert result.emotion == "sad" and result.response == "I am so sorry."
+    assert result.finish_reason == "stop"  # the reply ended before generation did: not the model's "length"
+    assert result.usage == {"input_tokens": 10, "output_tokens": 3, "total_tokens": 13}  # what was pulled
+
+    async def aread() -> tuple[ELMDResult, int]:
+        pieces = _Pieces(_chunks(texts))
+        total = ELMDResult(None, "")
+        async for chunk in AnswerReader(closed=True).aread(pieces):
+            total = total + chunk
+        return total, pieces.pulled
+
+    assert asyncio.run(aread()) == (result, 4)
+
+
+def test_the_reader_keeps_the_models_finish_reason_and_every_count_when_generation_ends_first() -> None:
+    from elmd_sdk.chains.parser import AnswerReader
+
+    pieces = _Pieces(_chunks(["I am", " so sorry", " for you"]))
+    chunks = list(AnswerReader(closed=True).read(pieces))
+    assert pieces.pulled == 4
+    assert [c.finish_reason for c in chunks] == [None] * (len(chunks) - 1) + ["length"]
+    assert chunks[0].usage == {"input_tokens": 10, "output_tokens": 0, "total_tokens": 10}  # on the first chunk
+    total = chunks[0]
+    for chunk in chunks[1:]:
+        total = total + chunk
+    assert total.response == "I am so sorry for you" and total.emotion_scores == {"sad": 1.0}
+    assert total.usage == {"input_tokens": 10, "output_tokens": 3, "total_tokens": 13}
+
+
+def test_a_closed_reader_needs_the_chosen_emotion_and_an_open_one_ignores_it() -> None:
+    from elmd_sdk.chains.parser import AnswerReader
+    from elmd_sdk.errors import ElmdError
+
+    with pytest.raises(ElmdError, match="no closed-set emotion"):
+        list(AnswerReader(closed=True).read(iter([AIMessageChunk(content="Emotion: happy\nResponse: hi")])))
+    free = list(AnswerReader(closed=False).read(iter(_chunks(["Emotion: happy\nResponse: hi"]))))
+    assert free[0].emotion == "happy" and free[0].emotion_scores is None
+    auto = list(AnswerReader().read(iter(_chunks(["hi"]))))  # undecided: the chosen emotion when there is one
+    assert auto[0].emotion == "sad" and auto[0].emotion_scores == {"sad": 1.0}
+    parsed = list(AnswerReader().read(iter([AIMessageChunk(content="Emotion: fear\nResponse: oh")])))
+    assert parsed[0].emotion == "fear"
+    with pytest.raises(ElmdError, match="returned nothing"):
+        list(AnswerReader().read(iter([])))

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 from chain_fakes import tiny_llm
+
 from elmd_sdk.chains import ELMDChain, ELMDResult
 from elmd_sdk.chains.chat_repl import ChatREPL
-
 from elmd_sdk.data import EMOTIONS
 from elmd_sdk.errors import InputError
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from elmd_sdk.errors import InputError, MismatchError
 from elmd_sdk.trainers.checkpoint import (
     check_resumable,
     check_start,
@@ -15,8 +17,6 @@ from elmd_sdk.trainers.checkpoint import (
     resume_checkpoint,
     save_checkpoint,
 )
-
-from elmd_sdk.errors import InputError, MismatchError
 
 
 def _train_steps(model: torch.nn.Module, opt: torch.optim.Optimizer, n: int) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from elmd_sdk.trainers.checkpoint import load_checkpoint, save_checkpoint
 
 

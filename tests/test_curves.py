@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from elmd_sdk.trainers.curves import CURVES_FILE, FIGURE_SIZE, plot_curves, write_curves
-from elmd_sdk.trainers.metrics_log import METRICS_FILE
 
 from elmd_sdk.errors import InputError
+from elmd_sdk.trainers.curves import CURVES_FILE, FIGURE_SIZE, plot_curves, write_curves
+from elmd_sdk.trainers.metrics_log import METRICS_FILE
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -49,7 +49,8 @@ def test_prepare_then_split(tmp_path: Path) -> None:
         assert f"{name} (response)" in result.output
         others = {s.dialogue_id for other, p in parts.items() if other != name for s in p}
         assert not {s.dialogue_id for s in part} & others
-    assert sorted(p.name for p in (tmp_path / "splits").iterdir()) == ["test.jsonl", "train.jsonl", "valid.jsonl"]
+    names = sorted(p.name for p in (tmp_path / "splits").iterdir())
+    assert names == ["split.json", "test.jsonl", "train.jsonl", "valid.jsonl"]
 
 
 def test_prepare_drop_unmapped_reports_counts(tmp_path: Path) -> None:

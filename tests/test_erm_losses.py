@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+
 from elmd_sdk.retrievers.ssc import SelfSeparation, augment_vectors, set_vector
 from elmd_sdk.trainers.losses.ert import candidate_mask, ert_loss
 from elmd_sdk.trainers.losses.joint import joint_loss

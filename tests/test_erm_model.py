@@ -9,14 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
+from elmd_sdk.data.records import Sample, Turn
+from elmd_sdk.errors import InputError, MismatchError
 from elmd_sdk.retrievers.encoder import ERMConfig, ERMEncoder
 from elmd_sdk.trainers import erm as erm_trainer
 from elmd_sdk.trainers.curves import CURVES_FILE
 from elmd_sdk.trainers.erm import ERMTrainConfig, emotion_match_at_1, epoch_batches, train_erm
 from elmd_sdk.trainers.metrics_log import METRICS_FILE, TRACKER_DIR, read_metrics
-
-from elmd_sdk.data.records import Sample, Turn
-from elmd_sdk.errors import InputError, MismatchError
 
 WORDS = {
     "happy": ["joy", "glad", "great", "fun", "smile", "yay", "love", "nice"],
@@ -531,9 +531,8 @@ def test_cli_ctrl_c_says_where_the_checkpoint_is(tiny_model: str, tmp_path: Path
 def test_a_pickle_only_base_encoder_needs_an_opt_in(tiny_model: str, tmp_path: Path) -> None:
     import shutil
 
-    from elmd_sdk.retrievers.encoder import load_sentence_transformer
-
     from elmd_sdk.io import load_tensors
+    from elmd_sdk.retrievers.encoder import load_sentence_transformer
 
     folder = tmp_path / "pickled"
     shutil.copytree(tiny_model, folder)

@@ -19,7 +19,7 @@ from elmd_sdk.data import EMOTIONS, write_jsonl
 from elmd_sdk.data.records import Sample, Turn
 from elmd_sdk.errors import InputError
 from elmd_sdk.evaluate import EvalResult, EvalSettings, Generation, add_bootstrap, eval_report, rescore_report, score
-from elmd_sdk.evaluate.bootstrap import percentile_interval, resample_indices
+from elmd_sdk.evaluate.bootstrap import indices_sha256, paired_differences, percentile_interval, resample_indices
 from elmd_sdk.evaluate.report import report_generations
 from elmd_sdk.evaluate.statistics import BOOTSTRAP_METRICS, metric_value, resampled_metrics, sample_statistics
 from elmd_sdk.metrics import TextMetricOptions, bleu, emotion_scores, tokenize
@@ -251,3 +251,114 @@ def test_report_generations_survive_json(tmp_path: Path) -> None:
     assert [asdict(g) for g in report_generations(report, path)] == report["generations"]
     with pytest.raises(InputError, match="holds no generations"):
         report_generations({"generations": []}, path)
+
+
+# -- paired differences, signs and intervals on hand-made values ---------------------------------------------------
+
+
+def _pair(full: float | None, resampled: list[float]) -> tuple[dict[str, float | None], dict[str, Any]]:
+    return {"m": full}, {"m": np.array(resampled, dtype=float)}
+
+
+@pytest.mark.parametrize(
+    ("ours", "theirs", "expected"),
+    [
+        # differences 2..6: linear percentiles at positions 0.1 and 3.9 of the sorted five
+        ((5.0, [3, 4, 5, 6, 7]), (1.0, [1, 1, 1, 1, 1]), {"value": 4.0, "interval": [2.1, 5.9], "excludes_zero": True}),
+        # the same pair the other way round: every sign flips, the interval still excludes 0
+        (
+            (1.0, [1, 1, 1, 1, 1]),
+            (5.0, [3, 4, 5, 6, 7]),
+            {"value": -4.0, "interval": [-5.9, -2.1], "excludes_zero": True},
+        ),
+        # differences -1..3 straddle 0
+        (
+            (2.0, [0, 1, 2, 3, 4]),
+            (1.0, [1, 1, 1, 1, 1]),
+            {"value": 1.0, "interval": [-0.9, 2.9], "excludes_zero": False},
+        ),
+        # differences 0, 0, 0, 0, 1: the interval starts exactly at 0, which it does not exclude
+        (
+            (1.0, [1, 1, 1, 1, 2]),
+            (1.0, [1, 1, 1, 1, 1]),
+            {"value": 0.0, "interval": [0.0, 0.9], "excludes_zero": False},
+        ),
+        # and ends exactly at 0 from below
+        (
+            (1.0, [0, 1, 1, 1, 1]),
+            (1.0, [1, 1, 1, 1, 1]),
+            {"value": 0.0, "interval": [-0.9, 0.0], "excludes_zero": False},
+        ),
+    ],
+)
+def test_paired_differences_are_ours_minus_theirs_with_their_interval(
+    ours: tuple[float, list[float]], theirs: tuple[float, list[float]], expected: dict[str, Any]
+) -> None:
+    got = paired_differences(_pair(*ours), _pair(*theirs))["m"]
+    assert got["value"] == pytest.approx(expected["value"])
+    assert got["interval"] == pytest.approx(expected["interval"])
+    assert got["excludes_zero"] is expected["excludes_zero"]
+
+
+def test_paired_differences_leave_out_undefined_values_and_metrics_one_side_lacks() -> None:
+    ours = ({"m": 2.0, "only_ours": 1.0, "undefined": None},
+            {"m": np.array([np.nan, 2.0, 3.0]), "only_ours": np.ones(3), "undefined": np.full(3, np.nan)})  # fmt: skip
+    theirs = ({"m": 1.0, "undefined": 1.0}, {"m": np.array([1.0, 1.0, 1.0]), "undefined": np.ones(3)})
+    got = paired_differences(ours, theirs)
+    assert set(got) == {"m", "undefined"}
+    # the first resample is undefined for us: the interval is over the differences 1 and 2 only
+    assert got["m"] == {"value": 1.0, "interval": pytest.approx([1.025, 1.975]), "excludes_zero": True}
+    assert got["undefined"] == {"value": None, "interval": None, "excludes_zero": False}
+
+
+def test_intervals_are_the_percentiles_of_the_metric_on_each_known_resample(tmp_path: Path) -> None:
+    """Emotion accuracy on two samples (the first right, the second wrong) is 100 x the share of first-sample draws
+    in each resample: the interval follows from the indices alone, and the full sample is not one of them."""
+    two = [GENERATIONS[0], replace(GENERATIONS[1], emotion="fear", dialogue_id="d9")]
+    report, path = make_report(two, tmp_path)
+    assert report["metrics"]["emotion_accuracy"] == 50.0
+    add_bootstrap(report, resamples=30, seed=11, file=path)
+    indices = resample_indices(11, 2, 30)
+    accuracy = 100.0 * (indices == 0).mean(axis=1)
+    assert 0.0 in accuracy and 100.0 in accuracy  # the seed draws both extremes, so the interval is wide
+    assert report["intervals"]["emotion_accuracy"] == pytest.approx(list(np.percentile(accuracy, [2.5, 97.5])))
+    assert report["bootstrap"] == {
+        "resamples": 30, "seed": 11, "samples": 2, "confidence": 95,
+        "indices_sha256": indices_sha256(indices), "method": report["bootstrap"]["method"],
+    }  # fmt: skip
+    add_bootstrap(report, resamples=6, seed=5, file=path)
+    # the six resamples draw the first sample 0, 1, 1, 1, 1 and 2 times: accuracies 0, 50, 50, 50, 50 and 100
+    assert sorted(100.0 * (resample_indices(5, 2, 6) == 0).mean(axis=1)) == [0, 50, 50, 50, 50, 100]
+    # linear percentiles at positions 0.125 and 4.875 (with the full sample's 50 as a seventh value: 7.5 and 92.5)
+    assert report["intervals"]["emotion_accuracy"] == pytest.approx([6.25, 93.75])
+
+
+def test_one_resample_is_enough_and_none_is_refused(tmp_path: Path) -> None:
+    report, path = make_report(GENERATIONS, tmp_path)
+    add_bootstrap(report, resamples=1, seed=0, file=path)
+    assert report["bootstrap"]["resamples"] == 1
+    with pytest.raises(InputError, match="must be at least 1, got 0") as raised:
+        add_bootstrap(report, resamples=0, seed=0, file=path)
+    assert raised.value.field == "--bootstrap"
+
+
+def test_table3_rows_are_compared_with_the_full_row_as_row_minus_full(tmp_path: Path) -> None:
+    full, _ = make_report(GENERATIONS, tmp_path, "full.json")
+    worse_generations = [replace(g, response="no", emotion="fear") for g in GENERATIONS]
+    worse, _ = make_report(worse_generations, tmp_path, "worse.json")
+    rows = [{"row": "wo_erm", **_result(worse)}, {"row": "full", **_result(full)}, {"row": "wo_v", "metrics": None}]
+    report = {**{k: v for k, v in full.items() if k not in ("metrics", "generations")}, "kind": "ablations",
+              "rows": rows}  # fmt: skip
+    path = tmp_path / "t3.json"
+    add_bootstrap(report, resamples=40, seed=2, file=path)
+    by_row = {row["row"]: row for row in report["rows"]}
+    assert by_row["full"]["vs_full"] is None and "vs_full" not in by_row["wo_v"]
+    difference = by_row["wo_erm"]["vs_full"]
+    for key in ("bleu_2", "emotion_accuracy"):
+        assert difference[key]["value"] == pytest.approx(worse["metrics"][key] - full["metrics"][key]), key
+        assert difference[key]["value"] < 0 and difference[key]["interval"][1] <= 0, key  # the worse row is below
+    assert by_row["wo_erm"]["intervals"]["emotion_accuracy"][1] <= by_row["full"]["intervals"]["emotion_accuracy"][1]
+
+
+def _result(report: dict[str, Any]) -> dict[str, Any]:
+    return {key: report[key] for key in ("metrics", "generation_settings", "generations")}

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 from chain_fakes import save_tiny_llm
-from elmd_sdk.chains.chain import ELMDChain
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
 from langchain_core.language_models import BaseChatModel
@@ -20,6 +19,7 @@ from typer.testing import CliRunner
 
 import elmd_sdk.evaluate as ev
 from elmd_sdk.bundle import BundleManifest, save_manifest
+from elmd_sdk.chains.chain import ELMDChain
 from elmd_sdk.cli.main import app
 from elmd_sdk.data import EMOTIONS, write_jsonl
 from elmd_sdk.data.records import Sample, Turn

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 import torch
-from elmd_sdk.chains.parser import ELMDResult
 from langchain_core.documents import Document
 from langchain_core.runnables import RunnableLambda
 
+from elmd_sdk.chains.parser import ELMDResult
 from elmd_sdk.data import write_jsonl
 from elmd_sdk.data.records import Sample, Turn, VideoRef
 from elmd_sdk.errors import InputError
@@ -205,9 +205,8 @@ def test_real_default_chain_on_two_samples(elmd_home: str, tmp_path: Path) -> No
     """Through the embedded default bundle (SmolLM2 + ERM), greedy, few tokens: generations are scored."""
     import dataclasses
 
-    from elmd_sdk.chains.chain import default_bundle_path
-
     from elmd_sdk.bundle import MANIFEST_FILE
+    from elmd_sdk.chains.chain import default_bundle_path
     from elmd_sdk.evaluate import load_chain
 
     if not (default_bundle_path() / MANIFEST_FILE).is_file():

@@ -6,11 +6,11 @@ import socket
 from pathlib import Path
 
 import pytest
-from elmd_sdk.retrievers.encoder import resolve_base_model
 
 from elmd_sdk.errors import InputError
 from elmd_sdk.hub import EMBEDDED_ENCODER_NAMES, EMBEDDED_LLM_NAMES, is_embedded, require_hub
 from elmd_sdk.paths import default_encoder_path
+from elmd_sdk.retrievers.encoder import resolve_base_model
 
 
 def test_embedded_names_resolve_to_the_wheel_copies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

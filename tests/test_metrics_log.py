@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from elmd_sdk.errors import InputError
 from elmd_sdk.trainers.metrics_log import (
     LOG_ENTRIES,
     METRICS_FILE,
@@ -17,8 +19,6 @@ from elmd_sdk.trainers.metrics_log import (
     split_report_to,
     tracker_names,
 )
-
-from elmd_sdk.errors import InputError
 
 
 def _steps(out: Path, kind: str = "train") -> list[int]:

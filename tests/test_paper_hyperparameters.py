@@ -12,17 +12,17 @@ from dataclasses import fields
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
+
+from elmd_sdk.cli import train_eerg, train_erm, train_rep
+from elmd_sdk.cli.main import app
+from elmd_sdk.models.chat_model import ELMDChatModel
 from elmd_sdk.retrievers.encoder import ERMConfig
 from elmd_sdk.trainers.eerg import DEFAULT_PRE_SEQ_LEN, EergConfig
 from elmd_sdk.trainers.erm import ERMTrainConfig
 from elmd_sdk.trainers.examples import PromptConfig
 from elmd_sdk.trainers.rep import RepConfig
 from elmd_sdk.trainers.stage import TrainConfig
-from typer.testing import CliRunner
-
-from elmd_sdk.cli import train_eerg, train_erm, train_rep
-from elmd_sdk.cli.main import app
-from elmd_sdk.models.chat_model import ELMDChatModel
 
 
 def _cli_defaults(command: Callable[..., None]) -> dict[str, Any]:

@@ -8,15 +8,15 @@ import shutil
 from pathlib import Path
 
 import pytest
+from retriever_fakes import HashEncoder, tiny_corpus
+
+from elmd_sdk.bundle import load_bundle
 from elmd_sdk.chains.chain import default_bundle_path
+from elmd_sdk.errors import InputError
 from elmd_sdk.retrievers import build_index
 from elmd_sdk.retrievers.encoder import ERMConfig, ERMEncoder
 from elmd_sdk.retrievers.index import read_manifest, resolve_source
 from elmd_sdk.retrievers.index_manifest import StoredSource
-from retriever_fakes import HashEncoder, tiny_corpus
-
-from elmd_sdk.bundle import load_bundle
-from elmd_sdk.errors import InputError
 
 
 def test_a_bundle_part_linked_outside_is_refused(tmp_path: Path) -> None:

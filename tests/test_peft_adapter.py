@@ -11,6 +11,7 @@ import pytest
 import torch
 from llm_fakes import tiny_llama
 from peft import PeftModel
+from tolerances import SAME_MATH
 from train_fakes import save_tiny_llm, text_samples
 from transformers import GlmConfig, GlmForCausalLM
 
@@ -80,9 +81,9 @@ def test_peft_loads_the_adapter_with_the_logits_of_elmd_sdk(make: Any, projectio
         _logits(peft_model, input_ids=padded, attention_mask=mask),
     )
     assert ours.abs().max() > 2.0  # logits large enough for the tolerance below to mean something
-    torch.testing.assert_close(theirs, ours, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(theirs_padded[0, 3:], ours_padded[0, 3:], atol=1e-5, rtol=1e-5)  # real tokens
-    torch.testing.assert_close(theirs_padded[1], ours_padded[1], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(theirs, ours, atol=SAME_MATH, rtol=SAME_MATH)
+    torch.testing.assert_close(theirs_padded[0, 3:], ours_padded[0, 3:], atol=SAME_MATH, rtol=SAME_MATH)  # real tokens
+    torch.testing.assert_close(theirs_padded[1], ours_padded[1], atol=SAME_MATH, rtol=SAME_MATH)
 
 
 def test_keys_are_turned_to_position_pre_seq_len_and_values_kept(tmp_path: Path) -> None:
@@ -114,7 +115,7 @@ def test_peft_generation_is_why_elmd_sdk_keeps_its_own_attention_path(tmp_path: 
             input_ids=IDS, max_new_tokens=1, do_sample=False, output_scores=True, return_dict_in_generate=True
         )
         assert (out.scores[0] - prefixed).abs().max() > 0.1  # not the prefixed model's next-token logits ...
-        torch.testing.assert_close(out.scores[0], plain, atol=1e-5, rtol=1e-5)  # ... the base model's
+        torch.testing.assert_close(out.scores[0], plain, atol=SAME_MATH, rtol=SAME_MATH)  # ... the base model's
         with pytest.raises(ValueError, match="doesn't have its forwarding implemented"):
             peft_model.generate(inputs_embeds=model.get_input_embeddings()(IDS), max_new_tokens=1)
 
@@ -137,4 +138,21 @@ def test_an_eerg_bundle_prefix_loads_in_peft_with_the_bundle_logits(tmp_path: Pa
     base = load_llm(paths.base_llm)[0]
     peft_model = PeftModel.from_pretrained(base, paths.prefix)
     assert (ours - _logits(base, input_ids=IDS)).abs().max() > 0.1  # the trained prefix changes the logits
-    torch.testing.assert_close(_logits(peft_model, input_ids=IDS), ours, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(_logits(peft_model, input_ids=IDS), ours, atol=SAME_MATH, rtol=SAME_MATH)
+
+
+def test_the_adapter_is_written_for_inference_under_peft_s_file_names(tmp_path: Path) -> None:
+    model = _llama()
+    encoder = _prefix(model, projection=True)
+    assert save_peft_adapter(encoder, model, tmp_path / "adapter") == tmp_path / "adapter"
+    assert sorted(p.name for p in (tmp_path / "adapter").iterdir()) == [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+    ]
+    config = read_json(tmp_path / "adapter" / "adapter_config.json")
+    assert config["inference_mode"] is True and config["prefix_projection"] is False  # rows saved after the MLP
+    assert config["base_model_name_or_path"] is None
+    saved = load_tensors(tmp_path / "adapter" / "adapter_model.safetensors")
+    assert list(saved) == [PEFT_PREFIX_TENSOR] and saved[PEFT_PREFIX_TENSOR].shape == (PRE_LEN, 2 * 2 * 2 * 8)
+    values = encoder.rows().detach().view(PRE_LEN, 2, 2, 2, 8)[:, :, 1]  # (p, layers, [values], heads, d)
+    torch.testing.assert_close(saved[PEFT_PREFIX_TENSOR].view(PRE_LEN, 2, 2, 2, 8)[:, :, 1], values)  # kept as is

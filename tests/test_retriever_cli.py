@@ -6,14 +6,14 @@ import shutil
 from pathlib import Path
 
 import pytest
-from elmd_sdk.retrievers import EmotionalRetriever, ERMEncoder
-from elmd_sdk.retrievers.encoder import ERMConfig
 from retriever_fakes import tiny_corpus
 from typer.testing import CliRunner
 
 from elmd_sdk.cli.main import app
 from elmd_sdk.data import write_jsonl
 from elmd_sdk.errors import InputError, MismatchError
+from elmd_sdk.retrievers import EmotionalRetriever, ERMEncoder
+from elmd_sdk.retrievers.encoder import ERMConfig
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +41,7 @@ def test_build_with_erm_then_move_the_bundle_and_load_from_the_manifest(tmp_path
     target = tiny_corpus()[7]
     docs = retriever.invoke(target.utterance.text)
     assert docs[0].page_content == target.response.text
-    # A float32 cosine of a 768-dim vector with itself is 1 within 2e-6; the relative score divides that by 1 - baseline.
+    # A float32 cosine of a 768-dim vector with itself is 1 within 2e-6; the relative score divides it by 1 - baseline.
     assert docs[0].metadata["similarity"] == pytest.approx(1.0, abs=2e-6)
     assert docs[0].metadata["score"] == pytest.approx(1.0, abs=2e-6 / (1 - retriever.score_baseline))
     with pytest.raises(MismatchError, match="weights_sha256"):

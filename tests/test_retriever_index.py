@@ -10,6 +10,10 @@ from pathlib import Path
 import faiss
 import numpy as np
 import pytest
+from retriever_fakes import HashEncoder, tiny_corpus
+
+from elmd_sdk.errors import InputError, MismatchError
+from elmd_sdk.paths import default_bundle_path
 from elmd_sdk.retrievers.index import load_index, resolve_source
 from elmd_sdk.retrievers.index_build import IndexConfig, build_index, default_nlist
 from elmd_sdk.retrievers.index_manifest import (
@@ -25,10 +29,6 @@ from elmd_sdk.retrievers.index_manifest import (
     read_manifest,
 )
 from elmd_sdk.retrievers.retriever import EmotionalRetriever
-from retriever_fakes import HashEncoder, tiny_corpus
-
-from elmd_sdk.errors import InputError, MismatchError
-from elmd_sdk.paths import default_bundle_path
 
 
 @pytest.fixture

@@ -11,11 +11,11 @@ from typing import Any
 import faiss
 import numpy as np
 import pytest
-from elmd_sdk.retrievers import build_index, load_index
-from elmd_sdk.retrievers.index_manifest import DOCSTORE_FILE, FAISS_FILE, ID_MAP_FILE, MANIFEST_FILE
 from retriever_fakes import HashEncoder, tiny_corpus
 
 from elmd_sdk.errors import MismatchError
+from elmd_sdk.retrievers import build_index, load_index
+from elmd_sdk.retrievers.index_manifest import DOCSTORE_FILE, FAISS_FILE, ID_MAP_FILE, MANIFEST_FILE
 
 
 @pytest.fixture
@@ -40,7 +40,7 @@ class _NarrowEncoder(HashEncoder):
     """Claims the index's fingerprint (dim 64, no salt) but encodes 32 dimensions: a buggy or mislabelled encoder."""
 
     def fingerprint(self) -> dict[str, Any]:
-        return {"format": "hash", "dim": 64, "salt": ""}
+        return HashEncoder(dim=64).fingerprint()
 
 
 def test_an_encoder_of_another_width_is_refused_even_with_the_same_fingerprint(index: Path) -> None:

@@ -8,11 +8,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from elmd_sdk.retrievers import EmotionalRetriever, build_index
 from langchain_core.documents import Document
 from retriever_fakes import HashEncoder, tiny_corpus
 
 from elmd_sdk.errors import InputError, MismatchError
+from elmd_sdk.retrievers import EmotionalRetriever, build_index
 
 FIELDS = {"utterance", "utterance_emotion", "response", "response_emotion", "dialogue_id", "similarity", "score"}
 

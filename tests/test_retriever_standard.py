@@ -6,10 +6,11 @@ from functools import cached_property
 from typing import Any
 
 import pytest
-from elmd_sdk.retrievers.index_build import IndexConfig, IndexEntry, build_store
-from elmd_sdk.retrievers.retriever import EmotionalRetriever
 from langchain_tests.integration_tests import RetrieversIntegrationTests
 from retriever_fakes import HashEncoder, tiny_corpus
+
+from elmd_sdk.retrievers.index_build import IndexConfig, IndexEntry, build_store
+from elmd_sdk.retrievers.retriever import EmotionalRetriever
 
 # pytest-asyncio runs in strict mode in this project and the suite's one async test carries no mark;
 # the suite forbids overriding its tests, so the mark is put on the inherited function itself.

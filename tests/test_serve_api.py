@@ -285,3 +285,205 @@ def test_the_readmes_client_examples_run_against_a_server(server: str, capsys: p
         done = subprocess.run(["bash", "-c", shell[0].replace("http://127.0.0.1:8000", server)], capture_output=True,
                               text=True, timeout=60, check=True)  # fmt: skip
         assert json.loads(done.stdout)["choices"][0]["message"]["emotion"] in tiny_chain().labels
+
+
+# -- exact wire bytes, the API key's scheme, limits at their boundary, when a place is freed ------------------------
+
+
+def _events_of(raw: bytes) -> list[str]:
+    """The ``data:`` payloads of a raw event stream, checked to be exactly ``data: PAYLOAD\\n\\n`` each."""
+    text = raw.decode("utf-8")
+    assert text.endswith("data: [DONE]\n\n") and "\r" not in text
+    events = text.split("\n\n")
+    assert events[-1] == ""  # the stream ends with the blank line after [DONE], and nothing after it
+    payloads = []
+    for event in events[:-1]:
+        assert event.startswith("data: ") and "\n" not in event, repr(event)  # one line per event
+        payloads.append(event[len("data: ") :])
+    return payloads
+
+
+def test_the_event_stream_on_the_wire(server: str, client: Any) -> None:
+    whole = client.chat.completions.create(model="default", messages=HELLO, temperature=0)
+    body = {"model": "default", "messages": HELLO, "temperature": 0, "stream": True,
+            "stream_options": {"include_usage": True}}  # fmt: skip
+    response = httpx.post(f"{server}/v1/chat/completions", json=body)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
+    assert response.headers["cache-control"] == "no-cache"
+    payloads = _events_of(response.content)
+    assert payloads[-1] == "[DONE]"
+    chunks = [json.loads(payload) for payload in payloads[:-1]]
+    assert {c["id"] for c in chunks} == {chunks[0]["id"]} and chunks[0]["id"].startswith("chatcmpl-")
+    assert {(c["object"], c["model"]) for c in chunks} == {("chat.completion.chunk", "default")}
+    message = whole.choices[0].message
+    first, *middle, finish, usage = chunks
+    extra = message.model_extra
+    opening = {"role": "assistant", "content": first["choices"][0]["delta"]["content"],
+               "emotion": extra["emotion"], "emotion_scores": extra["emotion_scores"]}  # fmt: skip
+    assert first["choices"] == [{"index": 0, "finish_reason": None, "logprobs": None, "delta": opening}]
+    assert middle and all(set(c["choices"][0]["delta"]) == {"content"} for c in middle)
+    assert all(c["choices"][0]["delta"]["content"] and c["choices"][0]["finish_reason"] is None for c in middle)
+    text = first["choices"][0]["delta"]["content"] + "".join(c["choices"][0]["delta"]["content"] for c in middle)
+    assert text == message.content
+    assert finish["choices"] == [{"index": 0, "delta": {}, "finish_reason": whole.choices[0].finish_reason,
+                                  "logprobs": None}]  # fmt: skip
+    assert usage["choices"] == [] and usage["usage"] == whole.usage.model_dump(exclude_none=True)
+    plain = httpx.post(f"{server}/v1/chat/completions", json={**body, "stream_options": None})
+    plain_chunks = [json.loads(payload) for payload in _events_of(plain.content)[:-1]]
+    assert plain_chunks[-1]["choices"][0]["finish_reason"] and not any("usage" in c for c in plain_chunks)
+
+
+def test_events_are_utf8_json_lines() -> None:
+    from elmd_sdk.serve.app import _sse
+
+    assert _sse({"content": "café 好", "n": 1}) == 'data: {"content": "café 好", "n": 1}\n\n'
+
+
+def test_the_api_key_goes_only_under_the_bearer_scheme() -> None:
+    with running_server(tiny_chain(), api_key="s3cret") as url:
+
+        def status(*authorization: str) -> int:
+            headers = {"authorization": authorization[0]} if authorization else {}
+            return httpx.get(f"{url}/v1/models", headers=headers).status_code
+
+        assert status("Bearer s3cret") == status("bearer s3cret") == status("BEARER  s3cret") == 200
+        wrong_keys = ("Basic s3cret", "Token s3cret", "s3cret", "Bearer", "Bearers3cret", "Bearer s3cre",
+                      "Bearer s3cretX", "Bearer S3CRET", "Basic czNjcmV0", "Bearer s3cret s3cret")  # fmt: skip
+        for wrong in wrong_keys:
+            assert status(wrong) == 401, wrong
+        assert status() == 401
+        assert httpx.get(f"{url}/v1/models", headers={"x-api-key": "s3cret"}).status_code == 401
+        assert httpx.get(f"{url}/health").status_code == 200  # outside /v1/: open
+    with running_server(tiny_chain()) as url:  # no key configured: nothing is asked
+        assert httpx.get(f"{url}/v1/models", headers={"authorization": "Basic anything"}).status_code == 200
+
+
+def test_the_body_limit_takes_exactly_the_limit(server: str) -> None:
+    from elmd_sdk.serve import ServeConfig
+
+    limit = ServeConfig(max_video_bytes=1000).max_body_bytes  # the module's server
+    assert limit >= 1000 * 4 // 3 + 8 * 2**20  # room for the largest video's base64 and the messages
+    at = _post(server, b" " * limit)
+    assert at.status_code == 400 and at.json()["error"]["message"].startswith("the body is not valid JSON")
+    over = _post(server, b" " * (limit + 1))
+    assert over.status_code == 413 and over.json()["error"]["message"] == f"request body over {limit} bytes"
+
+
+def test_the_gate_admits_exactly_its_limit() -> None:
+    from elmd_sdk.serve.app import _Gate
+    from elmd_sdk.serve.mapping import RequestError
+
+    gate = _Gate(2)
+    gate.enter()
+    gate.enter()
+    with pytest.raises(RequestError) as refused:
+        gate.enter()
+    assert (refused.value.status, refused.value.code) == (429, "rate_limit_exceeded") and gate.inside == 2
+    gate.leave()
+    gate.enter()  # a freed place is taken again
+    assert gate.inside == 2
+
+
+def test_refused_requests_give_their_place_back() -> None:
+    with running_server(tiny_chain(), max_concurrency=1) as url:
+        refused = [
+            {"model": "default", "messages": HELLO, "emotion": "joyous"},  # refused by the chain
+            {"model": "default", "messages": [{"role": "tool", "content": "x"}]},  # refused while mapping
+            {"model": "default", "messages": HELLO, "video": {"path": "clip.mp4"}},  # no video here
+        ]
+        for body in refused * 2:  # a place kept by the first would make the second a 429
+            assert _post(url, body).status_code == 400
+        assert _post(url, {"model": "default", "messages": HELLO, "max_tokens": 2}).status_code == 200
+        assert _post(url, {"model": "default", "messages": HELLO, "max_tokens": 2, "stream": True}).status_code == 200
+        assert _post(url, {"model": "default", "messages": HELLO, "max_tokens": 2}).status_code == 200
+
+
+class _Stream:
+    """A chain stream of given chunks (an exception is raised where it stands); records that it was closed."""
+
+    def __init__(self, items: list[Any]) -> None:
+        self.items, self.closed = iter(items), 0
+
+    def __iter__(self) -> _Stream:
+        return self
+
+    def __next__(self) -> Any:
+        item = next(self.items)
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+def _run_events(items: list[Any], include_usage: bool, stop_after: int | None = None) -> tuple[list[Any], Any, Any]:
+    """Drive the app's event generator over ``items``: each event with (place freed?, stream closed?) when it was
+    yielded; the client goes away after ``stop_after`` events."""
+    import asyncio
+    import contextlib
+
+    from elmd_sdk.serve.app import _events
+
+    stream, freed = _Stream(items[1:]), []
+    scope = contextlib.ExitStack()
+    scope.callback(lambda: freed.append(1))
+
+    async def drive() -> list[Any]:
+        seen: list[Any] = []
+        events = _events(stream, items[0], "default", include_usage, scope)
+        async for event in events:
+            seen.append((event, len(freed), stream.closed))
+            if stop_after is not None and len(seen) == stop_after:
+                await events.aclose()  # what starlette does when the client disconnects
+                break
+        return seen
+
+    return asyncio.run(drive()), freed, stream
+
+
+def test_a_stream_frees_its_place_before_its_last_events_and_only_once() -> None:
+    from elmd_sdk.chains.parser import ELMDResult
+
+    usage = {"input_tokens": 5, "output_tokens": 2, "total_tokens": 7}
+    items = [ELMDResult("sad", "", emotion_scores={"sad": 1.0}, usage={**usage, "output_tokens": 0,
+                                                                       "total_tokens": 5}),
+             ELMDResult(None, "Oh", usage={"input_tokens": 0, "output_tokens": 1, "total_tokens": 1}),
+             ELMDResult(None, " no", usage={"input_tokens": 0, "output_tokens": 1, "total_tokens": 1},
+                        finish_reason="length")]  # fmt: skip
+    seen, freed, _ = _run_events(items, include_usage=True)
+    payloads = [json.loads(event[len("data: ") :]) if "[DONE]" not in event else "[DONE]" for event, _, _ in seen]
+    assert [event[-2:] for event, _, _ in seen] == ["\n\n"] * 6
+    assert [p["choices"][0]["delta"] for p in payloads[:3]] == [
+        {"role": "assistant", "content": "", "emotion": "sad", "emotion_scores": {"sad": 1.0}},
+        {"content": "Oh"},
+        {"content": " no"},
+    ]
+    assert payloads[3]["choices"][0] == {"index": 0, "delta": {}, "finish_reason": "length", "logprobs": None}
+    assert payloads[4]["choices"] == [] and payloads[4]["usage"] == {
+        "prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}  # fmt: skip
+    assert payloads[5] == "[DONE]" and seen[5][0] == "data: [DONE]\n\n"
+    # decoding events go out while the place is held; the end goes out once the place is free and the stream closed
+    assert [(place, closed) for _, place, closed in seen] == [(0, 0)] * 3 + [(1, 1)] * 3
+    assert freed == [1]
+    seen, _, _ = _run_events(items, include_usage=False)
+    assert len(seen) == 5 and '"finish_reason": "length"' in seen[3][0] and seen[4][0] == "data: [DONE]\n\n"
+
+
+def test_a_client_that_goes_away_or_a_failing_stream_frees_the_place() -> None:
+    from elmd_sdk.chains.parser import ELMDResult
+    from elmd_sdk.errors import InputError
+
+    items = [ELMDResult("sad", ""), ELMDResult(None, "a"), ELMDResult(None, "b"), ELMDResult(None, "c")]
+    seen, freed, stream = _run_events(items, include_usage=False, stop_after=2)
+    assert len(seen) == 2 and freed == [1] and stream.closed >= 1
+    seen, freed, stream = _run_events([*items[:2], InputError("the reply went wrong")], include_usage=False)
+    error, done = seen[-1][0].split("\n\n")[:2]  # a failed stream ends as a stopped one: the error, then [DONE]
+    assert json.loads(error[len("data: ") :]) == {"error": {
+        "message": "the reply went wrong", "type": "server_error", "param": None, "code": None}}  # fmt: skip
+    assert done == "data: [DONE]" and seen[-1][0].endswith("data: [DONE]\n\n")
+    assert sum("[DONE]" in event for event, _, _ in seen) == 1
+    assert freed == [1] and stream.closed >= 1
+    seen, freed, _ = _run_events([*items[:2], RuntimeError("secret detail")], include_usage=False)
+    assert "secret detail" not in seen[-1][0] and "internal error" in seen[-1][0] and freed == [1]

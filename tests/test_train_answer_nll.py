@@ -6,8 +6,9 @@ import math
 
 import pytest
 import torch
-from elmd_sdk.trainers.losses.answer_nll import IGNORE, answer_labels, answer_nll
 from torch.nn import functional as F
+
+from elmd_sdk.trainers.losses.answer_nll import IGNORE, answer_labels, answer_nll
 
 
 def test_labels_are_right_aligned_with_ignore_before_a_shorter_answer() -> None:

@@ -6,17 +6,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from elmd_sdk.chains import ELMDChain, build_prompt
-from elmd_sdk.retrievers import EncoderSource, ERMEncoder, build_index
-from elmd_sdk.retrievers.encoder import ERMConfig
-from elmd_sdk.trainers.examples import prompt_messages
 from train_fakes import COLOURS, colour_samples, save_tiny_llm, write_colour_video
 from typer.testing import CliRunner
 
 from elmd_sdk.bundle import load_bundle
+from elmd_sdk.chains import ELMDChain, build_prompt
 from elmd_sdk.cli.main import app
 from elmd_sdk.data import read_jsonl, write_jsonl
 from elmd_sdk.errors import InputError
+from elmd_sdk.retrievers import EncoderSource, ERMEncoder, build_index
+from elmd_sdk.retrievers.encoder import ERMConfig
+from elmd_sdk.trainers.examples import prompt_messages
 
 pytestmark = pytest.mark.slow  # the index embeds with the real offline MiniLM
 

@@ -6,7 +6,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from langchain_core.documents import Document
+from retriever_fakes import HashEncoder
+from train_fakes import text_samples, tiny_tokenizer
+
+from elmd_sdk.bundle import data_sha256
 from elmd_sdk.chains.prompt import render_answer
+from elmd_sdk.data import write_jsonl
+from elmd_sdk.data.records import Sample, Turn, VideoRef
+from elmd_sdk.errors import InputError
 from elmd_sdk.retrievers import EmotionalRetriever, build_index
 from elmd_sdk.trainers.emotion_eval import emotion_metrics
 from elmd_sdk.trainers.examples import (
@@ -19,14 +27,6 @@ from elmd_sdk.trainers.examples import (
 from elmd_sdk.trainers.pipeline import samples_sha256
 from elmd_sdk.trainers.schedule import lr_factor
 from elmd_sdk.trainers.stage import epoch_order
-from langchain_core.documents import Document
-from retriever_fakes import HashEncoder
-from train_fakes import text_samples, tiny_tokenizer
-
-from elmd_sdk.bundle import data_sha256
-from elmd_sdk.data import write_jsonl
-from elmd_sdk.data.records import Sample, Turn, VideoRef
-from elmd_sdk.errors import InputError
 
 LABELS = ("happy", "sad", "anger")
 
@@ -151,6 +151,47 @@ def test_emotion_metrics_by_hand() -> None:
     assert accuracy == pytest.approx(4 / 6)
     assert macro_f1 == pytest.approx((0.5 + 0.8 + 2 / 3) / 3)
     assert emotion_metrics([1, 1], [1, 1]) == (1.0, 1.0)
+
+
+def test_emotion_metrics_count_a_predicted_label_absent_from_gold() -> None:
+    # label 0: TP 1, FN 1 -> 2/3; label 1: TP 1 -> 1; label 2 is only predicted: TP 0, FP 1 -> 0, and it counts
+    accuracy, macro_f1 = emotion_metrics([0, 0, 1], [0, 2, 1])
+    assert accuracy == pytest.approx(2 / 3)
+    assert macro_f1 == pytest.approx((2 / 3 + 1 + 0) / 3)
+    # a label never gold nor predicted is left out: the same numbers whatever the label ids are
+    assert emotion_metrics([5, 5, 7], [5, 9, 7]) == pytest.approx((2 / 3, (2 / 3 + 1 + 0) / 3))
+    assert emotion_metrics([0], [1]) == (0.0, 0.0)
+
+
+def test_scored_examples_hold_each_labels_log_likelihood_and_the_answers_own_loss(tokenizer) -> None:
+    import torch
+    from llm_fakes import tiny_llm
+
+    from elmd_sdk.trainers.emotion_eval import ScoredExample, score_examples
+    from elmd_sdk.trainers.stage_model import StageModel
+
+    model, _ = tiny_llm()
+    config = PromptConfig(labels=LABELS)
+    examples = build_examples(text_samples(3), [None] * 3, tokenizer, config, with_response=True, video_tokens=0)
+    candidates = label_candidates(tokenizer, config)
+    scored = score_examples(StageModel(model, None), examples, [2, 0], candidates, lambda _: None)
+
+    def log_likelihood(prompt: tuple[int, ...], answer: list[int] | tuple[int, ...]) -> float:
+        """Sum of the answer's token log-probabilities after the prompt, one pass without a cache."""
+        with torch.no_grad():
+            log_probs = model(torch.tensor([[*prompt, *answer]])).logits[0].log_softmax(-1)
+        return float(sum(log_probs[len(prompt) - 1 + t, token] for t, token in enumerate(answer)))
+
+    assert [s.index for s in scored] == [2, 0]
+    for result in scored:
+        example = examples[result.index]
+        [prompt] = example.pieces
+        expected = [log_likelihood(prompt, candidate) for candidate in candidates]
+        assert result.scores == pytest.approx(expected, abs=1e-4)
+        assert result.nll == pytest.approx(-log_likelihood(prompt, example.target), abs=1e-4) and result.nll > 0
+        assert (result.gold, result.tokens) == (example.label, len(example.target))
+    assert ScoredExample(0, (-3.0, -1.0, -2.0), 0, 1.0, 1).predicted == 1  # the most likely line
+    assert ScoredExample(0, (-1.0, -1.0, -2.0), 0, 1.0, 1).predicted == 0  # a tie goes to the first label
 
 
 @pytest.mark.parametrize("grouped", [False, True])

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from elmd_sdk.trainers.feature_cache import FeatureCache, feature_key
 from train_fakes import COLOURS, ColourEncoder, write_colour_video
 
 from elmd_sdk.data.records import VideoRef
 from elmd_sdk.errors import InputError
+from elmd_sdk.trainers.feature_cache import FeatureCache, feature_key
 from elmd_sdk.video import tokens as video_tokens
 
 

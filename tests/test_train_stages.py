@@ -11,7 +11,20 @@ from typing import Any
 import pytest
 import torch
 from accelerate.utils import set_seed
+from langchain_core.documents import Document
+from langchain_core.messages import BaseMessage
+from retriever_fakes import HashEncoder
+from train_fakes import COLOURS, ColourEncoder, colour_samples, save_tiny_llm, write_colour_video
+
+from elmd_sdk.bundle import load_bundle, verify_components
 from elmd_sdk.chains.prompt import build_prompt
+from elmd_sdk.data.records import Sample
+from elmd_sdk.errors import InputError, MismatchError
+from elmd_sdk.io import load_tensors, read_json, save_tensors
+from elmd_sdk.models import llm_fingerprint, load_llm, prefix_encoder_of
+from elmd_sdk.models.chat_model import ELMDChatModel
+from elmd_sdk.models.prefix import PrefixConfig, PrefixEncoder, attach_prefix
+from elmd_sdk.models.splice import splice_video_embeds
 from elmd_sdk.retrievers import EmotionalRetriever, build_index
 from elmd_sdk.trainers import checkpoint as checkpoint_module
 from elmd_sdk.trainers.eerg import EergConfig, train_eerg
@@ -23,19 +36,6 @@ from elmd_sdk.trainers.pipeline import samples_sha256
 from elmd_sdk.trainers.rep import RepConfig, train_rep
 from elmd_sdk.trainers.stage import StageResult, TrainConfig, default_mixed_precision
 from elmd_sdk.trainers.stage_model import StageModel
-from langchain_core.documents import Document
-from langchain_core.messages import BaseMessage
-from retriever_fakes import HashEncoder
-from train_fakes import COLOURS, ColourEncoder, colour_samples, save_tiny_llm, write_colour_video
-
-from elmd_sdk.bundle import load_bundle, verify_components
-from elmd_sdk.data.records import Sample
-from elmd_sdk.errors import InputError, MismatchError
-from elmd_sdk.io import load_tensors, read_json, save_tensors
-from elmd_sdk.models import llm_fingerprint, load_llm, prefix_encoder_of
-from elmd_sdk.models.chat_model import ELMDChatModel
-from elmd_sdk.models.prefix import PrefixConfig, PrefixEncoder, attach_prefix
-from elmd_sdk.models.splice import splice_video_embeds
 from elmd_sdk.video import ProjectorConfig, VideoProjector, spatio_temporal_pool
 from elmd_sdk.video import tokens as video_tokens
 
@@ -454,6 +454,7 @@ def test_validation_scores_the_calibrated_choice_that_inference_makes(monkeypatc
     from types import SimpleNamespace
 
     from accelerate import Accelerator
+
     from elmd_sdk.trainers import stage as stage_module
     from elmd_sdk.trainers.emotion_eval import ScoredExample
 

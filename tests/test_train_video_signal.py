@@ -7,14 +7,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from train_fakes import COLOURS, ColourEncoder, colour_samples, save_tiny_llm, write_colour_video
+
+from elmd_sdk.models.llm import load_llm
 from elmd_sdk.trainers.emotion_eval import emotion_metrics, score_examples
 from elmd_sdk.trainers.examples import PromptConfig, build_examples, label_candidates
 from elmd_sdk.trainers.rep import RepConfig, train_rep
 from elmd_sdk.trainers.stage import TrainConfig
 from elmd_sdk.trainers.stage_model import StageModel
-from train_fakes import COLOURS, ColourEncoder, colour_samples, save_tiny_llm, write_colour_video
-
-from elmd_sdk.models.llm import load_llm
 
 LABELS = tuple(COLOURS)  # happy = red, sad = blue, anger = green
 

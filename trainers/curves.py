@@ -10,9 +10,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from elmd_sdk.trainers.metrics_log import CURVES_FILE, METRICS_FILE, read_metrics
-
 from elmd_sdk.io import atomic_open
+from elmd_sdk.trainers.metrics_log import CURVES_FILE, METRICS_FILE, read_metrics
 
 __all__ = ["CURVES_FILE", "FIGURE_SIZE", "plot_curves", "write_curves"]
 

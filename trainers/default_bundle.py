@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from elmd_sdk.retrievers import EncoderSource, build_index
-from elmd_sdk.retrievers.encoder import ERMConfig
-from elmd_sdk.trainers.erm import TRAINING_LOG, ERMTrainConfig, train_erm
 
 from elmd_sdk.bundle import ERM_DIR, INDEX_DIR, BundleManifest, data_sha256, save_manifest
 from elmd_sdk.data import EMOTIONS, read_jsonl
 from elmd_sdk.io import replace_folder
+from elmd_sdk.retrievers import EncoderSource, build_index
+from elmd_sdk.retrievers.encoder import ERMConfig
+from elmd_sdk.trainers.erm import TRAINING_LOG, ERMTrainConfig, train_erm
 
 CORPUS = Path(__file__).resolve().parent.parent / "chains" / "default_corpus.jsonl"
 

@@ -15,6 +15,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from elmd_sdk.bundle import MANIFEST_FILE, load_bundle, verify_components
+from elmd_sdk.bundle.write import TrainedParts
+from elmd_sdk.data.labels import EMOTIONS
+from elmd_sdk.data.records import Sample
+from elmd_sdk.errors import InputError, MismatchError
+from elmd_sdk.io import sha256_file
+from elmd_sdk.models.prefix import PrefixConfig, PrefixEncoder, attach_prefix
+from elmd_sdk.models.prefix_init import PREFIX_STARTS, prefix_from_tokens
 from elmd_sdk.trainers.examples import Example, PromptConfig
 from elmd_sdk.trainers.feature_cache import FeatureCache
 from elmd_sdk.trainers.pipeline import (
@@ -32,15 +40,6 @@ from elmd_sdk.trainers.pipeline import (
 from elmd_sdk.trainers.stage import ParamGroup, Stage, StageResult, TrainConfig, make_accelerator
 from elmd_sdk.trainers.stage_bundle import train_to_bundle
 from elmd_sdk.trainers.stage_model import StageModel
-
-from elmd_sdk.bundle import MANIFEST_FILE, load_bundle, verify_components
-from elmd_sdk.bundle.write import TrainedParts
-from elmd_sdk.data.labels import EMOTIONS
-from elmd_sdk.data.records import Sample
-from elmd_sdk.errors import InputError, MismatchError
-from elmd_sdk.io import sha256_file
-from elmd_sdk.models.prefix import PrefixConfig, PrefixEncoder, attach_prefix
-from elmd_sdk.models.prefix_init import PREFIX_STARTS, prefix_from_tokens
 from elmd_sdk.video import VideoProjector, VisualEncoder
 from elmd_sdk.video.projector import WEIGHTS_FILE as PROJECTOR_WEIGHTS
 

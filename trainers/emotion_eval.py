@@ -15,11 +15,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-from elmd_sdk.trainers.examples import Example
-from elmd_sdk.trainers.stage_model import StageModel
 
 from elmd_sdk.data.records import VideoRef
 from elmd_sdk.models.splice import splice_video_embeds
+from elmd_sdk.trainers.examples import Example
+from elmd_sdk.trainers.stage_model import StageModel
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from elmd_sdk.data.records import Sample
+from elmd_sdk.errors import InputError
+from elmd_sdk.io import atomic_folder, atomic_write_json, read_json
+from elmd_sdk.progress import make_progress
 from elmd_sdk.retrievers.encoder import ERMConfig, ERMEncoder
 from elmd_sdk.trainers.checkpoint import (
     TRAINING_LOG,
@@ -40,11 +45,6 @@ from elmd_sdk.trainers.losses.joint import joint_loss
 from elmd_sdk.trainers.losses.ssc import ssc_pair_losses
 from elmd_sdk.trainers.metrics_log import MetricsLog, TrainInterval, copy_logs, tracker_names
 from elmd_sdk.trainers.schedule import LR_SCHEDULES, lr_factor
-
-from elmd_sdk.data.records import Sample
-from elmd_sdk.errors import InputError
-from elmd_sdk.io import atomic_folder, atomic_write_json, read_json
-from elmd_sdk.progress import make_progress
 
 # Settings a resumed run may change; every other one must match the checkpoint. The last three change only the logs.
 _RESUMABLE_CHANGES = frozenset(

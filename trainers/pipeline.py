@@ -10,6 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from elmd_sdk.data.records import Sample, VideoRef
+from elmd_sdk.errors import InputError
+from elmd_sdk.io import sha256_file
 from elmd_sdk.retrievers.index import MANIFEST_FILE as INDEX_MANIFEST
 from elmd_sdk.trainers.examples import (
     Example,
@@ -20,10 +24,6 @@ from elmd_sdk.trainers.examples import (
 )
 from elmd_sdk.trainers.feature_cache import FeatureCache
 from elmd_sdk.trainers.stage import llm_dtype
-
-from elmd_sdk.data.records import Sample, VideoRef
-from elmd_sdk.errors import InputError
-from elmd_sdk.io import sha256_file
 from elmd_sdk.video import ProjectorConfig, VideoProjector, VisualEncoder
 
 

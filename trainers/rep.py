@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from elmd_sdk.bundle.write import TrainedParts
+from elmd_sdk.data.records import Sample
+from elmd_sdk.errors import InputError
 from elmd_sdk.trainers.examples import PromptConfig
 from elmd_sdk.trainers.pipeline import (
     fit_prompt,
@@ -29,10 +32,6 @@ from elmd_sdk.trainers.pipeline import (
 from elmd_sdk.trainers.stage import ParamGroup, Stage, StageResult, TrainConfig, make_accelerator
 from elmd_sdk.trainers.stage_bundle import train_to_bundle
 from elmd_sdk.trainers.stage_model import StageModel
-
-from elmd_sdk.bundle.write import TrainedParts
-from elmd_sdk.data.records import Sample
-from elmd_sdk.errors import InputError
 from elmd_sdk.video import VisualEncoder
 
 

@@ -21,6 +21,12 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from elmd_sdk.data.records import VideoRef
+from elmd_sdk.errors import InputError
+from elmd_sdk.io import atomic_write_json, read_json
+from elmd_sdk.models.closed_set import batch_log_prior
+from elmd_sdk.progress import make_progress
 from elmd_sdk.trainers.checkpoint import (
     TRAINING_LOG,
     check_resumable,
@@ -35,12 +41,6 @@ from elmd_sdk.trainers.examples import Example
 from elmd_sdk.trainers.metrics_log import TrainInterval, tracker_names
 from elmd_sdk.trainers.schedule import LR_SCHEDULES, lr_factor
 from elmd_sdk.trainers.stage_model import StageModel
-
-from elmd_sdk.data.records import VideoRef
-from elmd_sdk.errors import InputError
-from elmd_sdk.io import atomic_write_json, read_json
-from elmd_sdk.models.closed_set import batch_log_prior
-from elmd_sdk.progress import make_progress
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
 KEEP = ("last", "best")

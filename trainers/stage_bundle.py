@@ -10,6 +10,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from elmd_sdk.bundle import PREFIX_DIR, PROJECTOR_DIR
+from elmd_sdk.bundle.write import TrainedParts, write_bundle
+from elmd_sdk.io import atomic_folder
+from elmd_sdk.models.peft_adapter import save_peft_adapter
+from elmd_sdk.models.prefix import PrefixEncoder
 from elmd_sdk.trainers.metrics_log import copy_logs
 from elmd_sdk.trainers.stage import (
     Stage,
@@ -20,12 +25,6 @@ from elmd_sdk.trainers.stage import (
     run_identity,
     run_stage,
 )
-
-from elmd_sdk.bundle import PREFIX_DIR, PROJECTOR_DIR
-from elmd_sdk.bundle.write import TrainedParts, write_bundle
-from elmd_sdk.io import atomic_folder
-from elmd_sdk.models.peft_adapter import save_peft_adapter
-from elmd_sdk.models.prefix import PrefixEncoder
 from elmd_sdk.video import VideoProjector
 
 

@@ -13,11 +13,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from elmd_sdk.trainers.losses.answer_nll import answer_labels, answer_nll
 from torch import nn
 
 from elmd_sdk.errors import MismatchError
 from elmd_sdk.models.splice import splice_video_embeds
+from elmd_sdk.trainers.losses.answer_nll import answer_labels, answer_nll
 from elmd_sdk.video import VideoProjector
 from elmd_sdk.video.tokens import project
 

@@ -18,7 +18,7 @@ from elmd_sdk.bundle.manifest import (
     load_bundle,
     verify_components,
 )
-from elmd_sdk.errors import InputError
+from elmd_sdk.models.generation import check_decoding
 
 if TYPE_CHECKING:
     from elmd_sdk.models.chat_model import ELMDChatModel
@@ -51,7 +51,7 @@ def load_components(
     prompt, index and decoding, the baseline a trained bundle is compared with."""
     manifest, paths = load_bundle(bundle)
     source = paths.root / MANIFEST_FILE
-    settings = {**manifest.generation, **_check_generation(generation)}
+    settings = {**manifest.generation, **check_decoding(generation, GENERATION_SETTINGS)}
     if not use_trained:
         paths = dataclasses.replace(paths, prefix=None, projector=None)
     chat = _load_chat_model(manifest, paths, use_video=use_video, device=device, settings=settings, source=source)
@@ -108,11 +108,3 @@ def _load_chat_model(
         visual_encoder=visual,
         **settings,
     )
-
-
-def _check_generation(settings: dict[str, Any]) -> dict[str, Any]:
-    """Decoding overrides with known names (an :class:`InputError` names an unknown one); None values dropped."""
-    for key in settings:
-        if key not in GENERATION_SETTINGS:
-            raise InputError(f"unknown generation setting (known: {', '.join(GENERATION_SETTINGS)})", field=key)
-    return {key: value for key, value in settings.items() if value is not None}

@@ -8,7 +8,6 @@ with what is loaded, naming the field. Only JSON and safetensors are read: never
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from os import PathLike
@@ -16,8 +15,10 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from elmd_sdk import __version__
+from elmd_sdk.data.labels import check_log_prior
 from elmd_sdk.errors import InputError, MismatchError
-from elmd_sdk.io import atomic_write_json, path_inside, read_json, sha256_file
+from elmd_sdk.io import atomic_write_json, is_json_int, path_inside, read_json, sha256_file
+from elmd_sdk.models.generation import check_decoding
 
 MANIFEST_FILE = "bundle.json"
 ERM_DIR = "erm"
@@ -27,16 +28,17 @@ PREFIX_DIR = "prefix"
 BUNDLE_FORMAT = "elmd-bundle"
 FORMAT_VERSION = 1
 LANGUAGES = ("en", "zh")
-GENERATION_SETTINGS: dict[str, tuple[type, ...]] = {
-    "do_sample": (bool,),
-    "temperature": (int, float),
-    "top_p": (int, float),
-    "top_k": (int,),
-    "max_new_tokens": (int,),
-    "seed": (int,),
-    "repetition_penalty": (int, float),
-    "no_repeat_ngram_size": (int,),
-}
+GENERATION_SETTINGS = (
+    "do_sample",
+    "temperature",
+    "top_p",
+    "top_k",
+    "max_new_tokens",
+    "seed",
+    "repetition_penalty",
+    "no_repeat_ngram_size",
+)
+"""The decoding settings a bundle's ``generation`` may record (their ranges: :mod:`elmd_sdk.models.generation`)."""
 
 
 @dataclass
@@ -87,7 +89,7 @@ class BundleManifest:
         if data.get("format") != BUNDLE_FORMAT:
             raise InputError(f"not an elmd-sdk bundle manifest (expected '{BUNDLE_FORMAT}')", file=file, field="format")
         version = data.get("format_version")
-        if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
+        if not is_json_int(version) or version > FORMAT_VERSION or version < 1:
             problem = f"bundle format {version!r} is not supported (this elmd-sdk reads up to {FORMAT_VERSION})"
             raise InputError(problem, file=file, field="format_version")
         known = {f.name for f in fields(cls)}
@@ -126,18 +128,10 @@ class BundleManifest:
         fingerprint = self.visual_encoder_fingerprint
         need(fingerprint is None or isinstance(fingerprint, dict), "visual_encoder_fingerprint", "must be an object")
         pre = self.pre_seq_len
-        need(
-            pre is None or (isinstance(pre, int) and not isinstance(pre, bool) and pre > 0),
-            "pre_seq_len",
-            "must be a positive integer or null",
-        )
+        need(pre is None or (is_json_int(pre) and pre > 0), "pre_seq_len", "must be a positive integer or null")
         need((pre is None) == (self.prefix_dir is None), "pre_seq_len", "must be given exactly when prefix_dir is")
         m = self.frames
-        need(
-            m is None or (isinstance(m, int) and not isinstance(m, bool) and m > 0),
-            "frames",
-            "must be a positive integer or null",
-        )
+        need(m is None or (is_json_int(m) and m > 0), "frames", "must be a positive integer or null")
         need(self.erm_dir is None or self.index_dir is not None, "index_dir", "an ERM needs its index")
         need(
             self.projector_dir is None or fingerprint is not None,
@@ -150,15 +144,11 @@ class BundleManifest:
             "emotion_log_prior",
             "must be null or an object with one value per label",
         )
-        for value in (prior or {}).values():
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-            need(ok and value <= 0, "emotion_log_prior", f"must hold log-probabilities (finite, <= 0), got {value!r}")
+        if prior is not None:
+            check_log_prior(list(prior.values()), len(labels), file=file)
         need(isinstance(self.generation, dict), "generation", "must be an object")
-        for key, value in self.generation.items():
-            kinds = GENERATION_SETTINGS.get(key)
-            need(kinds is not None, "generation", f"unknown setting {key!r} (known: {', '.join(GENERATION_SETTINGS)})")
-            ok = isinstance(value, kinds or ()) and (bool in (kinds or ()) or not isinstance(value, bool))
-            need(ok, "generation", f"{key} must be {' or '.join(k.__name__ for k in kinds or ())}, got {value!r}")
+        need(None not in self.generation.values(), "generation", "a setting must not be null (leave it out instead)")
+        check_decoding(self.generation, GENERATION_SETTINGS, file=file, field="generation")
 
 
 @dataclass(frozen=True)

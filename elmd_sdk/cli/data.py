@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from elmd_sdk.cli.output import Overwrite
+
 if TYPE_CHECKING:
     from elmd_sdk.data import Sample
 
@@ -105,15 +107,16 @@ def split(
     out: Annotated[Path, typer.Option("--out", help="Folder for train.jsonl, valid.jsonl, test.jsonl.")],
     ratios: Annotated[str, typer.Option("--ratios", help="train:valid:test weights by sample count.")] = "8:1:1",
     seed: Annotated[int, typer.Option("--seed", help="Seed of the dialogue shuffle.")] = 0,
+    overwrite: Overwrite = False,
 ) -> None:
-    """Split samples by dialogue (no dialogue in two splits), deterministically for a given seed."""
-    from elmd_sdk.data import parse_ratios, read_jsonl, split_samples, write_jsonl
-    from elmd_sdk.io import atomic_folder, check_writable
+    """Split samples by dialogue (no dialogue in two splits), deterministically for a given seed; --out gets
+    train.jsonl, valid.jsonl, test.jsonl and split.json (ratios, seed, counts)."""
+    from elmd_sdk.data import parse_ratios, read_jsonl, split_samples, write_splits
+    from elmd_sdk.data.split import MANIFEST_FILE
+    from elmd_sdk.io import check_output_folder
 
-    check_writable(out, folder=True)
-
-    splits = split_samples(read_jsonl(input_path), parse_ratios(ratios), seed)
-    with atomic_folder(out) as folder:  # the three files replace the folder together
-        for name, samples in splits.items():
-            write_jsonl(folder / f"{name}.jsonl", samples)
+    check_output_folder(out, MANIFEST_FILE, overwrite=overwrite)
+    weights = parse_ratios(ratios)
+    splits = split_samples(read_jsonl(input_path), weights, seed)
+    write_splits(out, splits, weights, seed)
     _emotion_table(f"{out} (ratios {ratios}, seed {seed})", [(n, s, "response") for n, s in splits.items()])

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from elmd_sdk.cli.output import Overwrite
 from elmd_sdk.retrievers.index_manifest import IndexConfig
 
 app = typer.Typer(help="Build FAISS indexes of (u', r') demonstration pairs for the EmotionalRetriever.")
@@ -49,15 +50,17 @@ def build(
         int, typer.Option("--nprobe", min=1, help="IVF lists searched per query (default).")
     ] = IndexConfig.nprobe,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Encoding batch size.")] = 64,
+    overwrite: Overwrite = False,
 ) -> None:
     """Embed every utterance u' of --data with the ERM (or a plain encoder) and write the index to --out."""
     from elmd_sdk.data import read_jsonl
     from elmd_sdk.errors import InputError
-    from elmd_sdk.io import check_writable
+    from elmd_sdk.io import check_output_folder
     from elmd_sdk.retrievers import EncoderSource, build_index
     from elmd_sdk.retrievers.encoder import ERMEncoder
+    from elmd_sdk.retrievers.index_manifest import MANIFEST_FILE
 
-    check_writable(out, folder=True)
+    check_output_folder(out, MANIFEST_FILE, overwrite=overwrite)
     if (erm is None) == (encoder is None):
         raise InputError("give exactly one of --erm DIR (trained ERM) or --encoder NAME_OR_PATH (plain baseline)")
     samples = read_jsonl(data)

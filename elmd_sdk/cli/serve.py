@@ -34,6 +34,12 @@ def command(
     max_video_mb: Annotated[
         float, typer.Option("--max-video-mb", min=0, help="Largest video upload, in MiB.")
     ] = _DEFAULTS.max_video_bytes / 2**20,
+    request_timeout: Annotated[
+        int, typer.Option("--request-timeout", min=1, help="Seconds a request may take; then 504 and decoding stops.")
+    ] = _DEFAULTS.request_timeout_s,
+    read_timeout: Annotated[
+        int, typer.Option("--read-timeout", min=1, help="Seconds to wait for a request's headers or body.")
+    ] = _DEFAULTS.read_timeout_s,
 ) -> None:
     """Serve a bundle over HTTP: OpenAI's /v1/chat/completions (with the reply's emotion), /v1/models, /health
     and a web chat page at /. Stops cleanly on Ctrl-C or SIGTERM."""
@@ -48,5 +54,7 @@ def command(
         max_batch=max_batch,
         video_root=video_root,
         max_video_bytes=int(max_video_mb * 2**20),
+        request_timeout_s=request_timeout,
+        read_timeout_s=read_timeout,
     )
     serve(bundle, config)

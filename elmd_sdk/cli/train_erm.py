@@ -11,8 +11,9 @@ from typing import Annotated
 
 import typer
 
-from elmd_sdk.cli.train_options import CheckpointEvery, MaxSteps, Resume, Seed
-from elmd_sdk.retrievers.encoder import ERMConfig
+from elmd_sdk.cli.output import Overwrite
+from elmd_sdk.cli.train_options import CheckpointEvery, MaxSteps, Resume, Seed, check_run_output
+from elmd_sdk.retrievers.encoder import CONFIG_FILE, ERMConfig
 from elmd_sdk.trainers.erm import ERMTrainConfig, train_erm
 
 
@@ -62,11 +63,11 @@ def command(
         typer.Option(help="Accelerate trackers (tensorboard, wandb, ..., all), repeatable or comma-separated."),
     ] = ERMTrainConfig.report_to,  # type: ignore[assignment]  # typer hands a list; the default stays the tuple
     resume: Resume = False,
+    overwrite: Overwrite = False,
 ) -> None:
     """Train the ERM retriever encoder: ERT (Eq. 2) + SSC (Eq. 3) jointly (Eq. 4), with checkpoints."""
     from elmd_sdk.cli.interrupt import report_checkpoint_on_interrupt
     from elmd_sdk.data import read_jsonl
-    from elmd_sdk.io import check_writable
     from elmd_sdk.trainers.checkpoint import checkpoint_dir
     from elmd_sdk.trainers.curves import write_curves
     from elmd_sdk.trainers.metrics_log import split_report_to
@@ -94,7 +95,7 @@ def command(
         report_to=split_report_to(report_to),
     )
     config.validate()
-    check_writable(out, folder=True)
+    check_run_output(out, CONFIG_FILE, overwrite)
     train = read_jsonl(data, require=True)
     valid_samples = read_jsonl(valid, require=True) if valid is not None else None
     with report_checkpoint_on_interrupt(checkpoint_dir(out)):

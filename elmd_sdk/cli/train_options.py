@@ -17,6 +17,7 @@ from typing import Annotated, Any, get_type_hints
 
 import typer
 
+from elmd_sdk.cli.output import Overwrite
 from elmd_sdk.trainers.examples import PromptConfig
 from elmd_sdk.trainers.metrics_log import split_report_to
 from elmd_sdk.trainers.rep import RepConfig
@@ -121,6 +122,7 @@ class SharedOptions:
     keep: Keep = TrainConfig.keep
     report_to: ReportTo = TrainConfig.report_to  # type: ignore[assignment]
     trust_remote_code: TrustRemoteCode = RepConfig.trust_remote_code
+    overwrite: Overwrite = False
 
     @property
     def feature_cache_dir(self) -> str | None:
@@ -152,15 +154,14 @@ class SharedOptions:
         draw ``OUT/curves.png`` from ``OUT/metrics.jsonl``."""
         from accelerate import PartialState
 
-        from elmd_sdk.bundle import data_sha256
+        from elmd_sdk.bundle import MANIFEST_FILE, data_sha256
         from elmd_sdk.cli.interrupt import report_checkpoint_on_interrupt
         from elmd_sdk.data import read_jsonl
-        from elmd_sdk.io import check_writable
         from elmd_sdk.trainers.checkpoint import checkpoint_dir
         from elmd_sdk.trainers.curves import write_curves
 
         config.validate()
-        check_writable(self.out, folder=True)
+        check_run_output(self.out, MANIFEST_FILE, self.overwrite)
         samples = read_jsonl(self.data, require=True)
         valid = read_jsonl(self.valid, require=True) if self.valid is not None else []
         with report_checkpoint_on_interrupt(checkpoint_dir(self.out)):
@@ -179,6 +180,17 @@ class SharedOptions:
 
 
 _LEADING = ("data", "out", "valid")
+
+
+def check_run_output(out: Path, manifest: str, overwrite: bool) -> None:
+    """Before training: ``out`` can be written, and is new, empty, or a folder a run of this stage writes (with its
+    ``manifest``, or an unfinished run's checkpoint or metrics log) unless ``--overwrite``
+    (:func:`elmd_sdk.io.check_output_folder`)."""
+    from elmd_sdk.io import check_output_folder
+    from elmd_sdk.trainers.checkpoint import CHECKPOINT_DIR, STATE_JSON
+    from elmd_sdk.trainers.metrics_log import METRICS_FILE
+
+    check_output_folder(out, manifest, f"{CHECKPOINT_DIR}/{STATE_JSON}", METRICS_FILE, overwrite=overwrite)
 
 
 def label_tuple(labels: str | None) -> tuple[str, ...] | None:

@@ -17,7 +17,7 @@ from elmd_sdk.data.m3ed import load_m3ed, parse_timestamp
 from elmd_sdk.data.meld import load_meld
 from elmd_sdk.data.prepare import FORMATS, prepare_corpus
 from elmd_sdk.data.records import Sample, Turn, VideoRef
-from elmd_sdk.data.split import SPLITS, parse_ratios, split_samples
+from elmd_sdk.data.split import SPLITS, parse_ratios, split_samples, write_splits
 
 __all__ = [
     "CORPORA",
@@ -50,4 +50,5 @@ __all__ = [
     "sample_from_dict",
     "split_samples",
     "write_jsonl",
+    "write_splits",
 ]

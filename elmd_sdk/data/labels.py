@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from elmd_sdk.errors import InputError
-from elmd_sdk.io import read_json
+from elmd_sdk.io import is_json_number, read_json
 
 EMOTIONS: tuple[str, ...] = ("happy", "surprise", "sad", "disgust", "anger", "fear", "neutral")
 """The paper's seven emotion labels, in the paper's order; every sample carries one of these."""
@@ -41,6 +41,26 @@ def check_emotions(labels: Sequence[str], force: Any, allowed: Any) -> None:
             raise InputError(f"unknown label {force!r}; allowed labels: {known}", field="emotion")
         if allowed is not None and force not in allowed:
             raise InputError(f"{force!r} is not among allowed_emotions {list(allowed)}", field="emotion")
+
+
+PRIOR_FLOOR = 1e-300
+"""The smallest label probability batch calibration records (it clamps the mean probabilities to it)."""
+MIN_LOG_PRIOR = -1000.0
+"""The lowest log-prior value accepted: below every recorded one (log 1e-300 is about -690.8), and high enough that
+the calibrated scores (log-likelihood minus log-prior, in float32) and their softmax stay finite."""
+
+
+def check_log_prior(values: Sequence[Any], count: int, *, file: str | Path | None = None) -> tuple[float, ...]:
+    """A per-label log-prior (``emotion_log_prior``: one value per label, ``count`` labels) as floats, or an
+    :class:`InputError` naming the field: each value must be a log-probability in [-1000, 0]."""
+    field = "emotion_log_prior"
+    if len(values) != count:
+        raise InputError(f"needs one value per label ({count}), got {len(values)}", file=file, field=field)
+    for value in values:
+        if not (is_json_number(value) and MIN_LOG_PRIOR <= value <= 0):
+            problem = f"must hold log-probabilities between {MIN_LOG_PRIOR:g} and 0, got {value!r}"
+            raise InputError(problem, file=file, field=field)
+    return tuple(float(value) for value in values)
 
 
 CORPORA: tuple[str, ...] = ("m3ed", "meld", "cped")

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import bisect
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
+from elmd_sdk.data.jsonl import write_jsonl
 from elmd_sdk.data.records import Sample
 from elmd_sdk.errors import InputError
+from elmd_sdk.io import atomic_folder, atomic_write_json
 
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
+MANIFEST_FILE = "split.json"  # marks a folder of splits: the ratios, the seed and each split's sample count
 
 
 def parse_ratios(text: str) -> tuple[float, float, float]:
@@ -60,3 +64,13 @@ def split_samples(
     for sample in samples:
         result[assigned[sample.dialogue_id]].append(sample)
     return result
+
+
+def write_splits(out: str | Path, splits: Mapping[str, Sequence[Sample]], ratios: Sequence[float], seed: int) -> None:
+    """Write each split as ``NAME.jsonl`` and then ``split.json`` into a new folder that replaces ``out`` as a whole
+    (:func:`elmd_sdk.io.atomic_folder`)."""
+    with atomic_folder(out) as folder:
+        for name, samples in splits.items():
+            write_jsonl(folder / f"{name}.jsonl", samples)
+        counts = {name: len(samples) for name, samples in splits.items()}
+        atomic_write_json(folder / MANIFEST_FILE, {"ratios": list(ratios), "seed": seed, "samples": counts})

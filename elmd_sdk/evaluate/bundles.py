@@ -10,7 +10,7 @@ from langchain_core.runnables import Runnable
 from elmd_sdk.bundle import MANIFEST_FILE, load_bundle, save_manifest
 from elmd_sdk.errors import InputError
 from elmd_sdk.evaluate.settings import EvalSettings
-from elmd_sdk.io import sha256_file
+from elmd_sdk.io import check_writable, sha256_file
 
 if TYPE_CHECKING:
     from elmd_sdk.chains.chain import ELMDChain
@@ -99,13 +99,15 @@ def calibrate(chain: ELMDChain, settings: EvalSettings) -> ELMDChain:
 
 def record_emotion_prior(bundle_dir: str | Path, data: str | Path, limit: int | None = None) -> dict[str, float]:
     """Fit the bundle's trained chain's prior on samples of ``data`` (batch calibration) and write it into its
-    ``bundle.json`` (atomically): every chain loaded from the bundle then calibrates with it. Returns the prior."""
+    ``bundle.json`` (atomically): every chain loaded from the bundle then calibrates with it. Returns the prior.
+    A ``bundle.json`` that cannot be written (a read-only folder, the embedded default) stops it before any work."""
     import dataclasses
 
     from elmd_sdk.chains.chain import ELMDChain
 
-    prior = fit_prior(ELMDChain.from_bundle(bundle_dir), data, limit)
     manifest, _ = load_bundle(bundle_dir)
+    check_writable(Path(bundle_dir) / MANIFEST_FILE)
+    prior = fit_prior(ELMDChain.from_bundle(bundle_dir), data, limit)
     recorded = dict(zip(manifest.labels, prior, strict=True))
     save_manifest(bundle_dir, dataclasses.replace(manifest, emotion_log_prior=recorded))
     return recorded

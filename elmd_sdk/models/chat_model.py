@@ -59,17 +59,28 @@ from elmd_sdk.models.decoding import (
     prefill,
     score_continuations,
 )
+from elmd_sdk.models.generation import (
+    DECODING_OPTIONS,
+    CopyGuardNgram,
+    DoSample,
+    MaxNewTokens,
+    MinNewTokens,
+    NoRepeatNgramSize,
+    RepetitionPenalty,
+    Seed,
+    Temperature,
+    TopK,
+    TopP,
+    check_decoding,
+)
 from elmd_sdk.models.rendering import VIDEO_PLACEHOLDER, context_window, prompt_pieces
 from elmd_sdk.models.splice import splice_video_embeds
 from elmd_sdk.paths import DEFAULT_LLM_GGUF
+from elmd_sdk.text_checks import check_text
 
 __all__ = ["VIDEO_PLACEHOLDER", "ELMDChatModel"]
 
-_CALL_OPTIONS = frozenset(
-    {"do_sample", "temperature", "top_p", "top_k", "max_new_tokens", "max_tokens", "seed"}
-    | {"min_new_tokens", "repetition_penalty", "no_repeat_ngram_size", "emotion_choice", "avoid_copying"}
-    | {"copy_guard_ngram"}
-)
+_CALL_OPTIONS = frozenset({*DECODING_OPTIONS, "max_tokens", "emotion_choice", "avoid_copying"})
 _ROLES = ((SystemMessage, "system"), (HumanMessage, "user"), (AIMessage, "assistant"))
 
 
@@ -204,37 +215,40 @@ class ELMDChatModel(BaseChatModel):
     visual_encoder: Any = Field(default=None, exclude=True, repr=False)
     """The loaded visual encoder: frames (m, H, W, 3) -> features (m, o, q)."""
 
-    do_sample: bool = True
+    # The decoding settings' types carry their ranges (elmd_sdk.models.generation): per-call options and a bundle's
+    # generation settings are checked against the same ones.
+    do_sample: DoSample = True
     """Nucleus sampling when true, greedy decoding when false."""
-    temperature: float = Field(default=0.95, ge=0.0)
-    """Sampling temperature (paper 4.3: 0.95); 0 means greedy."""
-    top_p: float = Field(default=0.7, gt=0.0, le=1.0)
-    """Nucleus probability mass (paper 4.3: 0.7)."""
-    top_k: int = Field(default=0, ge=0)
+    temperature: Temperature = 0.95
+    """Sampling temperature (paper 4.3: 0.95), at least 0; 0 means greedy."""
+    top_p: TopP = 0.7
+    """Nucleus probability mass (paper 4.3: 0.7), in (0, 1]."""
+    top_k: TopK = 0
     """Top-k cut before nucleus sampling; 0 turns it off (the paper samples by top-p alone)."""
-    max_new_tokens: int = Field(default=256, gt=0, validation_alias=AliasChoices("max_new_tokens", "max_tokens"))
-    """Most tokens generated per reply."""
+    max_new_tokens: MaxNewTokens = Field(default=256, validation_alias=AliasChoices("max_new_tokens", "max_tokens"))
+    """Most tokens generated per reply (at least 1)."""
     stop: list[str] | None = None
     """Stop strings: the reply ends before the first one and generation stops there."""
-    seed: int | None = None
-    """Seed for reproducible sampling; ``None`` draws from the global torch RNG."""
+    seed: Seed | None = None
+    """Seed for reproducible sampling, 0 to 2**64 - 1 (what torch takes); ``None`` draws from the global torch RNG."""
     frames: int = Field(default=8, ge=1)
     """Frames m sampled per video (m of paper 3.4, which gives no value; 8 is elmd-sdk's default)."""
     streaming: bool = False
     """When true, ``invoke`` also goes through the streaming path (LangChain convention)."""
-    repetition_penalty: float = Field(default=1.0, gt=0.0)
+    repetition_penalty: RepetitionPenalty = 1.0
     """Penalty on tokens the reply already holds (transformers' ``repetition_penalty``; 1.0 is none). Unlike
     ``generate`` it looks at the reply's own tokens only, not at the prompt's."""
-    no_repeat_ngram_size: int = Field(default=0, ge=0)
+    no_repeat_ngram_size: NoRepeatNgramSize = 0
     """The reply never repeats one of its own n-grams of this many tokens (0: off), as in ``generate``."""
-    min_new_tokens: int = Field(default=0, ge=0)
+    min_new_tokens: MinNewTokens = 0
     """End-of-sequence is not allowed before this many new tokens (closed-set mode: at least 1 response token)."""
-    copy_guard_ngram: int = Field(default=COPY_GUARD_NGRAM, ge=1)
+    copy_guard_ngram: CopyGuardNgram = COPY_GUARD_NGRAM
     """Token n-grams of the ``avoid_copying`` texts the reply may not reproduce."""
 
     _load_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
     _generate_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
     _line_breaks: list[int] | None = PrivateAttr(default=None)
+    _max_token_chars: int | None = PrivateAttr(default=None)
     _engine: BatchEngine | None = PrivateAttr(default=None)
     _prompt_cache: PromptCache | None = PrivateAttr(default=None)  # only used by the engine's thread
 
@@ -536,20 +550,25 @@ class ELMDChatModel(BaseChatModel):
         return RunnableLambda(answer, name="elmd_structured_output")
 
     def _settings(self, stop: list[str] | None, kwargs: dict[str, Any]) -> _Settings:
-        """This call's decoding settings; unknown keyword arguments are an error rather than silently ignored."""
+        """This call's decoding settings: the model's, overridden by the call's options, which are checked against the
+        types of the model's own fields (:mod:`elmd_sdk.models.generation`; an :class:`InputError` names the option);
+        unknown keyword arguments are an error rather than silently ignored. An option given as ``None`` keeps the
+        model's setting, except ``seed=None``, which samples without a seed."""
         if unknown := sorted(set(kwargs) - _CALL_OPTIONS):
             raise ElmdError(f"unknown generation option(s) {unknown}; known: {sorted(_CALL_OPTIONS)}")
-        max_new = int(kwargs.get("max_new_tokens", kwargs.get("max_tokens", self.max_new_tokens)))
-        if max_new < 1:
-            raise ElmdError(f"max_new_tokens must be at least 1, got {max_new}")
-        temperature = float(kwargs.get("temperature", self.temperature))
+        given = {name: kwargs[name] for name in DECODING_OPTIONS if name in kwargs}
+        if given.get("max_new_tokens") is None and kwargs.get("max_tokens") is not None:
+            given["max_new_tokens"] = kwargs["max_tokens"]  # LangChain's name of the same setting
+        options = {**{name: getattr(self, name) for name in DECODING_OPTIONS}, **check_decoding(given)}
+        if "seed" in given:
+            options["seed"] = given["seed"]
         stops = stop if stop is not None else self.stop
         sampling = Sampling(
-            do_sample=bool(kwargs.get("do_sample", self.do_sample)) and temperature > 0,
-            temperature=temperature,
-            top_p=float(kwargs.get("top_p", self.top_p)),
-            top_k=int(kwargs.get("top_k", self.top_k)),
-            seed=kwargs.get("seed", self.seed),
+            do_sample=options["do_sample"] and options["temperature"] > 0,
+            temperature=options["temperature"],
+            top_p=options["top_p"],
+            top_k=options["top_k"],
+            seed=options["seed"],
         )
         choice = kwargs.get("emotion_choice")
         if choice is not None and not isinstance(choice, EmotionChoice):
@@ -559,14 +578,14 @@ class ELMDChatModel(BaseChatModel):
             raise ElmdError("avoid_copying must be a list of strings")
         return _Settings(
             sampling=sampling,
-            max_new_tokens=max_new,
+            max_new_tokens=options["max_new_tokens"],
             stop=tuple(s for s in stops or () if s),
             emotion_choice=choice,
-            avoid=tuple(avoid),
-            copy_guard_ngram=int(kwargs.get("copy_guard_ngram", self.copy_guard_ngram)),
-            repetition_penalty=float(kwargs.get("repetition_penalty", self.repetition_penalty)),
-            no_repeat_ngram_size=int(kwargs.get("no_repeat_ngram_size", self.no_repeat_ngram_size)),
-            min_new_tokens=int(kwargs.get("min_new_tokens", self.min_new_tokens)),
+            avoid=tuple(check_text(text, f"avoid_copying[{i}]") for i, text in enumerate(avoid)),
+            copy_guard_ngram=options["copy_guard_ngram"],
+            repetition_penalty=options["repetition_penalty"],
+            no_repeat_ngram_size=options["no_repeat_ngram_size"],
+            min_new_tokens=options["min_new_tokens"],
         )
 
     def _prepare(self, messages: Sequence[BaseMessage]) -> _Prompt:
@@ -636,11 +655,22 @@ class ELMDChatModel(BaseChatModel):
             self._line_breaks = [i for i in vocabulary if "\n" in self.tokenizer.decode([i], skip_special_tokens=True)]
         return self._line_breaks
 
+    def max_token_chars(self) -> int:
+        """The most characters one token of the LLM's tokenizer stands for: its longest vocabulary entry as the
+        tokenizer spells it (byte-level BPE spells each byte as one character, SentencePiece a space as one, so the
+        spelling is never shorter than the text), hence a text of c characters takes at least c / this many tokens
+        (for tokenizers whose normalizer does not join characters, as the causal LMs' do not). Computed once per
+        tokenizer."""
+        self.ensure_loaded()
+        if self._max_token_chars is None:
+            self._max_token_chars = max((len(token) for token in self.tokenizer.get_vocab()), default=1)
+        return self._max_token_chars
+
     def get_token_ids(self, text: str) -> list[int]:
         """Token ids of ``text`` with the LLM's own tokenizer (LangChain's default would fetch GPT-2's from a hub);
         ``get_num_tokens`` and ``trim_messages`` count with it."""
         self.ensure_loaded()
-        return self._encode(text)
+        return self._encode(check_text(text, "text"))
 
     def _eos_ids(self) -> list[int]:
         """End-of-reply ids: the model's generation-config EOS plus the tokenizer's (often the end-of-turn token)."""

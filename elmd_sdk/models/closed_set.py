@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from transformers import NoBadWordsLogitsProcessor
 
-from elmd_sdk.data.labels import check_emotions
+from elmd_sdk.data.labels import PRIOR_FLOOR, check_emotions, check_log_prior
 from elmd_sdk.errors import InputError
 
 COPY_GUARD_NGRAM = 4
@@ -49,8 +49,8 @@ class EmotionChoice:
     def __post_init__(self) -> None:
         if not self.labels or len(self.labels) != len(self.lines):
             raise ValueError("an emotion choice needs one answer line per label, at least one label")
-        if self.log_prior is not None and len(self.log_prior) != len(self.labels):
-            raise ValueError("log_prior needs one value per label")
+        if self.log_prior is not None:
+            check_log_prior(self.log_prior, len(self.labels))
         check_emotions(self.labels, self.force, self.allowed)
 
     @property
@@ -77,7 +77,7 @@ def batch_log_prior(log_likelihoods: torch.Tensor) -> tuple[float, ...]:
     if log_likelihoods.ndim != 2 or not len(log_likelihoods):
         raise ValueError(f"expected scores of shape (n >= 1, labels), got {tuple(log_likelihoods.shape)}")
     probs = torch.softmax(log_likelihoods.double(), dim=-1)  # (n, L)
-    mean = probs.mean(dim=0).clamp(min=1e-300, max=1.0)  # (L,): finite log-probabilities even at the extremes
+    mean = probs.mean(dim=0).clamp(min=PRIOR_FLOOR, max=1.0)  # (L,): finite log-probabilities even at the extremes
     return tuple(float(v) for v in mean.log())
 
 

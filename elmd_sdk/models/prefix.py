@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from elmd_sdk.errors import InputError, MismatchError
-from elmd_sdk.io import atomic_write_json, load_tensors, read_json, save_tensors
+from elmd_sdk.io import atomic_write_json, check_json_fields, is_json_int, load_tensors, read_json, save_tensors
 from elmd_sdk.models.fingerprint import llm_fingerprint
 from elmd_sdk.models.weights import read_weight_file
 
@@ -54,8 +54,10 @@ class PrefixConfig:
 
     def __post_init__(self) -> None:
         for name in ("pre_seq_len", "num_layers", "num_kv_heads", "head_dim"):
-            if int(getattr(self, name)) <= 0:
+            if not (is_json_int(getattr(self, name)) and getattr(self, name) > 0):
                 raise InputError(f"must be a positive integer, got {getattr(self, name)!r}", field=name)
+        if not 0 <= self.dropout <= 1:
+            raise InputError(f"must be a probability in [0, 1], got {self.dropout!r}", field="dropout")
         if self.prefix_projection and self.projection_hidden_size <= 0:
             raise InputError("must be positive when prefix_projection is set", field="projection_hidden_size")
 
@@ -171,12 +173,9 @@ def _load_ours(directory: Path) -> PrefixEncoder:
     meta = read_json(meta_file)
     if not isinstance(meta, dict) or meta.get("format") != PREFIX_FORMAT:
         raise InputError(f"expected {PREFIX_FORMAT!r}", file=meta_file, field="format")
-    known = {f.name for f in dataclasses.fields(PrefixConfig)}
-    unknown = sorted(set(meta) - known - {"format"})
-    if unknown:
-        raise InputError("unknown key", file=meta_file, field=unknown[0])
+    settings = check_json_fields(PrefixConfig, {k: v for k, v in meta.items() if k != "format"}, meta_file)
     try:
-        config = PrefixConfig(**{k: v for k, v in meta.items() if k in known})
+        config = PrefixConfig(**settings)
     except InputError as exc:
         raise InputError(exc.problem, file=meta_file, field=exc.field) from None
     encoder = PrefixEncoder(config)

@@ -16,6 +16,7 @@ from typing import Any
 from langchain_core.messages import AIMessage, BaseMessage, ChatMessage, HumanMessage, SystemMessage
 
 from elmd_sdk.errors import ElmdError, InputError
+from elmd_sdk.text_checks import check_text
 
 VIDEO_PLACEHOLDER = "<video>"
 """Marks where the video tokens E_v go in a prompt; removed when the prompt comes without a video."""
@@ -69,18 +70,19 @@ def _role(message: BaseMessage) -> str:
 
 
 def split_conversation(messages: Sequence[BaseMessage]) -> tuple[list[dict[str, str]], list[dict[str, Any]]]:
-    """Chat-template turns (with placeholders resolved) and the video blocks, in placeholder order."""
+    """Chat-template turns (with placeholders resolved) and the video blocks, in placeholder order; an
+    :class:`InputError` names a message whose text is not valid Unicode (``messages[i].content``)."""
     turns: list[dict[str, str]] = []
     videos: list[dict[str, Any]] = []
     own_videos: list[int] = []
-    for message in messages:
+    for index, message in enumerate(messages):
         texts: list[str] = []
         count = 0
         for block in [message.content] if isinstance(message.content, str) else message.content:
             if isinstance(block, str):
-                texts.append(block)
+                texts.append(check_text(block, f"messages[{index}].content"))
             elif block.get("type") == "text":
-                texts.append(block["text"])
+                texts.append(check_text(block["text"], f"messages[{index}].content"))
             elif block.get("type") == "video":
                 videos.append(block)
                 count += 1

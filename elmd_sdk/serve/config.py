@@ -32,7 +32,14 @@ class ServeConfig:
     retry_after_s: int = 1
     """Seconds a 429 answer asks the client to wait."""
     shutdown_timeout_s: int = 30
-    """On SIGTERM, in-flight requests get this long to finish before they are cancelled."""
+    """On SIGTERM or Ctrl-C, in-flight requests get this long to finish; then they are ended (a 503, or in a stream an
+    error event and ``data: [DONE]``) and their decoding stops."""
+    request_timeout_s: int = 300
+    """Longest a request may take, reading its body and writing its reply included; past it the decoding stops and
+    the client gets 504 (in a stream: an error event and ``data: [DONE]``)."""
+    read_timeout_s: int = 15
+    """Longest wait for a request's headers (after connecting, or after the previous reply on a kept-alive
+    connection: the connection is then closed) and for each piece of its body (408)."""
 
     @property
     def max_body_bytes(self) -> int:

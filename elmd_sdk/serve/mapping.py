@@ -21,6 +21,7 @@ from typing import Any
 from elmd_sdk.errors import InputError
 from elmd_sdk.serve.config import ServeConfig
 from elmd_sdk.serve.openai_types import ChatCompletionRequest
+from elmd_sdk.text_checks import check_text
 
 SYSTEM_ROLES = frozenset({"system", "developer"})
 TURN_ROLES = frozenset({"user", "assistant"})
@@ -46,6 +47,7 @@ class Turn:
 @contextlib.contextmanager
 def chain_turn(request: ChatCompletionRequest, config: ServeConfig, *, video_enabled: bool) -> Iterator[Turn]:
     """The request as the chain's input; an uploaded video lives in a temporary file until the block ends."""
+    _check_texts(request.model_dump(exclude_none=True), "")
     history, utterance, system = _conversation(request, config)
     background = request.background if request.background is not None else ("\n".join(system) or None)
     data: dict[str, Any] = {"utterance": utterance, "history": history, "background": background}
@@ -57,6 +59,19 @@ def chain_turn(request: ChatCompletionRequest, config: ServeConfig, *, video_ena
         if video is not None:
             data["video"] = video
         yield Turn(data, _options(request))
+
+
+def _check_texts(value: Any, field: str) -> None:
+    """:func:`check_text` on every string of the request, each named by its path (``messages[0].content``,
+    ``messages[1].content[0].text``, ``stop[1]``, ``background``)."""
+    if isinstance(value, str):
+        check_text(value, field)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_texts(item, f"{field}.{key}" if field else key)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_texts(item, f"{field}[{i}]")
 
 
 def _conversation(request: ChatCompletionRequest, config: ServeConfig) -> tuple[list[dict[str, str]], str, list[str]]:
@@ -168,9 +183,13 @@ def _under_root(path: str, root: Path | None) -> Path:
             "this server takes no video paths (start it with --video-root DIR), upload the file instead",
             param="video.path",
         )
-    resolved = (root / path).resolve()
-    if not resolved.is_relative_to(root.resolve()):
-        raise RequestError(403, "the video path leads out of the server's video root", param="video.path")
-    if not resolved.is_file():
-        raise RequestError(400, "no such video file under the server's video root", param="video.path")
+    try:
+        resolved = (root / path).resolve()
+        if not resolved.is_relative_to(root.resolve()):
+            raise RequestError(403, "the video path leads out of the server's video root", param="video.path")
+        if not resolved.is_file():
+            raise RequestError(400, "no such video file under the server's video root", param="video.path")
+    except (OSError, ValueError) as error:  # a null byte, a name or path too long for the file system, ...
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        raise RequestError(400, f"not a usable video path: {reason}", param="video.path") from None
     return resolved

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from elmd_sdk.errors import InputError, MismatchError
-from elmd_sdk.io import atomic_write_json, load_tensors, read_json, save_tensors, sha256_file
+from elmd_sdk.io import atomic_write_json, is_json_int, load_tensors, read_json, save_tensors, sha256_file
 
 CONFIG_FILE = "projector.json"
 WEIGHTS_FILE = "projector.safetensors"
@@ -96,7 +96,7 @@ def _read_config(config_file: Path) -> tuple[ProjectorConfig, str]:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise InputError(f"not an elmd-sdk video projector config (format must be '{FORMAT}')", file=config_file)
     for name in ("q", "hidden_size"):
-        if not isinstance(meta.get(name), int) or meta[name] < 1:
+        if not is_json_int(meta.get(name)) or meta[name] < 1:
             raise InputError("must be a positive integer", file=config_file, field=name)
     for name in ("encoder", "llm"):
         if not isinstance(meta.get(name), dict):

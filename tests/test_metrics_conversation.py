@@ -1,0 +1,79 @@
+"""Per-turn conversation checks on hand-made replies: repeats and echoes, sentence ends, asides, contradictions."""
+
+from __future__ import annotations
+
+import pytest
+
+from elmd_sdk.metrics.conversation import (
+    REPEAT_WORDS,
+    contradicts,
+    ends_mid_sentence,
+    has_aside,
+    shares_run,
+)
+from elmd_sdk.metrics.tokenize import tokenize
+
+
+def _words(text: str) -> list[str]:
+    return tokenize(text, "en")
+
+
+def test_a_run_of_exactly_six_shared_words_counts_and_five_do_not() -> None:
+    earlier = [_words("I hope you are doing well today, my friend.")]
+    assert REPEAT_WORDS == 6
+    assert shares_run(_words("Well, I hope you are doing well today!"), earlier)  # 7 shared in a row
+    assert shares_run(_words("So I hope you are doing well."), earlier)  # exactly 6
+    assert not shares_run(_words("So I hope you are doing fine."), earlier)  # 5 in a row
+    assert not shares_run(_words("well doing are you hope I"), earlier)  # the same words, not a run
+
+
+def test_a_run_is_found_in_any_earlier_reply_and_never_in_none() -> None:
+    replies = [_words("a b c d e f"), _words("g h i j k l m")]
+    assert shares_run(_words("x h i j k l m"), replies)  # the second one
+    assert not shares_run(_words("a b c d e f"), [])
+    assert not shares_run(_words("a b c"), [_words("a b c")])  # too short to hold a run
+    assert shares_run(_words("a b c"), [_words("a b c d")], n=3)
+
+
+@pytest.mark.parametrize(
+    ("reply", "cut"),
+    [
+        ("I'm so sorry.", False),
+        ("Really?!", False),
+        ("Well...", False),
+        ('He said "go."', False),
+        ("(laughs) Fine!)", False),
+        ("我很好。", False),
+        ("真的吗？", False),
+        ("I'm so sorry to hear that your", True),
+        ("Fine, I guess,", True),
+        ("", False),
+        ("   ", False),
+    ],
+)
+def test_a_reply_ends_mid_sentence_unless_its_last_mark_ends_one(reply: str, cut: bool) -> None:
+    assert ends_mid_sentence(reply) is cut
+
+
+def test_asides_are_parenthesised_remarks_in_either_script() -> None:
+    assert has_aside("Sure (smiling) I will.")
+    assert has_aside("好的（笑）")
+    assert not has_aside("Sure, I will :)")
+    assert not has_aside("No brackets here.")
+
+
+@pytest.mark.parametrize("reply", ["anger", "disgust", "sad", "fear"])
+def test_a_happy_user_answered_negatively_is_a_contradiction(reply: str) -> None:
+    assert contradicts("happy", reply)
+
+
+@pytest.mark.parametrize("user", ["sad", "fear", "anger"])
+def test_an_upset_user_answered_happily_is_a_contradiction(user: str) -> None:
+    assert contradicts(user, "happy")
+    assert not contradicts(user, "sad") and not contradicts(user, "neutral")
+
+
+def test_neutral_surprise_disgust_and_unknown_users_are_never_contradicted() -> None:
+    for user in ("neutral", "surprise", "disgust", None):
+        assert not any(contradicts(user, reply) for reply in ("happy", "sad", "anger", "fear", "neutral"))
+    assert not contradicts("happy", None) and not contradicts("happy", "happy") and not contradicts("happy", "surprise")
