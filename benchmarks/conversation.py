@@ -1,9 +1,11 @@
-"""A chatbot that lives with its own replies: the bot takes one speaker's place in real MELD dev dialogues.
+"""A chatbot that lives with its own replies: the bot takes one speaker's place in real MELD dialogues.
 
 In each dialogue the speaker with the most turns is the bot; everyone else's turns since the bot last spoke are
 the user's turn (joined, as one message of a chat app). The bot answers every user turn, and its own earlier
 replies, not MELD's lines, are its history. Dialogues with at least ``--min-bot-turns`` bot turns are used, the
-first ``--dialogues`` of them in file order. For each decoding mode (greedy; the bundle's sampling with a fixed seed)
+first ``--dialogues`` of them in file order, from the ``--splits`` in turn: MELD dev holds only 27 dialogues with 5
+bot turns, so the default fills up to 50 from MELD train (the embedded default's retrieval corpus is its own, not
+MELD, so neither split is seen by it). For each decoding mode (greedy; the bundle's sampling with a fixed seed)
 one run prints, over all bot turns:
 
 - self-repetition: replies sharing a run of 6 words with an earlier bot reply of the conversation
@@ -19,7 +21,7 @@ Each mode runs with the chain's default settings and, as the baseline in the sam
 the bot's own earlier replies (``copy_guard_own_replies=False``).
 
 Each finished dialogue is appended to ``--out``/turns_<mode>.jsonl, so a killed run goes on where it stopped.
-Reads MELD dev from ``../shared/data/meld/dev_sent_emo.csv`` under ``--data-root`` (the test split is never read)::
+Reads ``../shared/data/meld/{dev,train}_sent_emo.csv`` under ``--data-root`` (the test split is never read)::
 
     .venv/bin/python benchmarks/conversation.py --out conversation --dialogues 50
 """
@@ -47,6 +49,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--bundle", type=Path, default=None, help="bundle folder (default: the embedded one)")
     p.add_argument("--dialogues", type=int, default=50, help="MELD dev dialogues to hold")
     p.add_argument("--min-bot-turns", type=int, default=5, help="bot turns a dialogue needs to be used")
+    p.add_argument("--splits", default="dev,train", help="MELD splits to take dialogues from, in this order")
     p.add_argument("--modes", default=",".join(MODES), help=f"comma-separated decoding modes (of: {', '.join(MODES)})")
     p.add_argument(
         "--systems", default=",".join(SYSTEMS), help=f"comma-separated chain settings (of: {', '.join(SYSTEMS)})"
@@ -57,15 +60,17 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-def conversations(data_root: Path, count: int, min_bot_turns: int) -> list[dict[str, Any]]:
-    """Up to ``count`` MELD dev dialogues as {dialogue_id, bot, turns: [{user, user_emotion, gold, gold_emotion}]}."""
+def conversations(data_root: Path, splits: list[str], count: int, min_bot_turns: int) -> list[dict[str, Any]]:
+    """Up to ``count`` MELD dialogues of ``splits`` as {dialogue_id ("dev/dia4"), bot, turns: [{user, user_emotion,
+    gold, gold_emotion}]}."""
     from elmd_sdk.data.build import join_sentences, merge_turns, predominant_emotion
     from elmd_sdk.data.labels import builtin_label_map
     from elmd_sdk.data.meld import load_meld
 
     labels = builtin_label_map("meld")
     chosen = []
-    for dialogue in load_meld(meld_csv(data_root, "dev")):
+    dialogues = [(split, d) for split in splits for d in load_meld(meld_csv(data_root, split))]
+    for split, dialogue in dialogues:
         emotions = [labels.resolve(s.label, drop_unmapped=True, field="Emotion") for s in dialogue.sentences]
         merged = [turn for turn, _video in merge_turns(dialogue.sentences, emotions)]
         counts: dict[str, int] = {}
@@ -89,7 +94,7 @@ def conversations(data_root: Path, count: int, min_bot_turns: int) -> list[dict[
                 )
                 pending = []
         if len(turns) >= min_bot_turns:
-            chosen.append({"dialogue_id": dialogue.dialogue_id, "bot": bot, "turns": turns})
+            chosen.append({"dialogue_id": f"{split}/{dialogue.dialogue_id}", "bot": bot, "turns": turns})
         if len(chosen) == count:
             break
     return chosen
@@ -223,9 +228,11 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    dialogues = conversations(args.data_root, args.dialogues, args.min_bot_turns)
+    splits = args.splits.split(",")
+    dialogues = conversations(args.data_root, splits, args.dialogues, args.min_bot_turns)
     turns = sum(len(d["turns"]) for d in dialogues)
-    print(f"{len(dialogues)} MELD dev dialogues with at least {args.min_bot_turns} bot turns, {turns} bot turns")
+    per_split = ", ".join(f"{sum(d['dialogue_id'].startswith(s + '/') for d in dialogues)} {s}" for s in splits)
+    print(f"{len(dialogues)} MELD dialogues ({per_split}) with at least {args.min_bot_turns} bot turns: {turns} turns")
     chain = ELMDChain.from_bundle(args.bundle) if args.bundle else ELMDChain.default()
     runs = {
         f"{system}/{mode}": chain.model_copy(update=SYSTEMS[system])

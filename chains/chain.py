@@ -394,7 +394,7 @@ class ELMDChain(RunnableSerializable[dict[str, Any] | str, ELMDResult]):
         turn = parse_input(_merge_inputs(inputs), self.language, self.labels)
         child = patch_config(config, callbacks=run_manager.get_child())
         found = self._retrieve(turn, child)
-        messages, history = self._fitted_prompt(turn, found.demonstration)
+        messages, history = self._fitted_prompt(turn, found.demonstration, _asked_length(kwargs))
         chunks = self._reply_chunks(turn, found, history)
         pieces = self.chat_model.stream(messages, child, **_call_options(chunks.options, kwargs))
         try:
@@ -413,7 +413,7 @@ class ELMDChain(RunnableSerializable[dict[str, Any] | str, ELMDResult]):
         turn = parse_input(_merge_inputs(iter(items)), self.language, self.labels)
         child = patch_config(config, callbacks=run_manager.get_child())
         found = await self._aretrieve(turn, child)
-        messages, history = self._fitted_prompt(turn, found.demonstration)
+        messages, history = self._fitted_prompt(turn, found.demonstration, _asked_length(kwargs))
         chunks = self._reply_chunks(turn, found, history)
         pieces = self.chat_model.astream(messages, child, **_call_options(chunks.options, kwargs))
         try:
@@ -511,8 +511,11 @@ class ELMDChain(RunnableSerializable[dict[str, Any] | str, ELMDResult]):
 
     # -- prompt and context fitting ----------------------------------------------------------------------------
 
-    def _fitted_prompt(self, turn: _Turn, demonstration: Document | None) -> tuple[list[BaseMessage], Sequence[Turn]]:
-        """Prompt messages with as much of the newest history as fits the context window, and that history."""
+    def _fitted_prompt(
+        self, turn: _Turn, demonstration: Document | None, reply_tokens: int | None = None
+    ) -> tuple[list[BaseMessage], Sequence[Turn]]:
+        """Prompt messages with as much of the newest history as fits the context window beside a reply of
+        ``reply_tokens`` (None: the chat model's limit), and that history."""
         video = turn.video
         if video is not None and not self.video_enabled:
             if self.use_video and not self._warned_video:
@@ -537,7 +540,9 @@ class ELMDChain(RunnableSerializable[dict[str, Any] | str, ELMDResult]):
             messages = self.prompt.format_messages(**variables)
             return attach_video(messages, video) if video is not None else messages
 
-        budget = self._prompt_budget()
+        reply = self._reply_room(reply_tokens)
+        window = self._context_window()
+        budget = None if window is None else window - reply
         history = turn.history
         if budget is None:
             return render(history), history
@@ -549,7 +554,7 @@ class ELMDChain(RunnableSerializable[dict[str, Any] | str, ELMDResult]):
         if bare > budget:
             raise InputError(
                 f"too long for the model: the prompt without history needs {bare} tokens, but only {budget} fit "
-                f"(context {self._context_window()} minus {self._max_new_tokens()} for the reply)",
+                f"(context {window} minus {reply} for the reply)",
                 field="utterance",
             )
 
@@ -597,14 +602,13 @@ class ELMDChain(RunnableSerializable[dict[str, Any] | str, ELMDResult]):
         own = _own_model(self.chat_model)
         return own.context_window() if own is not None else None
 
-    def _max_new_tokens(self) -> int:
-        """Positions kept free for the reply (the chat model's limit when it states one)."""
+    def _reply_room(self, asked: int | None) -> int:
+        """Positions kept free for the reply: what the call asked for, else the chat model's limit when it states
+        one."""
+        if asked is not None:
+            return asked
         value = getattr(self.chat_model, "max_new_tokens", None) or getattr(self.chat_model, "max_tokens", None)
         return int(value) if isinstance(value, int) else 0
-
-    def _prompt_budget(self) -> int | None:
-        window = self._context_window()
-        return None if window is None else window - self._max_new_tokens()
 
 
 @dataclass(frozen=True)
@@ -675,6 +679,12 @@ def _largest_fitting(fits: Callable[[int], bool], guess: int, most: int) -> int:
         else:
             high = middle - 1
     return low
+
+
+def _asked_length(options: Mapping[str, Any]) -> int | None:
+    """The reply length a call's ``options`` ask for (``max_new_tokens``, or LangChain's ``max_tokens``), if any."""
+    value = options.get("max_new_tokens", options.get("max_tokens"))
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _narrowed(chain_wide: tuple[str, ...] | None, given: tuple[str, ...] | None) -> tuple[str, ...] | None:
@@ -842,11 +852,6 @@ def _merge_inputs(inputs: Iterator[Any]) -> Any:
     if merged is None:
         raise InputError("no input given", field="input")
     return merged
-
-
-def _role(message: BaseMessage) -> str:
-    """Chat-template role of a prompt message."""
-    return {"system": "system", "human": "user", "ai": "assistant"}.get(message.type, message.type)
 
 
 __all__ = [

@@ -14,7 +14,7 @@ import pytest
 from chain_fakes import tiny_llm
 
 from elmd_sdk.chains import ELMDChain, ELMDResult
-from elmd_sdk.chains.chat_repl import ChatREPL
+from elmd_sdk.cli.chat_repl import ChatREPL
 from elmd_sdk.data import EMOTIONS
 from elmd_sdk.errors import InputError
 

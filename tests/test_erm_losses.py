@@ -6,13 +6,20 @@ import math
 
 import pytest
 import torch
+from torch.nn import functional as F
 
 from elmd_sdk.retrievers.ssc import SelfSeparation, augment_vectors, set_vector
 from elmd_sdk.trainers.losses.ert import candidate_mask, ert_loss
 from elmd_sdk.trainers.losses.joint import joint_loss
-from elmd_sdk.trainers.losses.ssc import ssc_loss, ssc_pair_losses
+from elmd_sdk.trainers.losses.ssc_contrast import ssc_pair_losses
 
 R2 = math.sqrt(2.0)
+
+
+def ssc_loss(h: torch.Tensor, h_prime: torch.Tensor, tau: float = 0.5) -> torch.Tensor:
+    """Eq. 3 written out for P given pairs of sets (P, s, d) -> (P,): the reference ssc_pair_losses must match."""
+    logits = torch.einsum("pjd,pkd->pjk", F.normalize(h, dim=-1), F.normalize(h_prime, dim=-1)) / tau  # (P, s, s)
+    return (torch.logsumexp(logits, dim=-1) - torch.diagonal(logits, dim1=-2, dim2=-1)).sum(-1)  # (P,)
 
 
 def test_candidate_mask_is_positive_plus_other_emotions() -> None:

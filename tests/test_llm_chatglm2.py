@@ -21,7 +21,7 @@ from safetensors.torch import save_file
 from tolerances import REFERENCE, SAME_MATH
 
 from elmd_sdk.errors import InputError, MismatchError
-from elmd_sdk.models.chatglm2 import ChatGLM2Tokenizer, chatglm2_prompt
+from elmd_sdk.models.chatglm2 import ChatGLM2Tokenizer
 from elmd_sdk.models.llm import llm_fingerprint, load_llm
 from elmd_sdk.models.prefix import PrefixEncoder, prefix_encoder_of
 
@@ -290,16 +290,15 @@ def test_tokenizer_prefix_tokens_and_chat_template(sp_model: Path) -> None:
     assert tokenizer.padding_side == "left"
     text = "你好，今天过得怎么样？"
     assert tokenizer(text).input_ids == [n + 1, n + 3, *sp.encode(text)]  # [gMASK] sop + SentencePiece
-    history = [("你好", "我很高兴见到你。")]
     messages = [
         {"role": "user", "content": "你好"},
         {"role": "assistant", "content": "我很高兴见到你。"},
         {"role": "user", "content": "你为什么生气？"},
     ]
     rendered = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    expected_prompt = chatglm2_prompt("你为什么生气？", history)
+    # what ChatGLM2's own build_prompt writes for this query after this history
+    expected_prompt = "[Round 1]\n\n问：你好\n\n答：我很高兴见到你。\n\n[Round 2]\n\n问：你为什么生气？\n\n答："
     assert rendered == "[gMASK]<sop>" + expected_prompt
-    assert expected_prompt == "[Round 1]\n\n问：你好\n\n答：我很高兴见到你。\n\n[Round 2]\n\n问：你为什么生气？\n\n答："
     encoded = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
     ids = encoded["input_ids"]
     assert ids == [n + 1, n + 3, *sp.encode(expected_prompt)]  # exactly what ChatGLM2's tokenizer([prompt]) gives

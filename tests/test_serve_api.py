@@ -487,3 +487,20 @@ def test_a_client_that_goes_away_or_a_failing_stream_frees_the_place() -> None:
     assert freed == [1] and stream.closed >= 1
     seen, freed, _ = _run_events([*items[:2], RuntimeError("secret detail")], include_usage=False)
     assert "secret detail" not in seen[-1][0] and "internal error" in seen[-1][0] and freed == [1]
+
+
+def test_the_history_is_fitted_beside_the_reply_length_the_request_asks_for() -> None:
+    """A request's max_tokens, not the model's default of 16, decides how much history fits the context."""
+    probe = tiny_chain()
+    bare = probe.count_tokens(probe.prepare({"utterance": "And now?"})[0])
+    window = bare + 16 + 40
+    history = [
+        {"role": "user" if i % 2 == 0 else "assistant", "content": f"turn {i} says a few words"} for i in range(30)
+    ]
+    messages = [*history, {"role": "user", "content": "And now?"}]
+    with running_server(tiny_chain(context_window=window)) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+        default = client.chat.completions.create(model="default", messages=messages, temperature=0)
+        short = client.chat.completions.create(model="default", messages=messages, temperature=0, max_tokens=2)
+    assert default.usage.prompt_tokens <= window - 16 < short.usage.prompt_tokens <= window - 2
+    assert short.usage.completion_tokens <= 2

@@ -42,7 +42,7 @@ from elmd_sdk.trainers.checkpoint import (
 )
 from elmd_sdk.trainers.losses.ert import candidate_mask, ert_loss
 from elmd_sdk.trainers.losses.joint import joint_loss
-from elmd_sdk.trainers.losses.ssc import ssc_pair_losses
+from elmd_sdk.trainers.losses.ssc_contrast import ssc_pair_losses
 from elmd_sdk.trainers.metrics_log import MetricsLog, TrainInterval, copy_logs, tracker_names
 from elmd_sdk.trainers.schedule import LR_SCHEDULES, lr_factor
 
@@ -105,7 +105,7 @@ class ERMTrainConfig:
 
 
 @dataclass
-class EpochStats:
+class ERMEpochStats:
     """One finished epoch: mean training loss (Eq. 4) and validation emotion match@1 (None without valid data)."""
 
     epoch: int
@@ -120,7 +120,7 @@ class ERMTrainResult:
     """What :func:`train_erm` returns: the trained encoder (also saved in ``out_dir``) and per-epoch stats."""
 
     encoder: ERMEncoder
-    history: list[EpochStats]
+    history: list[ERMEpochStats]
     out_dir: Path
     completed: bool  # False when max_steps stopped the run before the last epoch (resume to continue)
 
@@ -255,17 +255,17 @@ def train_erm(
                 problem = "training already finished and its checkpoint is gone; train into a new directory"
                 raise InputError(problem, file=out_dir, field="epochs")
             check_resumable(log["train_config"], asdict(config), _RESUMABLE_CHANGES, out_dir / TRAINING_LOG)
-            history = [EpochStats(**h) for h in log["history"]]
+            history = [ERMEpochStats(**h) for h in log["history"]]
             return ERMTrainResult(ERMEncoder.load(out_dir, config.device), history, out_dir, True)
     check_start(out_dir, resume)
-    run = _Run(config, train, valid, out_dir)
+    run = _ERMRun(config, train, valid, out_dir)
     if resume:
         run.restore()
     run.train()
     return run.finish()
 
 
-class _Run:
+class _ERMRun:
     """State of one training run: data, encoder, optimizer, counters; checkpointed and restored as a whole."""
 
     def __init__(
@@ -296,7 +296,7 @@ class _Run:
         self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
         self.global_step = 0
         self.epoch_loss_sum = 0.0
-        self.history: list[EpochStats] = []
+        self.history: list[ERMEpochStats] = []
         self.interval = TrainInterval()
         self.resumed_at: int | None = None  # the checkpoint's step, once restored
 
@@ -315,7 +315,7 @@ class _Run:
         _restore_state(self.encoder, {k: v.to(self.encoder.device) for k, v in tensors.items()}, self.frozen)
         self.global_step = int(meta["global_step"])
         self.epoch_loss_sum = float(meta["epoch_loss_sum"])
-        self.history = [EpochStats(**h) for h in meta["history"]]
+        self.history = [ERMEpochStats(**h) for h in meta["history"]]
         self.interval = TrainInterval(**meta.get("log_interval", {}))
         self.resumed_at = self.global_step
 
@@ -356,7 +356,7 @@ class _Run:
 
     def end_epoch(self, epoch: int, match: tuple[float, float] | None) -> None:
         """Record the epoch's mean loss and its validation emotion match@1 (None without validation data)."""
-        stats = EpochStats(epoch + 1, self.global_step, self.epoch_loss_sum / self.steps_per_epoch)
+        stats = ERMEpochStats(epoch + 1, self.global_step, self.epoch_loss_sum / self.steps_per_epoch)
         if match is not None:
             stats.valid_match_micro, stats.valid_match_macro = match
         self.history.append(stats)

@@ -107,7 +107,7 @@ class ParamGroup:
 
 
 @dataclass
-class EpochStats:
+class StageEpochStats:
     """One finished epoch: mean training loss per answer token, and validation loss, accuracy and macro-F1 (of the
     calibrated choice, what inference makes)."""
 
@@ -149,7 +149,7 @@ class StageResult:
     """A finished or stopped run: the model (the kept weights in place) and per-epoch statistics."""
 
     model: StageModel
-    history: list[EpochStats]
+    history: list[StageEpochStats]
     global_step: int
     total_steps: int
     kept: dict[str, Any] = field(default_factory=dict)  # which weights: keep, step, valid macro-F1, their prior
@@ -219,7 +219,7 @@ def run_identity(identity: dict[str, Any], config: TrainConfig) -> dict[str, Any
 
 def finished_run(
     out_dir: Path, stage: str, identity: dict[str, Any]
-) -> tuple[list[EpochStats], int, dict[str, Any]] | None:
+) -> tuple[list[StageEpochStats], int, dict[str, Any]] | None:
     """(history, total steps, kept weights) of a run already completed in ``out_dir`` with these settings, else None."""
     if has_checkpoint(out_dir) or not (out_dir / TRAINING_LOG).is_file():
         return None
@@ -227,7 +227,7 @@ def finished_run(
     if not isinstance(log, dict) or not log.get("completed") or log.get("stage") != stage:
         return None
     check_resumable(log.get("identity", {}), identity, RESUMABLE_CHANGES, out_dir / TRAINING_LOG)
-    return [EpochStats(**h) for h in log["history"]], int(log["total_steps"]), log.get("kept", {})
+    return [StageEpochStats(**h) for h in log["history"]], int(log["total_steps"]), log.get("kept", {})
 
 
 @dataclass
@@ -296,7 +296,7 @@ def run_stage(accelerator: Any, stage: Stage, config: TrainConfig, out_dir: str 
         best_state = {k[len(BEST) :]: v for k, v in tensors.items() if k.startswith(BEST)}
         model.load_trainable_state({k: v for k, v in tensors.items() if not k.startswith(BEST)}, str(out_dir))
         global_step, loss_sum = int(meta["global_step"]), float(meta["epoch_loss_sum"])
-        history = [EpochStats(**h) for h in meta["history"]]
+        history = [StageEpochStats(**h) for h in meta["history"]]
         best = meta.get("best") or {}
         last_prior = meta.get("last_prior") or {}
         interval = TrainInterval(**meta.get("interval", {}))
@@ -374,7 +374,7 @@ def run_stage(accelerator: Any, stage: Stage, config: TrainConfig, out_dir: str 
                 if epoch_done or (config.eval_every and global_step % config.eval_every == 0):
                     validated = validate()
                 if epoch_done:
-                    stats = EpochStats(epoch + 1, global_step, loss_sum / steps_per_epoch)
+                    stats = StageEpochStats(epoch + 1, global_step, loss_sum / steps_per_epoch)
                     if validated is not None:
                         stats.valid_loss, stats.valid_accuracy = validated.loss, validated.accuracy
                         stats.valid_macro_f1 = validated.macro_f1

@@ -28,7 +28,7 @@ def command(
     from concurrent.futures import ThreadPoolExecutor
 
     from elmd_sdk.bundle import load_bundle
-    from elmd_sdk.chains.chat_repl import ChatREPL, describe
+    from elmd_sdk.cli.chat_repl import ChatREPL, describe
     from elmd_sdk.paths import default_bundle_path
 
     if video is not None:  # a bad clip stops the command (exit 2) before anything loads

@@ -23,8 +23,6 @@ from langchain_core.messages import (
     AIMessage,
     AIMessageChunk,
     BaseMessage,
-    HumanMessage,
-    SystemMessage,
 )
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
@@ -81,7 +79,6 @@ from elmd_sdk.text_checks import check_text
 __all__ = ["VIDEO_PLACEHOLDER", "ELMDChatModel"]
 
 _CALL_OPTIONS = frozenset({*DECODING_OPTIONS, "max_tokens", "emotion_choice", "avoid_copying"})
-_ROLES = ((SystemMessage, "system"), (HumanMessage, "user"), (AIMessage, "assistant"))
 
 
 class _SuppressAtBegin(SuppressTokensAtBeginLogitsProcessor):
@@ -130,7 +127,7 @@ class _Settings:
 
 
 @dataclass(frozen=True)
-class _Run:
+class _Decoding:
     """One call after the prompt was run: its settings, prompt, decoding steps and the closed-set emotion (if any)."""
 
     settings: _Settings
@@ -440,7 +437,7 @@ class ELMDChatModel(BaseChatModel):
             run_manager.on_llm_new_token(text[emitted:], chunk=chunk)
         yield chunk
 
-    def _start(self, messages: Sequence[BaseMessage], settings: _Settings) -> _Run:
+    def _start(self, messages: Sequence[BaseMessage], settings: _Settings) -> _Decoding:
         """Run the prompt (in the batch engine's thread when there is one) and set up the decoding steps."""
         self.ensure_loaded()
         engine = self._engine
@@ -459,7 +456,7 @@ class ELMDChatModel(BaseChatModel):
             steps = decode_steps(self.hf_model, context, chooser, self._generate_lock)
         else:
             steps = engine.decode(context, chooser, forced)  # the forced line runs in the batch's next step
-        return _Run(settings, prompt, steps, emotion)
+        return _Decoding(settings, prompt, steps, emotion)
 
     def _begin(
         self, messages: Sequence[BaseMessage], settings: _Settings

@@ -307,9 +307,3 @@ class ChatGLM2Tokenizer(PreTrainedTokenizer):
         if os.path.abspath(self.vocab_file) != os.path.abspath(target):
             shutil.copyfile(self.vocab_file, target)
         return (target,)
-
-
-def chatglm2_prompt(query: str, history: list[tuple[str, str]] | None = None) -> str:
-    """ChatGLM2's own prompt text for ``query`` after ``history`` (what its ``build_prompt`` produces)."""
-    rounds = [f"[Round {i}]\n\n问：{q}\n\n答：{a}\n\n" for i, (q, a) in enumerate(history or [], start=1)]
-    return "".join(rounds) + f"[Round {len(history or []) + 1}]\n\n问：{query}\n\n答："

@@ -37,7 +37,7 @@ class RequestError(Exception):
 
 
 @dataclass(frozen=True)
-class Turn:
+class ChainCall:
     """What the chain is called with: its input and the chat model's call options."""
 
     input: dict[str, Any]
@@ -45,7 +45,7 @@ class Turn:
 
 
 @contextlib.contextmanager
-def chain_turn(request: ChatCompletionRequest, config: ServeConfig, *, video_enabled: bool) -> Iterator[Turn]:
+def chain_turn(request: ChatCompletionRequest, config: ServeConfig, *, video_enabled: bool) -> Iterator[ChainCall]:
     """The request as the chain's input; an uploaded video lives in a temporary file until the block ends."""
     _check_texts(request.model_dump(exclude_none=True), "")
     history, utterance, system = _conversation(request, config)
@@ -58,7 +58,7 @@ def chain_turn(request: ChatCompletionRequest, config: ServeConfig, *, video_ena
     with _video(request, config, video_enabled) as video:
         if video is not None:
             data["video"] = video
-        yield Turn(data, _options(request))
+        yield ChainCall(data, _options(request))
 
 
 def _check_texts(value: Any, field: str) -> None:
