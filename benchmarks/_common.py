@@ -56,3 +56,14 @@ def training_seconds(lines: list[dict[str, Any]], batch: int) -> tuple[int, floa
     train = [m for m in lines if m["kind"] == "train"]
     steps = [m["step"] - previous for m, previous in zip(train, [0] + [m["step"] for m in train], strict=False)]
     return sum(steps), sum(n * batch / m["samples_per_s"] for n, m in zip(steps, train, strict=True))
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q``-th percentile (linear interpolation), NaN without values."""
+    values = sorted(v for v in values if v == v)
+    if not values:
+        return float("nan")
+    pos = (len(values) - 1) * q / 100
+    low = int(pos)
+    high = min(low + 1, len(values) - 1)
+    return values[low] + (values[high] - values[low]) * (pos - low)

@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import meld_csv, meld_parser
+from _common import meld_csv, meld_parser, percentile
 
 MODES = ("greedy", "sampled")
 SYSTEMS: dict[str, dict[str, Any]] = {
@@ -144,15 +144,6 @@ def run_mode(chain: Any, dialogues: list[dict[str, Any]], run: str, seed: int, o
             seconds = sum(t["seconds"] for t in turns)
             print(f"[{run}] dialogue {number}/{len(dialogues)} ({len(turns)} bot turns, {seconds:.0f} s)", flush=True)
     return [done[d["dialogue_id"]] for d in dialogues]
-
-
-def percentile(values: list[float], q: float) -> float:
-    """The q-th percentile (0-100) by linear interpolation."""
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q / 100
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 def report(mode: str, dialogues: list[list[dict[str, Any]]], labels: list[str], language: str) -> None:

@@ -38,8 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from _common import percentile  # also sets HF_HUB_OFFLINE and TOKENIZERS_PARALLELISM
 
 UTTERANCES = [
     "I finally got the job I've been chasing for two years!",
@@ -231,17 +230,6 @@ def stop_server(proc: subprocess.Popen[bytes], timeout: float) -> dict[str, Any]
 def exit_text(code: int) -> str:
     """An exit status as text; a negative one names the signal that ended the process."""
     return str(code) if code >= 0 else f"{code} ({signal.Signals(-code).name})"
-
-
-def percentile(values: list[float], q: float) -> float:
-    """The ``q``-th percentile (linear interpolation), NaN without values."""
-    values = sorted(v for v in values if v == v)
-    if not values:
-        return float("nan")
-    pos = (len(values) - 1) * q / 100
-    low = int(pos)
-    high = min(low + 1, len(values) - 1)
-    return values[low] + (values[high] - values[low]) * (pos - low)
 
 
 def summary(outcomes: list[Outcome], wall: float) -> dict[str, Any]:

@@ -56,6 +56,7 @@ from elmd_sdk.chains.prompt import (
 from elmd_sdk.data.labels import EMOTIONS, check_emotions, check_log_prior
 from elmd_sdk.data.records import Turn, VideoRef
 from elmd_sdk.errors import ElmdError, InputError, input_error
+from elmd_sdk.models.generation import requested_length
 from elmd_sdk.paths import default_bundle_path
 from elmd_sdk.retrievers.retriever import emotion_vote
 from elmd_sdk.text_checks import check_text
@@ -394,7 +395,7 @@ class ELMDChain(RunnableSerializable[dict[str, Any] | str, ELMDResult]):
         turn = parse_input(_merge_inputs(inputs), self.language, self.labels)
         child = patch_config(config, callbacks=run_manager.get_child())
         found = self._retrieve(turn, child)
-        messages, history = self._fitted_prompt(turn, found.demonstration, _asked_length(kwargs))
+        messages, history = self._fitted_prompt(turn, found.demonstration, requested_length(kwargs))
         chunks = self._reply_chunks(turn, found, history)
         pieces = self.chat_model.stream(messages, child, **_call_options(chunks.options, kwargs))
         try:
@@ -413,7 +414,7 @@ class ELMDChain(RunnableSerializable[dict[str, Any] | str, ELMDResult]):
         turn = parse_input(_merge_inputs(iter(items)), self.language, self.labels)
         child = patch_config(config, callbacks=run_manager.get_child())
         found = await self._aretrieve(turn, child)
-        messages, history = self._fitted_prompt(turn, found.demonstration, _asked_length(kwargs))
+        messages, history = self._fitted_prompt(turn, found.demonstration, requested_length(kwargs))
         chunks = self._reply_chunks(turn, found, history)
         pieces = self.chat_model.astream(messages, child, **_call_options(chunks.options, kwargs))
         try:
@@ -679,12 +680,6 @@ def _largest_fitting(fits: Callable[[int], bool], guess: int, most: int) -> int:
         else:
             high = middle - 1
     return low
-
-
-def _asked_length(options: Mapping[str, Any]) -> int | None:
-    """The reply length a call's ``options`` ask for (``max_new_tokens``, or LangChain's ``max_tokens``), if any."""
-    value = options.get("max_new_tokens", options.get("max_tokens"))
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _narrowed(chain_wide: tuple[str, ...] | None, given: tuple[str, ...] | None) -> tuple[str, ...] | None:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from elmd_sdk.errors import InputError
-from elmd_sdk.io import is_json_int, read_json
+from elmd_sdk.io import is_json_int, is_json_number, read_json
 
 Need = Callable[[bool, str, str], None]  # need(ok, field, problem): an InputError naming the field unless ok
 
@@ -127,9 +127,7 @@ class IndexManifest:
         need(fingerprint is None or isinstance(fingerprint, dict), "encoder_fingerprint", "must be an object or null")
         baseline = data.get("score_baseline", 0.0)
         need(
-            not isinstance(baseline, bool)
-            and isinstance(baseline, int | float)
-            and -1.0 <= baseline <= MAX_SCORE_BASELINE,
+            is_json_number(baseline) and -1.0 <= baseline <= MAX_SCORE_BASELINE,
             "score_baseline",
             f"must be a number in [-1, {MAX_SCORE_BASELINE}], got {baseline!r}",
         )

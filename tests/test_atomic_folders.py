@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from io_fakes import record_fsyncs
 from retriever_fakes import HashEncoder, tiny_corpus
 
 import elmd_sdk.io as io_module
@@ -80,28 +81,21 @@ def test_an_erm_saved_over_an_old_one_is_replaced_whole(tmp_path: Path, monkeypa
 def test_a_replaced_folder_is_flushed_by_an_fsync_of_its_parent_after_the_rename(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import os
-    import stat
-
     target = tmp_path / "out"
     with atomic_folder(target) as folder:
         (folder / "a.txt").write_text("old", encoding="utf-8")
-    synced: list[tuple[int, list[str]]] = []  # per fsync of a folder: its inode, what the target holds then
-    real_fsync = os.fsync
+    synced = record_fsyncs(monkeypatch, lambda: sorted(p.name for p in target.iterdir()))
 
-    def fsync(fd: int) -> None:
-        if stat.S_ISDIR(os.fstat(fd).st_mode):
-            synced.append((os.fstat(fd).st_ino, sorted(p.name for p in target.iterdir())))
-        real_fsync(fd)
+    def folders() -> list[tuple[int, list[str]]]:  # per fsync of a folder: its inode, what the target holds then
+        return [(inode, held) for kind, inode, _, held in synced if kind == "folder"]
 
-    monkeypatch.setattr(os, "fsync", fsync)
     with atomic_folder(target) as folder:
         (folder / "b.txt").write_text("new", encoding="utf-8")
-        assert synced == []
-    assert synced == [(tmp_path.stat().st_ino, ["b.txt"])]  # once, with the new folder in place
+        assert folders() == []
+    assert folders() == [(tmp_path.stat().st_ino, ["b.txt"])]  # once, with the new folder in place
     synced.clear()
     io_module.replace_folder(_filled(tmp_path / "other", "c.txt"), target)
-    assert synced == [(tmp_path.stat().st_ino, ["c.txt"])]
+    assert folders() == [(tmp_path.stat().st_ino, ["c.txt"])]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # the old folder is deleted after
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from io_fakes import record_fsyncs
 
 from elmd_sdk.io import atomic_open, atomic_write_bytes, atomic_write_json, atomic_write_text, save_tensors
 
@@ -27,20 +28,11 @@ def test_the_new_content_is_on_disk_before_it_replaces_the_old(
 ) -> None:
     target = tmp_path / "out"
     target.write_bytes(b"old")
-    synced: list[tuple[int, int, bytes, list[str]]] = []  # per fsync of a file: inode, size, target, folder listing
-    real_fsync = os.fsync
-
-    def fsync(fd: int) -> None:
-        info = os.fstat(fd)
-        if stat.S_ISREG(info.st_mode):
-            synced.append((info.st_ino, info.st_size, target.read_bytes(), sorted(p.name for p in tmp_path.iterdir())))
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", fsync)
+    synced = record_fsyncs(monkeypatch, lambda: (target.read_bytes(), sorted(p.name for p in tmp_path.iterdir())))
     WRITERS[writer](target)
     new = target.read_bytes()
     assert new != b"old"
-    [(inode, size, target_then, listing)] = synced  # the one file written, synced once
+    [(inode, size, (target_then, listing))] = [s[1:] for s in synced if s[0] == "file"]  # one file, synced once
     assert inode == target.stat().st_ino  # the synced file is the one renamed onto the target
     assert size == len(new)  # everything written was flushed to it before the sync
     assert target_then == b"old"  # ... and the sync came before the rename
@@ -58,31 +50,17 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_nothing(tmp_path: Path) ->
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
 
 
-def _record_fsyncs(monkeypatch: pytest.MonkeyPatch, look: Callable[[], object]) -> list[tuple[str, int, object]]:
-    """Record every fsync: ("file" or "folder", its inode, ``look()`` at that moment)."""
-    synced: list[tuple[str, int, object]] = []
-    real_fsync = os.fsync
-
-    def fsync(fd: int) -> None:
-        info = os.fstat(fd)
-        synced.append(("folder" if stat.S_ISDIR(info.st_mode) else "file", info.st_ino, look()))
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", fsync)
-    return synced
-
-
 @pytest.mark.parametrize("writer", list(WRITERS))
 def test_the_rename_is_flushed_by_one_fsync_of_the_folder_after_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, writer: str
 ) -> None:
     target = tmp_path / "out"
     target.write_bytes(b"old")
-    synced = _record_fsyncs(monkeypatch, target.read_bytes)
+    synced = record_fsyncs(monkeypatch, target.read_bytes)
     WRITERS[writer](target)
-    assert [(kind, inode) for kind, inode, _ in synced] == [
+    assert [(kind, inode) for kind, inode, _, _ in synced] == [
         ("file", target.stat().st_ino), ("folder", tmp_path.stat().st_ino)]  # fmt: skip
-    assert synced[0][2] == b"old" and synced[1][2] == target.read_bytes() != b"old"  # file, rename, then the folder
+    assert synced[0][3] == b"old" and synced[1][3] == target.read_bytes() != b"old"  # file, rename, then the folder
 
 
 def test_a_written_file_has_the_mode_a_plain_open_gives(tmp_path: Path) -> None:

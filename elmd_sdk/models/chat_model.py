@@ -70,6 +70,7 @@ from elmd_sdk.models.generation import (
     TopK,
     TopP,
     check_decoding,
+    requested_length,
 )
 from elmd_sdk.models.rendering import VIDEO_PLACEHOLDER, context_window, prompt_pieces
 from elmd_sdk.models.splice import splice_video_embeds
@@ -554,8 +555,7 @@ class ELMDChatModel(BaseChatModel):
         if unknown := sorted(set(kwargs) - _CALL_OPTIONS):
             raise ElmdError(f"unknown generation option(s) {unknown}; known: {sorted(_CALL_OPTIONS)}")
         given = {name: kwargs[name] for name in DECODING_OPTIONS if name in kwargs}
-        if given.get("max_new_tokens") is None and kwargs.get("max_tokens") is not None:
-            given["max_new_tokens"] = kwargs["max_tokens"]  # LangChain's name of the same setting
+        given["max_new_tokens"] = requested_length(kwargs)
         options = {**{name: getattr(self, name) for name in DECODING_OPTIONS}, **check_decoding(given)}
         if "seed" in given:
             options["seed"] = given["seed"]

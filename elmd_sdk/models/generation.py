@@ -72,3 +72,12 @@ def check_decoding(
         problem = f"{bad.field}: {bad.problem}" if field else bad.problem
         raise InputError(problem, file=file, field=field or bad.field) from None
     return {key: value for key, value in values.items() if value is not None}
+
+
+def requested_length(options: Mapping[str, Any]) -> int | None:
+    """The reply length call ``options`` ask for: ``max_new_tokens``, else ``max_tokens`` (LangChain's name of the
+    same setting), checked; None when they ask for none."""
+    value = options.get("max_new_tokens")
+    if value is None:
+        value = options.get("max_tokens")
+    return None if value is None else check_decoding({"max_new_tokens": value})["max_new_tokens"]
