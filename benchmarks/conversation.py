@@ -17,8 +17,9 @@ one run prints, over all bot turns:
 - seconds per turn (p50 and p95), first turn and later turns;
 - three whole conversations (the first three dialogues, in the first system and mode).
 
-Each mode runs with the chain's default settings and, as the baseline in the same run, without the copy guard over
-the bot's own earlier replies (``copy_guard_own_replies=False``).
+Each mode runs with the chain's default settings and, as baselines in the same run, without the copy guard over
+the bot's own earlier replies (``copy_guard_own_replies=False``) and without the sentence-end soft limit and the ban
+on parentheses (``--systems`` picks others: ``history N`` keeps at most N history turns in the prompt).
 
 Each finished dialogue is appended to ``--out``/turns_<mode>.jsonl, so a killed run goes on where it stopped.
 Reads ``../shared/data/meld/{dev,train}_sent_emo.csv`` under ``--data-root`` (the test split is never read)::
@@ -38,10 +39,15 @@ from typing import Any
 from _common import meld_csv, meld_parser, percentile
 
 MODES = ("greedy", "sampled")
-SYSTEMS: dict[str, dict[str, Any]] = {
+SYSTEMS: dict[str, dict[str, dict[str, Any]]] = {  # what each system changes: chain settings, chat model settings
     "default": {},
-    "no own-reply guard": {"copy_guard_own_replies": False},  # the copy guard over r' and u only (before #21)
+    "no own-reply guard": {"chain": {"copy_guard_own_replies": False}},  # the copy guard over r' and u only
+    "no sentence/aside rules": {"model": {"soft_max_new_tokens": None, "no_parentheses": False}},
+    "history 2": {"chain": {"max_history_turns": 2}},
+    "history 4": {"chain": {"max_history_turns": 4}},
+    "history 8": {"chain": {"max_history_turns": 8}},
 }
+DEFAULT_SYSTEMS = "default,no own-reply guard,no sentence/aside rules"
 
 
 def parse_args() -> argparse.Namespace:
@@ -52,7 +58,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--splits", default="dev,train", help="MELD splits to take dialogues from, in this order")
     p.add_argument("--modes", default=",".join(MODES), help=f"comma-separated decoding modes (of: {', '.join(MODES)})")
     p.add_argument(
-        "--systems", default=",".join(SYSTEMS), help=f"comma-separated chain settings (of: {', '.join(SYSTEMS)})"
+        "--systems", default=DEFAULT_SYSTEMS, help=f"comma-separated chain settings (of: {', '.join(SYSTEMS)})"
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the sampled mode (each turn: seed + turn number)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
@@ -211,6 +217,12 @@ def show(dialogue: dict[str, Any], turns: list[dict[str, Any]]) -> None:
         print(f"     [MELD, {turn['gold_emotion']}: {turn['gold']}]")
 
 
+def variant(chain: Any, changes: dict[str, dict[str, Any]]) -> Any:
+    """``chain`` with a system's changes to its settings and to its chat model's."""
+    model = chain.chat_model.model_copy(update=changes.get("model", {}))
+    return chain.model_copy(update={**changes.get("chain", {}), "chat_model": model})
+
+
 def main() -> None:
     args = parse_args()
     import torch
@@ -226,7 +238,7 @@ def main() -> None:
     print(f"{len(dialogues)} MELD dialogues ({per_split}) with at least {args.min_bot_turns} bot turns: {turns} turns")
     chain = ELMDChain.from_bundle(args.bundle) if args.bundle else ELMDChain.default()
     runs = {
-        f"{system}/{mode}": chain.model_copy(update=SYSTEMS[system])
+        f"{system}/{mode}": variant(chain, SYSTEMS[system])
         for system in args.systems.split(",")
         for mode in args.modes.split(",")
     }

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,19 +56,19 @@ def train_retriever(train: list[Sample], work: Path, args: argparse.Namespace) -
     """Train the ERM on MELD train and index MELD train with it; returns the EmotionalRetriever and seconds taken."""
     from elmd_sdk.retrievers import EmotionalRetriever, EncoderSource, build_index
     from elmd_sdk.retrievers.encoder import ERMConfig
-    from elmd_sdk.trainers.erm import ERMTrainConfig, train_erm
+    from elmd_sdk.trainers.erm import ERMTrainConfig, erm_train_defaults, train_erm
 
     start = time.perf_counter()
-    config = ERMTrainConfig(
-        erm=ERMConfig(s=4, tau=0.5),
+    engine = replace(
+        erm_train_defaults(),
         epochs=1,
         batch_size=32,
-        lr=5e-5,
         seed=args.seed,
         max_steps=args.erm_max_steps or None,
         checkpoint_every=10_000,
         progress=True,
     )
+    config = ERMTrainConfig(erm=ERMConfig(s=4, tau=0.5), lr=5e-5, train=engine)
     trained = train_erm(config, train, None, work / "erm")
     build_index(
         trained.encoder,
@@ -142,7 +143,7 @@ def main() -> None:
     if args.out is not None:
         from elmd_sdk.evaluate import EvalSettings
 
-        eval_settings = EvalSettings(max_new_tokens=args.max_new_tokens, seed=args.seed, do_sample=not args.greedy)
+        eval_settings = EvalSettings(generation=settings)
         for name, result in results.items():
             report = eval_report(
                 result,

@@ -201,8 +201,7 @@ def main() -> None:
     if args.out is not None:
         for name, result in results.items():
             settings = EvalSettings(
-                max_new_tokens=args.max_new_tokens,
-                do_sample=False,
+                generation={"max_new_tokens": args.max_new_tokens, "do_sample": False},
                 emotion_mode="free" if name == "free" else "closed",
                 demonstration_form="paper" if name == "paper R" else "exchange",
             )

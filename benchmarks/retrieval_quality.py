@@ -21,6 +21,7 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -144,25 +145,24 @@ def measure(
     """Train an ERM with ``erm`` (None: the plain encoder, untrained), index the corpus with it and search with the
     queries: (micro@1, macro@1, seconds)."""
     from elmd_sdk.retrievers import EmotionalRetriever, EncoderSource, ERMEncoder, build_index
-    from elmd_sdk.trainers.erm import ERMTrainConfig, train_erm
+    from elmd_sdk.trainers.erm import ERMTrainConfig, erm_train_defaults, train_erm
 
     started = time.perf_counter()
     if erm is None:
         encoder = ERMEncoder.plain(args.base_model, device=args.device)
         source = EncoderSource("plain", None)
     else:
-        config = ERMTrainConfig(
-            erm=erm,
+        engine = replace(
+            erm_train_defaults(),
             epochs=args.epochs,
             batch_size=args.batch_size,
-            lr=args.lr,
             lr_schedule=args.lr_schedule,
             seed=args.seed,
             max_steps=args.max_steps or None,
             checkpoint_every=10**9,
-            device=args.device,
             progress=None,
         )
+        config = ERMTrainConfig(erm=erm, lr=args.lr, device=args.device, train=engine)
         trained = train_erm(config, train, queries if args.curve else None, folder / "erm")
         for stats in trained.history if args.curve else ():
             print(

@@ -9,24 +9,30 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from elmd_sdk.answer.reading import StreamingAnswerParser
+    from elmd_sdk.answer.result import ELMDResult
+    from elmd_sdk.answer.wording import render_answer
     from elmd_sdk.chains.chain import ELMDChain, ELMDInput, HistoryTurn, default_bundle_path
-    from elmd_sdk.chains.parser import ELMDOutputParser, ELMDResult, StreamingAnswerParser
-    from elmd_sdk.chains.prompt import build_prompt, render_answer
+    from elmd_sdk.chains.decisions import ELMDDecisions
+    from elmd_sdk.chains.parser import ELMDOutputParser
+    from elmd_sdk.chains.prompt import build_prompt
 
 _EXPORTS = {
     "ELMDChain": "elmd_sdk.chains.chain",
     "ELMDInput": "elmd_sdk.chains.chain",
     "HistoryTurn": "elmd_sdk.chains.chain",
     "default_bundle_path": "elmd_sdk.chains.chain",
+    "ELMDDecisions": "elmd_sdk.chains.decisions",
     "ELMDOutputParser": "elmd_sdk.chains.parser",
-    "ELMDResult": "elmd_sdk.chains.parser",
-    "StreamingAnswerParser": "elmd_sdk.chains.parser",
+    "ELMDResult": "elmd_sdk.answer.result",
+    "StreamingAnswerParser": "elmd_sdk.answer.reading",
     "build_prompt": "elmd_sdk.chains.prompt",
-    "render_answer": "elmd_sdk.chains.prompt",
+    "render_answer": "elmd_sdk.answer.wording",
 }
 
 __all__ = [
     "ELMDChain",
+    "ELMDDecisions",
     "ELMDInput",
     "ELMDOutputParser",
     "ELMDResult",

@@ -273,3 +273,12 @@ def load_index(
         index.hnsw.efSearch = ef_search or manifest.params.ef_search
     store = make_store(index, InMemoryDocstore(docs), dict(enumerate(ids)), encoder)
     return LoadedIndex(store=store, manifest=manifest, path=index_dir)
+
+
+def index_erm_dir(index: str | Path) -> Path | None:
+    """The trained ERM folder an index was built with (None for a plain sentence encoder)."""
+    index = Path(index)
+    source = resolve_source(read_manifest(index), index)
+    if source is None or source.kind != "erm" or source.path is None or not Path(source.path).is_dir():
+        return None
+    return Path(source.path)

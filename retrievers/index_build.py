@@ -26,7 +26,9 @@ from elmd_sdk.retrievers.index_manifest import (
     IndexConfig,
     IndexParams,
     IndexType,
+    read_manifest,
 )
+from elmd_sdk.sharding import is_main_process, shard_map, wait_for_everyone
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,8 @@ def build_index(
     batch_size: int = 64,
     show_progress: bool = False,
 ) -> LoadedIndex:
-    """Embed each sample's utterance u' with ``encoder`` and save the (u', r') index folder ``out_dir``.
+    """Embed each sample's utterance u' with ``encoder`` and save the (u', r') index folder ``out_dir``; under
+    ``accelerate launch`` the processes share the embedding and the main process writes the folder.
 
     ``source`` records how to re-create the encoder at load time (an ERM folder lying beside or inside the
     index's parent folder is stored relative to the index, so the pair can be moved together).
@@ -120,14 +123,21 @@ def build_index(
     entries = [IndexEntry.from_sample(s) for s in samples]
     if not entries:
         raise InputError("the corpus has no samples to index")
-    vectors = encode_in_chunks(
-        lambda texts: encoder.encode(texts, batch_size=batch_size),
-        [e.utterance for e in entries],
-        encoder.dim,
-        batch_size * 16,
-        longest_first=True,
-        show_progress=show_progress,
-    )  # (n, dim)
+    vectors = np.stack(
+        shard_map(
+            lambda texts: list(
+                encode_in_chunks(
+                    lambda chunk: encoder.encode(chunk, batch_size=batch_size),
+                    texts,
+                    encoder.dim,
+                    batch_size * 16,
+                    longest_first=True,
+                    show_progress=show_progress and is_main_process(),
+                )
+            ),
+            [e.utterance for e in entries],
+        )
+    )  # (n, dim): under accelerate launch each process embeds its share
     if vectors.shape != (len(entries), encoder.dim):
         raise MismatchError(f"encoder returned shape {vectors.shape}, expected ({len(entries)}, {encoder.dim})")
     store = build_store(vectors, entries, config, encoder)
@@ -146,8 +156,11 @@ def build_index(
         )
         baseline = MAX_SCORE_BASELINE
     out = Path(out_dir)
-    manifest = save_index(store, out, config.index_type, params, encoder.fingerprint(), source, baseline)
-    return LoadedIndex(store=store, manifest=manifest, path=out)
+    manifest = None
+    if is_main_process():  # one process writes the folder, the others read its manifest back
+        manifest = save_index(store, out, config.index_type, params, encoder.fingerprint(), source, baseline)
+    wait_for_everyone()
+    return LoadedIndex(store=store, manifest=manifest or read_manifest(out), path=out)
 
 
 def score_baseline(vectors: np.ndarray, pairs: int = 4096, seed: int = 0) -> float:

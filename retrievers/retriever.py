@@ -49,15 +49,18 @@ def encoder_from_source(source: EncoderSource | None, index_dir: Path) -> TextEn
 _SEARCH_KWARGS = ("k", "score_threshold", "exclude_dialogue_ids")
 
 
-def emotion_vote(documents: Sequence[Document], labels: Sequence[str]) -> dict[str, float] | None:
-    """Emotion of a query from its neighbours: each retrieved utterance's ``utterance_emotion`` gets the
-    document's similarity ``score`` (negative counts as 0); normalised over ``labels`` to sum to 1.
+def emotion_vote(
+    documents: Sequence[Document], labels: Sequence[str], key: str = "utterance_emotion"
+) -> dict[str, float] | None:
+    """Emotion of a query from its neighbours: each retrieved pair's ``utterance_emotion`` (or the metadata ``key``,
+    e.g. ``response_emotion``) gets the document's similarity ``score`` (negative counts as 0); normalised over
+    ``labels`` to sum to 1.
 
     None when no neighbour has a label among ``labels`` and a positive score.
     """
     votes = dict.fromkeys(labels, 0.0)
     for document in documents:
-        emotion, score = document.metadata.get("utterance_emotion"), document.metadata.get("score")
+        emotion, score = document.metadata.get(key), document.metadata.get("score")
         if emotion in votes and isinstance(score, int | float):
             votes[emotion] += max(float(score), 0.0)
     total = sum(votes.values())

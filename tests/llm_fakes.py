@@ -70,7 +70,7 @@ def system_text(labels: Sequence[str]) -> str:
 def tiny_tokenizer() -> PreTrainedTokenizerFast:
     """The tests' tokenizer: byte-level BPE over every byte (any UTF-8 text encodes), the emotion labels as single
     tokens, and the English instruction of both label sets and the fixed prompt phrases as added tokens."""
-    from elmd_sdk.chains.prompt import ENGLISH
+    from elmd_sdk.answer.wording import ENGLISH
     from elmd_sdk.data.labels import EMOTIONS
 
     answers = [f"Emotion: {label}\nResponse: I see." for label in EMOTIONS] * 10  # labels become single tokens

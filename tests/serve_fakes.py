@@ -21,8 +21,8 @@ def tiny_chain(**chain: Any) -> Any:
 
 def endless_chain() -> Any:
     """A chain whose reply never ends (a piece every 20 ms) until its stream is closed; ``closed`` counts those."""
+    from elmd_sdk.answer.result import ELMDResult
     from elmd_sdk.chains.chain import ELMDChain
-    from elmd_sdk.chains.parser import ELMDResult
 
     class EndlessChain(ELMDChain):
         closed: int = 0

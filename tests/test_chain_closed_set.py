@@ -17,9 +17,9 @@ from pydantic import BaseModel
 from retriever_fakes import HashEncoder, tiny_corpus
 from transformers import LogitsProcessorList
 
+from elmd_sdk.answer.reading import StreamingAnswerParser
+from elmd_sdk.answer.wording import render_answer
 from elmd_sdk.chains import ELMDChain, ELMDResult
-from elmd_sdk.chains.parser import StreamingAnswerParser
-from elmd_sdk.chains.prompt import render_answer
 from elmd_sdk.data import EMOTIONS
 from elmd_sdk.errors import ElmdError, InputError
 from elmd_sdk.metrics.emotion import confusion_matrix, emotion_baselines, emotion_scores
@@ -269,7 +269,7 @@ def test_no_repeat_ngram_size_applies_to_the_reply(chat: ELMDChatModel) -> None:
     settings = chat._settings(None, {"no_repeat_ngram_size": 2})
     plain = _greedy_ids(chat, "Hi")
     assert len(_ngrams(plain, 2)) < len(plain) - 1  # the tiny model repeats itself unless told not to
-    ids = _greedy_ids(chat, "Hi", settings.processors([], None, list))
+    ids = _greedy_ids(chat, "Hi", settings.processors([], None, list, list))
     assert len(_ngrams(ids, 2)) == len(ids) - 1
 
 
@@ -484,15 +484,15 @@ def test_a_free_mode_chain_chooses_from_the_closed_set_when_the_input_restricts_
 
 
 def test_the_call_options_add_the_callers_stops_to_the_chains_and_the_caller_wins_the_rest(chain: ELMDChain) -> None:
-    from elmd_sdk.chains.chain import _call_options
+    from elmd_sdk.chains.reply import call_options
 
     chains = {"stop": ["\nUser:"], "emotion_choice": "chain's", "avoid_copying": ["r'"]}
-    assert _call_options(chains, {}) == chains
-    called = _call_options(chains, {"stop": "END", "max_new_tokens": 3, "emotion_choice": "caller's"})
+    assert call_options(chains, {}) == chains
+    called = call_options(chains, {"stop": "END", "max_new_tokens": 3, "emotion_choice": "caller's"})
     assert called == {"stop": ["\nUser:", "END"], "emotion_choice": "caller's", "avoid_copying": ["r'"],
                       "max_new_tokens": 3}  # fmt: skip
-    assert _call_options(chains, {"stop": ["A", "B"]})["stop"] == ["\nUser:", "A", "B"]
-    assert _call_options(chains, {"stop": None})["stop"] == ["\nUser:"]
+    assert call_options(chains, {"stop": ["A", "B"]})["stop"] == ["\nUser:", "A", "B"]
+    assert call_options(chains, {"stop": None})["stop"] == ["\nUser:"]
     assert chains["stop"] == ["\nUser:"]  # the chain's own options are not changed by a call
     _, options = chain.prepare(INPUT)
     assert options["avoid_copying"][:2] == ["Congratulations, you earned it!", INPUT["utterance"]]  # r' and u
@@ -505,13 +505,13 @@ def test_the_call_options_add_the_callers_stops_to_the_chains_and_the_caller_win
 def test_a_bundles_generation_defaults_give_way_to_the_chains_then_to_the_calls(tmp_path: Path) -> None:
     from chain_fakes import tiny_bundle
 
-    from elmd_sdk.chains.chain import _call_options
+    from elmd_sdk.chains.reply import call_options
 
     bundle = tiny_bundle(tmp_path / "b")  # greedy, 6 new tokens
 
     def output_tokens(chain: ELMDChain, **call: Any) -> int:
         messages, options = chain.prepare("hello")
-        message = chain.chat_model.invoke(messages, **_call_options(options, call))
+        message = chain.chat_model.invoke(messages, **call_options(options, call))
         assert message.usage_metadata is not None
         return message.usage_metadata["output_tokens"]
 

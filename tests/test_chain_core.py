@@ -318,7 +318,7 @@ def test_the_demonstration_in_the_papers_form_is_r_prime_with_its_instruction_on
 
 
 def test_inputs_are_normalised_the_same_way_whatever_their_form() -> None:
-    from elmd_sdk.chains.chain import ELMDInput, HistoryMessage, HistoryTurn, parse_input
+    from elmd_sdk.chains.input import ELMDInput, HistoryMessage, HistoryTurn, parse_input
 
     three = parse_input({"utterance": " Hi? ", "history": ["a", "b", "c"]})
     assert [(t.speaker, t.text) for t in three.history] == [("Assistant", "a"), ("User", "b"), ("Assistant", "c")]
@@ -341,7 +341,7 @@ def test_inputs_are_normalised_the_same_way_whatever_their_form() -> None:
 
 
 def test_a_video_range_must_go_forward(tmp_path: Any) -> None:
-    from elmd_sdk.chains.chain import parse_input
+    from elmd_sdk.chains.input import parse_input
 
     clip = tmp_path / "clip.mp4"
     clip.write_bytes(b"only the path and the range are checked")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from elmd_sdk.bundle import data_sha256, load_bundle
@@ -46,7 +48,11 @@ def test_demonstration_comes_from_the_corpus(chain: ELMDChain) -> None:
     assert result.demonstration is not None and result.demonstration.page_content in responses
     assert result.demonstration.metadata["response_emotion"] in EMOTIONS
     scores = result.emotion_scores or {}
-    assert set(scores) == set(EMOTIONS) and result.emotion == max(scores, key=scores.__getitem__)  # greedy
+    assert set(scores) == set(EMOTIONS) and sum(scores.values()) == pytest.approx(1.0)
+    fusion = chain.emotion_fusion  # the default's fused emotion: greedy takes the best label under its decision rule
+    assert chain.emotion_source == "fused" and fusion is not None
+    decided = {label: math.log(p) + fusion.decision[label] for label, p in scores.items()}
+    assert result.emotion == max(decided, key=decided.__getitem__)
 
 
 def test_batch_equals_separate_invokes_with_greedy_decoding(chain: ELMDChain) -> None:

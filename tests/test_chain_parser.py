@@ -8,8 +8,10 @@ import pytest
 from langchain_core.documents import Document
 from langchain_core.messages import AIMessageChunk
 
-from elmd_sdk.chains.parser import ELMDOutputParser, ELMDResult, StreamingAnswerParser, match_label
-from elmd_sdk.chains.prompt import render_answer
+from elmd_sdk.answer.reading import StreamingAnswerParser, match_label
+from elmd_sdk.answer.result import ELMDResult
+from elmd_sdk.answer.wording import render_answer
+from elmd_sdk.chains.parser import ELMDOutputParser
 
 # (generation, expected emotion, expected response)
 CASES: list[tuple[str, str | None, str]] = [
@@ -196,7 +198,7 @@ def _chunks(texts: list[str], last_reason: str = "length") -> list[AIMessageChun
 def test_the_reader_pulls_no_piece_after_the_reply_has_ended() -> None:
     import asyncio
 
-    from elmd_sdk.chains.parser import AnswerReader
+    from elmd_sdk.answer.reading import AnswerReader
 
     texts = ["I am", " so sorry.", "\nUser:", " more", " and more", " text"]
     pieces = _Pieces(_chunks(texts))
@@ -219,7 +221,7 @@ def test_the_reader_pulls_no_piece_after_the_reply_has_ended() -> None:
 
 
 def test_the_reader_keeps_the_models_finish_reason_and_every_count_when_generation_ends_first() -> None:
-    from elmd_sdk.chains.parser import AnswerReader
+    from elmd_sdk.answer.reading import AnswerReader
 
     pieces = _Pieces(_chunks(["I am", " so sorry", " for you"]))
     chunks = list(AnswerReader(closed=True).read(pieces))
@@ -234,7 +236,7 @@ def test_the_reader_keeps_the_models_finish_reason_and_every_count_when_generati
 
 
 def test_a_closed_reader_needs_the_chosen_emotion_and_an_open_one_ignores_it() -> None:
-    from elmd_sdk.chains.parser import AnswerReader
+    from elmd_sdk.answer.reading import AnswerReader
     from elmd_sdk.errors import ElmdError
 
     with pytest.raises(ElmdError, match="no closed-set emotion"):

@@ -20,7 +20,8 @@ from torch import nn
 from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 
 from elmd_sdk.errors import ElmdError, InputError
-from elmd_sdk.models.chat_model import VIDEO_PLACEHOLDER, ELMDChatModel, _cut_at_stop, _stable_length
+from elmd_sdk.models.call import cut_at_stop, stable_length
+from elmd_sdk.models.chat_model import VIDEO_PLACEHOLDER, ELMDChatModel
 from elmd_sdk.models.rendering import tokenize_pieces
 from elmd_sdk.models.splice import splice_video_embeds
 
@@ -318,12 +319,12 @@ def test_default_settings_follow_the_paper() -> None:
 
 
 def test_stable_length_holds_back_partial_stop_and_broken_characters() -> None:
-    assert _stable_length("abc de", ["dex"], hold_whitespace=False) == 4
-    assert _stable_length("abc \ufffd", [], hold_whitespace=False) == 4
-    assert _stable_length("abc ", [], hold_whitespace=True) == 3
-    assert _stable_length("abc", ["zz"], hold_whitespace=False) == 3
-    assert _cut_at_stop("one two three", ["three", "two"]) == ("one ", True)
-    assert _cut_at_stop("one", ["x"]) == ("one", False)
+    assert stable_length("abc de", ["dex"], hold_whitespace=False) == 4
+    assert stable_length("abc \ufffd", [], hold_whitespace=False) == 4
+    assert stable_length("abc ", [], hold_whitespace=True) == 3
+    assert stable_length("abc", ["zz"], hold_whitespace=False) == 3
+    assert cut_at_stop("one two three", ["three", "two"]) == ("one ", True)
+    assert cut_at_stop("one", ["x"]) == ("one", False)
 
 
 def _count_forwards(model: LlamaForCausalLM) -> tuple[list[str], Any]:

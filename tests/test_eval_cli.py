@@ -145,7 +145,7 @@ def test_ablation_variants_index_swap_and_bundles(tmp_path: Path, fakes: list[An
         Variant("wo_ert", "index", make_index_folder(tmp_path / "ert_index")),
         Variant("wo_rep", "bundle", make_bundle(tmp_path / "wo_rep")),
     ]
-    settings = EvalSettings(max_new_tokens=5, seed=3, emotion_mode="free")
+    settings = EvalSettings(generation={"max_new_tokens": 5, "seed": 3}, emotion_mode="free")
     rows = run_ablations(full, SAMPLES, variants, settings, rows=["full", "wo_ert", "wo_rep"], show_progress=False)
     assert [r.key for r in rows] == ["full", "wo_ert", "wo_rep"]
     by = {r.key: r for r in rows}
@@ -192,7 +192,7 @@ def test_ablations_through_a_real_tiny_bundle(tmp_path: Path) -> None:
             labels=list(EMOTIONS),
         ),
     )
-    settings = EvalSettings(max_new_tokens=4, do_sample=False, emotion_mode="free")
+    settings = EvalSettings(generation={"max_new_tokens": 4, "do_sample": False}, emotion_mode="free")
     rows = run_ablations(bundle, SAMPLES, settings=settings, rows=["full", "wo_erm", "wo_rep"], show_progress=False)
     by = {r.key: r for r in rows}
     assert by["wo_rep"].status == "not provided"
@@ -218,10 +218,10 @@ def test_cli_eval_writes_report_and_table(tmp_path: Path, fakes: list[Any]) -> N
     assert report["kind"] == "eval"
     assert report["bundle"]["name"] == "full" and len(report["bundle"]["manifest_sha256"]) == 64
     assert report["data"]["samples_used"] == 1 and report["data"]["samples_total"] == 2
-    assert report["settings"]["do_sample"] is False
-    assert report["settings"]["max_new_tokens"] == 7 and report["settings"]["batch_size"] == 2
+    assert report["settings"]["generation"] == {"max_new_tokens": 7, "seed": 0, "do_sample": False}
+    assert report["settings"]["batch_size"] == 2
     assert report["generations"][0]["response"] == SAMPLES[0].response.text
-    assert fakes[0][1].do_sample is False
+    assert fakes[0][1].generation["do_sample"] is False
     metrics = report["metrics"]
     assert metrics["template_leak_rate"] == 0.0 and metrics["copy_rate"] == 100.0  # EchoChat answers with r'
     assert (
@@ -267,7 +267,7 @@ def test_cli_sample_flag_and_default_decoding(tmp_path: Path, fakes: list[Any]) 
             "free"]  # fmt: skip
     assert CliRunner().invoke(app, base).exit_code == 0
     assert CliRunner().invoke(app, [*base, "--sample"]).exit_code == 0
-    assert [s.do_sample for _, s in fakes] == [None, True]
+    assert [s.generation.get("do_sample") for _, s in fakes] == [None, True]
 
 
 def test_cli_ablations_table_shows_not_provided(tmp_path: Path, fakes: list[Any]) -> None:
@@ -353,13 +353,13 @@ def test_emotion_calibration_can_be_turned_off_for_an_evaluation(tmp_path: Path)
 def test_calibrate_on_fits_every_rows_own_prior_on_those_samples(tmp_path: Path) -> None:
     from chain_fakes import tiny_bundle
 
+    from elmd_sdk.chains.input import sample_input
     from elmd_sdk.evaluate.bundles import load_chain
-    from elmd_sdk.evaluate.run import sample_input
 
     bundle = tiny_bundle(tmp_path / "b")
     valid = tmp_path / "valid.jsonl"
     write_jsonl(valid, SAMPLES[:2])
-    settings = EvalSettings(meteor_synonyms=False, max_new_tokens=2, calibrate_on=str(valid))
+    settings = EvalSettings(meteor_synonyms=False, generation={"max_new_tokens": 2}, calibrate_on=str(valid))
     rows = run_ablations(bundle, SAMPLES, settings=settings, rows=["full", "base"], show_progress=False)
     priors = [r.result.generation_settings["emotion_log_prior"] for r in rows]  # type: ignore[union-attr]
     for row, prior in zip(rows, priors, strict=True):
@@ -367,8 +367,8 @@ def test_calibrate_on_fits_every_rows_own_prior_on_those_samples(tmp_path: Path)
         expected = chain.fit_emotion_prior(sample_input(s) for s in SAMPLES[:2])
         assert [prior[label] for label in EMOTIONS] == pytest.approx(expected, abs=1e-6)
     assert priors[0] != pytest.approx(priors[1], abs=1e-4)  # the prefix changes the prior: each row has its own
-    plain = run_ablations(bundle, SAMPLES, settings=EvalSettings(meteor_synonyms=False, max_new_tokens=2),
-                          rows=["full"], show_progress=False)  # fmt: skip
+    short = EvalSettings(meteor_synonyms=False, generation={"max_new_tokens": 2})
+    plain = run_ablations(bundle, SAMPLES, settings=short, rows=["full"], show_progress=False)
     assert "emotion_log_prior" not in plain[0].result.generation_settings  # type: ignore[union-attr]
 
 
@@ -376,7 +376,7 @@ def test_calibrate_records_the_trained_chains_prior_in_the_bundle(tmp_path: Path
     from chain_fakes import tiny_bundle
 
     from elmd_sdk.bundle import load_bundle
-    from elmd_sdk.evaluate.run import sample_input
+    from elmd_sdk.chains.input import sample_input
 
     bundle = tiny_bundle(tmp_path / "b")
     valid = tmp_path / "valid.jsonl"
@@ -392,3 +392,25 @@ def test_calibrate_records_the_trained_chains_prior_in_the_bundle(tmp_path: Path
     empty.write_text("", encoding="utf-8")
     result = CliRunner().invoke(app, ["calibrate", "--bundle", str(bundle), "--data", str(empty)])
     assert isinstance(result.exception, InputError) and "no samples" in str(result.exception)
+
+
+def test_calibrate_with_fusion_records_the_fused_emotion_and_chains_load_it(tmp_path: Path) -> None:
+    from chain_fakes import tiny_bundle
+
+    from elmd_sdk.bundle import load_bundle
+    from elmd_sdk.chains.input import sample_input
+
+    bundle = tiny_bundle(tmp_path / "b")
+    valid = tmp_path / "valid.jsonl"
+    write_jsonl(valid, SAMPLES)
+    result = CliRunner().invoke(app, ["calibrate", "--fusion", "--bundle", str(bundle), "--data", str(valid)])
+    assert result.exit_code == 0, result.output
+    assert "fused emotion recorded" in result.output
+    manifest, _ = load_bundle(bundle)
+    assert manifest.chain["emotion_source"] == "fused" and manifest.chain["emotion_fusion"]["llm"] > 0
+    assert set(manifest.chain["emotion_fusion"]["decision"]) == set(EMOTIONS)
+    chain = ELMDChain.from_bundle(bundle)
+    assert chain.emotion_source == "fused" and chain.emotion_fusion is not None
+    assert ELMDChain.from_bundle(bundle, use_trained=False).emotion_source == "llm"  # fitted for the trained model
+    scores = chain.invoke(sample_input(SAMPLES[0])).emotion_scores
+    assert scores is not None and sum(scores.values()) == pytest.approx(1.0)

@@ -11,7 +11,7 @@ import torch
 from langchain_core.documents import Document
 from langchain_core.runnables import RunnableLambda
 
-from elmd_sdk.chains.parser import ELMDResult
+from elmd_sdk.answer.result import ELMDResult
 from elmd_sdk.data import write_jsonl
 from elmd_sdk.data.records import Sample, Turn, VideoRef
 from elmd_sdk.errors import InputError
@@ -151,11 +151,11 @@ def test_evaluate_refuses_no_samples_and_names_a_refused_sample() -> None:
 
 
 def test_settings_validate_and_generation_overrides() -> None:
-    assert EvalSettings().generation() == {"seed": 0}
-    assert EvalSettings(max_new_tokens=8, seed=None, do_sample=False).generation() == {
-        "max_new_tokens": 8,
-        "do_sample": False,
-    }
+    assert EvalSettings().generation == {"seed": 0}
+    with pytest.raises(InputError, match=r"generation.*max_new_tokens: Input should be greater than 0, got 0"):
+        EvalSettings(generation={"max_new_tokens": 0}).validate()
+    with pytest.raises(InputError, match=r"generation.*unknown setting"):
+        EvalSettings(generation={"max_length": 8}).validate()
     with pytest.raises(InputError, match="batch_size"):
         EvalSettings(batch_size=0).validate()
     with pytest.raises(InputError, match="limit"):
@@ -167,7 +167,7 @@ def test_settings_validate_and_generation_overrides() -> None:
 def test_report_json_holds_metrics_settings_bundle_and_every_generation(tmp_path: Path) -> None:
     data = tmp_path / "test.jsonl"
     write_jsonl(data, SAMPLES)
-    settings = EvalSettings(limit=3, max_new_tokens=16)
+    settings = EvalSettings(limit=3, generation={"max_new_tokens": 16, "seed": 0})
     result = evaluate(fake_chain(), SAMPLES, show_progress=False)
     bundle = {"name": "b", "manifest_sha256": "ab" * 32}
     out, picture = write_report(
@@ -180,7 +180,7 @@ def test_report_json_holds_metrics_settings_bundle_and_every_generation(tmp_path
     assert report["bundle"] == bundle
     assert report["data"]["samples_total"] == 5 and report["data"]["samples_used"] == 3
     assert len(report["data"]["sha256"]) == 64
-    assert report["settings"]["max_new_tokens"] == 16 and report["settings"]["seed"] == 0
+    assert report["settings"]["generation"] == {"max_new_tokens": 16, "seed": 0}
     assert report["settings"]["text_metrics"] == {"zh_bleu_tokens": "chars", "zh_rouge_counting": "unique"}
     assert report["metrics"]["bleu_4"] == pytest.approx(100.0)
     assert [g["reference"] for g in report["generations"]] == [s.response.text for s in SAMPLES]
@@ -197,6 +197,7 @@ def test_report_json_holds_metrics_settings_bundle_and_every_generation(tmp_path
         "emotion_scores": None,
         "utterance_emotion": None,
         "reference_utterance_emotion": "happy",
+        "utterance_emotion_scores": None,
     }
     assert not list(out.parent.glob("*.tmp"))
 
@@ -214,7 +215,7 @@ def test_real_default_chain_on_two_samples(elmd_home: str, tmp_path: Path) -> No
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        chain = load_chain(default_bundle_path(), EvalSettings(max_new_tokens=6, do_sample=False))
+        chain = load_chain(default_bundle_path(), EvalSettings(generation={"max_new_tokens": 6, "do_sample": False}))
         clip = tmp_path / "clip.mp4"
         clip.write_bytes(b"never decoded: the bundle has no projector")
         samples = [dataclasses.replace(SAMPLES[0], video=VideoRef(str(clip), 1.5, 3.0)), SAMPLES[1]]

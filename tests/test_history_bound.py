@@ -78,7 +78,7 @@ def test_a_turn_longer_than_the_context_can_hold_is_never_tokenized(chat: ELMDCh
 
 @pytest.mark.parametrize("answer", [0, 1, 5, 17])
 def test_the_search_finds_the_largest_count_that_fits_from_any_guess(answer: int) -> None:
-    from elmd_sdk.chains.chain import _largest_fitting
+    from elmd_sdk.chains.context import largest_fitting
 
     for most in range(answer, 40):
         for guess in range(most + 1):
@@ -88,5 +88,5 @@ def test_the_search_finds_the_largest_count_that_fits_from_any_guess(answer: int
                 calls.append(n)
                 return n <= answer
 
-            assert _largest_fitting(fits, guess, most) == answer
+            assert largest_fitting(fits, guess, most) == answer
             assert len(calls) <= 2 * (abs(guess - answer) + 1).bit_length() + 2  # grows with the guess's error only

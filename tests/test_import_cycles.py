@@ -110,3 +110,65 @@ def test_the_checker_finds_a_cycle_through_a_function_level_import(tmp_path: Pat
     graph = import_graph(tmp_path)
     assert graph["pkg.c"] == {"pkg.a"} and graph["pkg.extra.d"] == {"pkg.c"}  # TYPE_CHECKING import not counted
     assert import_cycles(graph) == [["pkg.a", "pkg.b"]]
+
+
+CORE = (
+    "errors",
+    "io",
+    "paths",
+    "progress",
+    "text_checks",
+    "hub",
+    "sharding",
+    "data",
+    "answer",
+    "metrics",
+    "video",
+    "models",
+)
+LAYERS: tuple[tuple[str, ...], ...] = (
+    (*CORE, "bundle"),  # the core: shared modules, data, answer format, metrics, video, models, the bundle format
+    ("retrievers",),
+    ("chains", "bundle.load", "bundle.create"),  # the bundle loader and maker compose a bundle's runtime parts
+    ("trainers", "evaluate", "bundle.create"),  # bundle create makes an untuned bundle with the trainers' set-up
+    ("serve",),
+    ("cli",),
+)
+"""The folders (and top-level modules) of elmd_sdk from the bottom up: an import points to the same layer or one
+below, never up, and no two folders import each other."""
+
+
+def folder_of(module: str) -> str:
+    """``elmd_sdk.models.llm`` -> ``models``; ``elmd_sdk.bundle.load`` and ``elmd_sdk.bundle.create`` (composers, see
+    LAYERS) keep their names."""
+    parts = module.split(".")[1:]
+    composer = ".".join(parts[:2])
+    return composer if composer in ("bundle.load", "bundle.create") else (parts[0] if parts else "")
+
+
+def folder_edges(graph: dict[str, set[str]]) -> dict[tuple[str, str], list[tuple[str, str]]]:
+    """(importing folder, imported folder) -> the module imports behind it; the package's own __init__ left out."""
+    edges: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for module, imported in graph.items():
+        for target in imported:
+            pair = (folder_of(module), folder_of(target))
+            if "" not in pair and pair[0] != pair[1]:
+                edges.setdefault(pair, []).append((module, target))
+    return edges
+
+
+def test_folders_point_one_way_core_below_retrievers_below_chains_below_the_composers() -> None:
+    graph = import_graph(ROOT)
+    rank = {folder: i for i, layer in enumerate(LAYERS) for folder in layer}
+    edges = folder_edges(graph)
+    assert {folder_of(m) for m in graph} - {""} == set(rank)  # every folder has a layer
+    upward = {pair: found for pair, found in edges.items() if rank[pair[0]] < rank[pair[1]]}
+    assert upward == {}
+    mutual = {pair: found for pair, found in edges.items() if (pair[1], pair[0]) in edges}
+    assert mutual == {}
+    assert ("bundle.load", "retrievers") in edges and ("chains", "models") in edges  # the checker sees edges
+
+
+def test_the_folder_check_sees_an_upward_import() -> None:
+    graph = {"elmd_sdk.models.chat_model": {"elmd_sdk.chains.parser"}, "elmd_sdk.chains.parser": set()}
+    assert folder_edges(graph) == {("models", "chains"): [("elmd_sdk.models.chat_model", "elmd_sdk.chains.parser")]}

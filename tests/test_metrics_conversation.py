@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from elmd_sdk.metrics.conversation import (
@@ -77,3 +79,33 @@ def test_neutral_surprise_disgust_and_unknown_users_are_never_contradicted() -> 
     for user in ("neutral", "surprise", "disgust", None):
         assert not any(contradicts(user, reply) for reply in ("happy", "sad", "anger", "fear", "neutral"))
     assert not contradicts("happy", None) and not contradicts("happy", "happy") and not contradicts("happy", "surprise")
+
+
+def test_reply_rates_of_single_turns_count_echo_cuts_asides_and_contradictions() -> None:
+    from elmd_sdk.metrics.conversation import reply_rates
+
+    rates = reply_rates(
+        ["I got the job at the big museum too!", "Well, I think that", "Sure (laughs).", "Great!"],
+        ["I got the job at the big museum", "hi", "hi", "hi"],
+        ["happy", "neutral", "anger", None],
+        ["happy", "sad", "happy", "sad"],
+        "en",
+    )
+    assert rates == {"echo_rate": 25.0, "mid_sentence_rate": 25.0, "aside_rate": 25.0, "contradiction_rate": 100 / 3}
+
+
+def test_ece_and_the_reliability_bins_by_hand(tmp_path: Path) -> None:
+    from elmd_sdk.metrics.calibration import reliability, write_reliability_png
+
+    tables = [{"a": 0.9, "b": 0.1}, {"a": 0.8, "b": 0.2}, {"a": 0.35, "b": 0.65}, {"a": 0.5, "b": 0.5}]
+    diagram = reliability(tables, ["a", "b", "b", "a"], bins=10)
+    # bins: 0.9 -> [0.9, 1] right; 0.8 -> [0.8, 0.9) wrong; 0.65 -> [0.6, 0.7) right; 0.5 (a wins ties) -> right
+    assert diagram["ece"] == pytest.approx(100 * (0.1 + 0.8 + 0.35 + 0.5) / 4)
+    assert [b["count"] for b in diagram["bins"]] == [0, 0, 0, 0, 0, 1, 1, 0, 1, 1]
+    assert diagram["bins"][8] == pytest.approx({"lower": 0.8, "upper": 0.9, "count": 1, "confidence": 0.8,
+                                                "accuracy": 0.0})  # fmt: skip
+    assert reliability([{"a": 1.0}], ["a"])["ece"] == 0.0
+    with pytest.raises(ValueError, match="one probability table per gold label"):
+        reliability(tables, ["a"])
+    picture = write_reliability_png({"emotion_scores": diagram}, tmp_path / "r.png")
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -111,7 +111,7 @@ def test_the_embedded_default_bundle_is_read_only_to_every_command(
 def test_calibrate_stops_before_any_work_when_the_bundle_cannot_be_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], data: Path
 ) -> None:
-    import elmd_sdk.evaluate.bundles as bundles
+    import elmd_sdk.chains.calibrate as calibrate
 
     save_manifest(tmp_path, BundleManifest(name="b", base_llm_config_sha256="x", labels=list(EMOTIONS)))
     before = _tree(tmp_path)
@@ -120,7 +120,7 @@ def test_calibrate_stops_before_any_work_when_the_bundle_cannot_be_written(
         raise OSError(errno.EROFS, "Read-only file system")
 
     monkeypatch.setattr(tempfile, "mkstemp", read_only)
-    monkeypatch.setattr(bundles, "fit_prior", lambda *_: pytest.fail("the prior was fitted before the check"))
+    monkeypatch.setattr(calibrate, "gather_evidence", lambda *_: pytest.fail("the labels were scored before the check"))
     code, err = _run(monkeypatch, capsys, "calibrate", "--bundle", str(tmp_path), "--data", str(data))
     assert code == 2 and err == f"error: {tmp_path}: Read-only file system\n"
     assert _tree(tmp_path) == before and (tmp_path / MANIFEST_FILE).is_file()

@@ -17,12 +17,13 @@ from typer.testing import CliRunner
 from elmd_sdk.cli import train_eerg, train_erm, train_rep
 from elmd_sdk.cli.main import app
 from elmd_sdk.models.chat_model import ELMDChatModel
+from elmd_sdk.models.prefix import DEFAULT_PRE_SEQ_LEN
 from elmd_sdk.retrievers.encoder import ERMConfig
-from elmd_sdk.trainers.eerg import DEFAULT_PRE_SEQ_LEN, EergConfig
-from elmd_sdk.trainers.erm import ERMTrainConfig
+from elmd_sdk.trainers.eerg import EergConfig
+from elmd_sdk.trainers.erm import ERMTrainConfig, erm_train_defaults
 from elmd_sdk.trainers.examples import PromptConfig
 from elmd_sdk.trainers.rep import RepConfig
-from elmd_sdk.trainers.stage import TrainConfig
+from elmd_sdk.trainers.train_config import TrainConfig
 
 
 def _cli_defaults(command: Callable[..., None]) -> dict[str, Any]:
@@ -32,7 +33,7 @@ def _cli_defaults(command: Callable[..., None]) -> dict[str, Any]:
 
 def test_erm_s_4_tau_half_lr_5e_5_batch_32() -> None:
     config = ERMTrainConfig()
-    assert (config.erm.s, config.erm.tau, config.lr, config.batch_size) == (4, 0.5, 5e-5, 32)
+    assert (config.erm.s, config.erm.tau, config.lr, config.train.batch_size) == (4, 0.5, 5e-5, 32)
     cli = _cli_defaults(train_erm.command)
     assert (cli["s"], cli["tau"], cli["lr"], cli["batch_size"]) == (4, 0.5, 5e-5, 32)
 
@@ -67,14 +68,15 @@ def test_the_help_shows_the_paper_values() -> None:
     assert "[default: 2e-05]" in rep and "[default: 16]" in rep
 
 
-def _by_field(*configs: type, but: tuple[str, ...] = ()) -> dict[str, type]:
-    """Field name -> the config dataclass holding it (a later config wins), leaving out the names in ``but``."""
+def _by_field(*configs: Any, but: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Field name -> the config dataclass (or default instance) holding it (a later config wins), leaving out the
+    names in ``but``."""
     return {f.name: config for config in configs for f in fields(config) if f.name not in but}
 
 
 # Options named after a config field, and the config whose default they must take.
 _OPTIONS = [
-    (train_erm.command, _by_field(ERMTrainConfig, ERMConfig)),
+    (train_erm.command, _by_field(erm_train_defaults(), ERMTrainConfig, ERMConfig)),
     (train_rep.command, _by_field(PromptConfig, TrainConfig, RepConfig, but=("labels",))),  # None: the seven
     (train_eerg.command, _by_field(TrainConfig, EergConfig)),
 ]

@@ -122,7 +122,7 @@ def test_peft_generation_is_why_elmd_sdk_keeps_its_own_attention_path(tmp_path: 
 
 def test_an_eerg_bundle_prefix_loads_in_peft_with_the_bundle_logits(tmp_path: Path) -> None:
     from elmd_sdk.trainers.eerg import EergConfig, train_eerg
-    from elmd_sdk.trainers.stage import TrainConfig
+    from elmd_sdk.trainers.train_config import TrainConfig
 
     labels = ("happy", "sad", "anger")
     llm_dir = save_tiny_llm(tmp_path / "llm")

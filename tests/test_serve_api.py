@@ -281,14 +281,18 @@ def _readme_blocks(language: str) -> list[str]:
 
 def test_the_readmes_client_examples_run_against_a_server(server: str, capsys: pytest.CaptureFixture[str]) -> None:
     python, shell = _readme_blocks("python"), _readme_blocks("bash")
-    assert len(python) == 2 and len(shell) == 1  # the openai and LangChain examples, the curl example
+    assert len(python) == 4 and len(shell) == 2  # the openai and LangChain examples, the curl example: chat, decisions
     for code in python:
         exec(compile(code.replace("http://127.0.0.1:8000", server), "README.md", "exec"), {"__name__": "__main__"})
         assert capsys.readouterr().out.strip()
     if shutil.which("curl"):
-        done = subprocess.run(["bash", "-c", shell[0].replace("http://127.0.0.1:8000", server)], capture_output=True,
-                              text=True, timeout=60, check=True)  # fmt: skip
-        assert json.loads(done.stdout)["choices"][0]["message"]["emotion"] in tiny_chain().labels
+        chat, decision = (
+            json.loads(subprocess.run(["bash", "-c", block.replace("http://127.0.0.1:8000", server)],
+                                      capture_output=True, text=True, timeout=60, check=True).stdout)
+            for block in shell
+        )  # fmt: skip
+        assert chat["choices"][0]["message"]["emotion"] in tiny_chain().labels
+        assert [answer["name"] for answer in decision["answers"]] == ["escalate", "utterance_emotion"]
 
 
 # -- exact wire bytes, the API key's scheme, limits at their boundary, when a place is freed ------------------------
@@ -449,7 +453,7 @@ def _run_events(items: list[Any], include_usage: bool, stop_after: int | None = 
 
 
 def test_a_stream_frees_its_place_before_its_last_events_and_only_once() -> None:
-    from elmd_sdk.chains.parser import ELMDResult
+    from elmd_sdk.answer.result import ELMDResult
 
     usage = {"input_tokens": 5, "output_tokens": 2, "total_tokens": 7}
     items = [ELMDResult("sad", "", emotion_scores={"sad": 1.0}, usage={**usage, "output_tokens": 0,
@@ -477,7 +481,7 @@ def test_a_stream_frees_its_place_before_its_last_events_and_only_once() -> None
 
 
 def test_a_client_that_goes_away_or_a_failing_stream_frees_the_place() -> None:
-    from elmd_sdk.chains.parser import ELMDResult
+    from elmd_sdk.answer.result import ELMDResult
     from elmd_sdk.errors import InputError
 
     items = [ELMDResult("sad", ""), ELMDResult(None, "a"), ELMDResult(None, "b"), ELMDResult(None, "c")]

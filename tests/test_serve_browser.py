@@ -153,6 +153,23 @@ def test_reply_streams_with_its_emotion_and_probability_bars(page: Any, base_url
     assert widths == pytest.approx([100 * message["emotion_scores"][name] for name in names], abs=0.051)
 
 
+def test_the_users_emotion_shows_on_their_message(page: Any, base_url: str, served_chain: Any) -> None:
+    body, _ = send(page, "I finally got the job I wanted!")
+    user = page.locator(".user[data-done=true]").last
+    user.wait_for()
+    choices = [{"value": label} for label in served_chain.labels]
+    question = {"type": "choice", "name": "utterance_emotion", "instructions": "-", "choices": choices}
+    status, decision = api(f"{base_url}/v1/decisions", {"model": body["model"], "input": body["messages"],
+                                                         "questions": [question]})  # fmt: skip
+    assert status == 200
+    answer = decision["answers"][0]
+    assert user.locator(".emotion").inner_text() == answer["choice"] == "happy"  # the fixed retriever's vote
+    names = user.locator(".bar .name").all_inner_texts()
+    assert names == list(served_chain.labels) and user.locator(".bar.chosen .name").all_inner_texts() == ["happy"]
+    widths = user.locator(".bar .fill").evaluate_all("nodes => nodes.map(n => parseFloat(n.style.width))")
+    assert widths == pytest.approx([100 * p["probability"] for p in answer["probabilities"]], abs=0.051)
+
+
 def test_forced_emotion_history_and_new_conversation(page: Any, served_chain: Any) -> None:
     first, bot = send(page, "I finally got the job I wanted!")
     predicted = bot.locator(".emotion").inner_text()

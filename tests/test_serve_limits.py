@@ -169,7 +169,7 @@ def test_the_timeouts_are_serve_options(monkeypatch: pytest.MonkeyPatch) -> None
     from elmd_sdk.serve import server
 
     configs: list[ServeConfig] = []
-    monkeypatch.setattr(server, "serve", lambda _bundle, config: configs.append(config))
+    monkeypatch.setattr(server, "serve", lambda _bundle, config, *_, **__: configs.append(config))
     for options in (["--request-timeout", "7", "--read-timeout", "3"], []):
         result = CliRunner().invoke(build_app("serve"), ["serve", *options])
         assert result.exit_code == 0, result.output

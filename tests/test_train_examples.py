@@ -10,8 +10,8 @@ from langchain_core.documents import Document
 from retriever_fakes import HashEncoder
 from train_fakes import text_samples, tiny_tokenizer
 
+from elmd_sdk.answer.wording import render_answer
 from elmd_sdk.bundle import data_sha256
-from elmd_sdk.chains.prompt import render_answer
 from elmd_sdk.data import write_jsonl
 from elmd_sdk.data.records import Sample, Turn, VideoRef
 from elmd_sdk.errors import InputError

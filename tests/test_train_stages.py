@@ -34,8 +34,9 @@ from elmd_sdk.trainers.feature_cache import FeatureCache
 from elmd_sdk.trainers.metrics_log import METRICS_FILE, read_metrics
 from elmd_sdk.trainers.pipeline import samples_sha256
 from elmd_sdk.trainers.rep import RepConfig, train_rep
-from elmd_sdk.trainers.stage import StageResult, TrainConfig, default_mixed_precision
+from elmd_sdk.trainers.stage import StageResult
 from elmd_sdk.trainers.stage_model import StageModel
+from elmd_sdk.trainers.train_config import TrainConfig, default_mixed_precision
 from elmd_sdk.video import ProjectorConfig, VideoProjector, spatio_temporal_pool
 from elmd_sdk.video import tokens as video_tokens
 

@@ -13,8 +13,8 @@ from elmd_sdk.models.llm import load_llm
 from elmd_sdk.trainers.emotion_eval import emotion_metrics, score_examples
 from elmd_sdk.trainers.examples import PromptConfig, build_examples, label_candidates
 from elmd_sdk.trainers.rep import RepConfig, train_rep
-from elmd_sdk.trainers.stage import TrainConfig
 from elmd_sdk.trainers.stage_model import StageModel
+from elmd_sdk.trainers.train_config import TrainConfig
 
 LABELS = tuple(COLOURS)  # happy = red, sad = blue, anger = green
 

@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from elmd_sdk.io import atomic_open
+from elmd_sdk.metrics.figures import pyplot, save_png
 from elmd_sdk.trainers.metrics_log import CURVES_FILE, METRICS_FILE, read_metrics
 
 __all__ = ["CURVES_FILE", "FIGURE_SIZE", "plot_curves", "write_curves"]
@@ -41,10 +41,7 @@ def plot_curves(metrics: str | Path, out_png: str | Path, *, title: str | None =
     if not (train_loss[0] or valid_loss[0] or names):
         return None
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     figure, (left, right) = plt.subplots(1, 2, figsize=FIGURE_SIZE)
     if train_loss[0]:
@@ -67,13 +64,7 @@ def plot_curves(metrics: str | Path, out_png: str | Path, *, title: str | None =
             axes.legend()
     if title:
         figure.suptitle(title)
-    figure.tight_layout()
-    try:
-        with atomic_open(out_png, "wb") as fh:
-            figure.savefig(fh, format="png", dpi=_DPI)
-    finally:
-        plt.close(figure)
-    return Path(out_png)
+    return save_png(figure, out_png, dpi=_DPI)
 
 
 def write_curves(out_dir: str | Path, *, title: str | None = None) -> Path | None:

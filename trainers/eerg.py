@@ -16,34 +16,37 @@ from pathlib import Path
 from typing import Any
 
 from elmd_sdk.bundle import MANIFEST_FILE, load_bundle, verify_components
-from elmd_sdk.bundle.write import TrainedParts
+from elmd_sdk.bundle.write import resolve_llm_name
 from elmd_sdk.data.labels import EMOTIONS
 from elmd_sdk.data.records import Sample
 from elmd_sdk.errors import InputError, MismatchError
 from elmd_sdk.io import sha256_file
-from elmd_sdk.models.prefix import PrefixConfig, PrefixEncoder, attach_prefix
+from elmd_sdk.models.prefix import (
+    DEFAULT_PRE_SEQ_LEN,
+    PrefixConfig,
+    PrefixEncoder,
+    attach_prefix,
+    check_takes_prefix,
+)
 from elmd_sdk.models.prefix_init import PREFIX_STARTS, prefix_from_tokens
+from elmd_sdk.retrievers.index import index_erm_dir
 from elmd_sdk.trainers.examples import Example, PromptConfig
-from elmd_sdk.trainers.feature_cache import FeatureCache
+from elmd_sdk.trainers.loop import ParamGroup
 from elmd_sdk.trainers.pipeline import (
+    FrozenParts,
     fit_prompt,
     fresh_projector,
-    index_erm_dir,
     load_frozen_llm,
     open_feature_cache,
     open_retriever,
     prepare_data,
-    resolve_llm_name,
     samples_sha256,
-    stage_identity,
 )
-from elmd_sdk.trainers.stage import ParamGroup, Stage, StageResult, TrainConfig, make_accelerator
-from elmd_sdk.trainers.stage_bundle import train_to_bundle
-from elmd_sdk.trainers.stage_model import StageModel
+from elmd_sdk.trainers.stage import StageResult
+from elmd_sdk.trainers.stage_bundle import Trained, train_to_bundle
+from elmd_sdk.trainers.train_config import TrainConfig, make_accelerator
 from elmd_sdk.video import VideoProjector, VisualEncoder
 from elmd_sdk.video.projector import WEIGHTS_FILE as PROJECTOR_WEIGHTS
-
-DEFAULT_PRE_SEQ_LEN = 128
 
 
 @dataclass
@@ -103,21 +106,19 @@ class EergConfig:
 
 @dataclass
 class _Start:
-    """What EERG starts from: the frozen LLM, prompt wording, demonstrations, and the projector (REP's or fresh)."""
+    """What EERG starts from: the frozen parts, and the projector (REP's, fresh, or none)."""
 
-    llm_name: str | None
-    llm: Any
-    tokenizer: Any
-    llm_fp: dict[str, Any]
-    language: str
-    labels: tuple[str, ...]
-    index: Path | None
-    erm: Path | None
-    encoder_name: str | None
-    cache: FeatureCache | None
+    frozen: FrozenParts
     projector: VideoProjector | None
     rep_projector: str | None  # sha256 of the REP projector's weights continued (None: fresh or no projector)
     origin: str  # for the bundle description: "from REP bundle NAME", or how it started without one
+
+
+def _prompt(config: EergConfig, language: str, labels: tuple[str, ...], llm: Any) -> PromptConfig:
+    """The prompt settings in the language and labels EERG trains with, fitted to the LLM's context."""
+    prompt = PromptConfig(language, labels, config.use_video, config.max_length, config.max_prompt_tokens)
+    prompt.validate()
+    return fit_prompt(prompt, llm)
 
 
 def _from_rep(
@@ -154,17 +155,20 @@ def _from_rep(
             raise MismatchError(f"{paths.projector}: field 'llm.config_sha256': projector trained for another LLM")
     index = Path(config.index) if config.index is not None else paths.index
     erm = index_erm_dir(config.index) if config.index is not None else paths.erm
-    return _Start(
+    frozen = FrozenParts(
         llm_name=llm_name,
         llm=llm,
         tokenizer=tokenizer,
         llm_fp=llm_fp,
-        language=manifest.language,
-        labels=tuple(manifest.labels),
+        prompt=_prompt(config, manifest.language, tuple(manifest.labels), llm),
+        frames=config.frames,
+        cache=cache,
+        visual_encoder=encoder_name,
         index=index if config.use_retrieval else None,
         erm=erm if config.use_retrieval else None,
-        encoder_name=encoder_name,
-        cache=cache,
+    )
+    return _Start(
+        frozen=frozen,
         projector=projector,
         rep_projector=sha256_file(paths.projector / PROJECTOR_WEIGHTS) if paths.projector and projector else None,
         origin=f"from REP bundle {manifest.name}",
@@ -180,21 +184,20 @@ def _without_rep(config: EergConfig, accelerator: Any, visual_encoder: VisualEnc
         cache = open_feature_cache(visual_encoder, config.visual_encoder, config.frames, config.feature_cache)
         projector = fresh_projector(cache, llm_fp, config.train.seed)
     index = Path(config.index) if config.index is not None else None
-    return _Start(
+    frozen = FrozenParts(
         llm_name=llm_name,
         llm=llm,
         tokenizer=tokenizer,
         llm_fp=llm_fp,
-        language=config.language or "en",
-        labels=config.labels or EMOTIONS,
+        prompt=_prompt(config, config.language or "en", config.labels or EMOTIONS, llm),
+        frames=config.frames,
+        cache=cache,
+        visual_encoder=config.visual_encoder,
         index=index,
         erm=index_erm_dir(index) if index is not None else None,
-        encoder_name=config.visual_encoder,
-        cache=cache,
-        projector=projector,
-        rep_projector=None,
-        origin="without REP, from a freshly initialised projector" if projector else "without REP (no projector)",
     )
+    origin = "without REP, from a freshly initialised projector" if projector else "without REP (no projector)"
+    return _Start(frozen=frozen, projector=projector, rep_projector=None, origin=origin)
 
 
 def _make_prefix(config: EergConfig, llm: Any, first: Example) -> PrefixEncoder:
@@ -232,28 +235,34 @@ def train_eerg(
         start = _from_rep(config, Path(config.from_bundle), out_dir, accelerator, visual_encoder)
     else:
         start = _without_rep(config, accelerator, visual_encoder)
-    llm, llm_fp, cache, projector, index = start.llm, start.llm_fp, start.cache, start.projector, start.index
-    prompt = PromptConfig(start.language, start.labels, config.use_video, config.max_length, config.max_prompt_tokens)
-    prompt.validate()
-    prompt = fit_prompt(prompt, llm)
+    frozen, projector = start.frozen, start.projector
+    check_takes_prefix(frozen.llm)  # a model that cannot take a prefix is refused before any work
     from accelerate.utils import set_seed
 
     set_seed(config.train.seed)
     if not config.use_retrieval:
         retriever = None  # not even one handed in
     elif retriever is None:
-        retriever = open_retriever(index, start.erm)
-    data_hash = data_sha256 or samples_sha256(train)
+        retriever = open_retriever(frozen.index, frozen.erm)
     data = prepare_data(
-        accelerator, train, valid, start.tokenizer, prompt, retriever, cache, with_response=True,
-        progress=config.train.progress,
-    )  # fmt: skip
+        accelerator, frozen, train, valid, retriever, with_response=True, progress=config.train.progress
+    )
     if not data.train:
         raise InputError("no training samples", field="data")
-    prefix = _make_prefix(config, llm, data.train[0])
-    attach_prefix(llm, prefix)
-    identity = stage_identity(
-        "eerg", llm_fp, accelerator, cache, config.frames, prompt, index, data_hash,
+    prefix = _make_prefix(config, frozen.llm, data.train[0])
+    attach_prefix(frozen.llm, prefix)
+    groups = [ParamGroup("prefix", list(prefix.parameters()), config.lr_prefix or config.lr)]
+    if projector is not None:
+        groups.append(ParamGroup("projector", list(projector.parameters()), config.lr_projector or config.lr))
+    trains_projector = projector is not None and any(e.video for e in data.train)
+    description = (
+        f"EERG (Eq. 11): prefix (pre_seq_len {prefix.config.pre_seq_len}){' and projector' if trains_projector else ''}"
+        f" trained on {len(train)} samples for {config.train.epochs} epochs {start.origin}"
+    )
+    return train_to_bundle(
+        accelerator, "eerg", frozen, data, Trained(projector, prefix, groups), config.train, out_dir, resume,
+        data_hash=data_sha256 or samples_sha256(train),
+        description=description,
         from_rep=config.from_bundle is not None,
         rep_projector=start.rep_projector,
         prefix=asdict(prefix.config),
@@ -261,30 +270,3 @@ def train_eerg(
         prefix_start=config.prefix_start if config.prefix_init is None else None,
         lr=[config.lr, config.lr_prefix, config.lr_projector],
     )  # fmt: skip
-    groups = [ParamGroup("prefix", list(prefix.parameters()), config.lr_prefix or config.lr)]
-    if projector is not None:
-        groups.append(ParamGroup("projector", list(projector.parameters()), config.lr_projector or config.lr))
-    model = StageModel(llm, projector)
-    stage = Stage("eerg", model, groups, data.train, data.valid, data.candidates, data.video_features, identity)
-
-    parts = TrainedParts(
-        base_llm=start.llm_name,
-        base_llm_config_sha256=llm_fp["config_sha256"],
-        language=prompt.language,
-        labels=prompt.labels,
-        index=index,
-        erm=start.erm,
-        visual_encoder=start.encoder_name,
-        visual_encoder_fingerprint=cache.fingerprint if cache is not None else None,
-        projector=projector,
-        frames=config.frames,
-        prefix=prefix,
-        training_data_sha256=data_hash,
-        description=(
-            f"EERG (Eq. 11): prefix (pre_seq_len {prefix.config.pre_seq_len})"
-            f"{' and projector' if projector is not None and any(e.video for e in data.train) else ''} trained on "
-            f"{len(train)} samples "
-            f"for {config.train.epochs} epochs {start.origin}"
-        ),
-    )
-    return train_to_bundle(accelerator, stage, config.train, out_dir, resume, parts)

@@ -18,7 +18,8 @@ from langchain_core.documents import Document
 from langchain_core.messages import BaseMessage
 from langchain_core.prompts import ChatPromptTemplate
 
-from elmd_sdk.chains.prompt import LANGUAGES, attach_video, build_prompt, prompt_variables, render_answer
+from elmd_sdk.answer.wording import LANGUAGES, render_answer
+from elmd_sdk.chains.prompt import attach_video, build_prompt, prompt_variables
 from elmd_sdk.data.labels import EMOTIONS
 from elmd_sdk.data.records import Sample, VideoRef
 from elmd_sdk.errors import InputError

@@ -103,12 +103,14 @@ class FeatureCache:
     def fill(
         self, videos: Iterable[VideoRef], *, rank: int = 0, world_size: int = 1, progress: bool | None = None
     ) -> int:
-        """Compute every missing X; with several processes, rank r takes every world_size-th missing clip.
+        """Compute every missing X; with several processes, rank r takes every world_size-th clip (of all of them,
+        not of those missing: a faster rank may already have stored some) and encodes those of its clips that are
+        missing, so each clip is encoded once.
 
         Returns how many clips this process encoded. Call a barrier afterwards before reading others' clips.
         """
         unique = list(dict.fromkeys(videos))
-        missing = [v for v in unique if not self.contains(v)][rank::world_size]
+        missing = [v for v in unique[rank::world_size] if not self.contains(v)]
         show = False if rank != 0 else progress
         with make_progress(disable=None if show is None else not show) as bar:
             task = bar.add_task("encode video", total=len(missing), info=f"{len(unique)} clips, cache {self.root}")

@@ -162,8 +162,10 @@ class MetricsLog:
     """Appends training and validation metrics to ``out_dir/metrics.jsonl`` and the ``report_to`` trackers.
 
     ``resume_step=None`` starts a new file (an old one is replaced); an int keeps the lines with ``step <=
-    resume_step`` (the file rewritten atomically) and appends after them. On a process other than the main one
-    every method does nothing. Use it as a context manager, or call :meth:`close`.
+    resume_step`` (the file rewritten atomically) and appends after them. ``open_interval``: the checkpoint's logging
+    interval is unfinished, so a training line at ``resume_step`` was the partial one of a run stopped there, and goes
+    (the resumed run writes the whole interval's). On a process other than the main one every method does nothing.
+    Use it as a context manager, or call :meth:`close`.
     """
 
     def __init__(
@@ -175,6 +177,7 @@ class MetricsLog:
         config: dict[str, Any] | None = None,
         main_process: bool = True,
         resume_step: int | None = None,
+        open_interval: bool = False,
     ) -> None:
         self.path = Path(out_dir) / METRICS_FILE
         self._file: IO[str] | None = None
@@ -184,7 +187,9 @@ class MetricsLog:
         names = tracker_names(report_to)
         kept: list[dict[str, Any]] = []
         if resume_step is not None and self.path.is_file():
-            kept = [r for r in read_metrics(self.path) if r["step"] <= resume_step]
+            partial = (resume_step, "train") if open_interval else None
+            records = read_metrics(self.path)
+            kept = [r for r in records if r["step"] <= resume_step and (r["step"], r["kind"]) != partial]
         atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (open until close)
         self._trackers = [_start_tracker(name, run_name, Path(out_dir), resume_step) for name in names]

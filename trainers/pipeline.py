@@ -23,19 +23,12 @@ from elmd_sdk.trainers.examples import (
     retrieve_demonstrations,
 )
 from elmd_sdk.trainers.feature_cache import FeatureCache
-from elmd_sdk.trainers.stage import llm_dtype
 from elmd_sdk.video import ProjectorConfig, VideoProjector, VisualEncoder
 
 
-def resolve_llm_name(name: str | None) -> str | None:
-    """The LLM reference recorded in the bundle: a local path made absolute, a hub name as given, None = default.
-
-    The LLM is loaded under exactly this string, so the projector's recorded LLM identity matches at inference.
-    """
-    if name is None:
-        return None
-    path = Path(name).expanduser()
-    return str(path.resolve()) if path.exists() else name
+def llm_dtype(accelerator: Any) -> torch.dtype:
+    """Weight dtype of the frozen LLM: the mixed-precision dtype (halves its memory), else float32."""
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(str(accelerator.mixed_precision), torch.float32)
 
 
 def load_frozen_llm(
@@ -90,44 +83,40 @@ def open_retriever(index: str | Path | None, erm: str | Path | None = None) -> A
     return EmotionalRetriever.load(index, k=1, encoder=encoder)
 
 
-def index_erm_dir(index: str | Path) -> Path | None:
-    """The trained ERM folder an index was built with (None for a plain sentence encoder)."""
-    from elmd_sdk.retrievers.index import read_manifest, resolve_source
-
-    index = Path(index)
-    source = resolve_source(read_manifest(index), index)
-    if source is None or source.kind != "erm" or source.path is None or not Path(source.path).is_dir():
-        return None
-    return Path(source.path)
-
-
 def samples_sha256(samples: Sequence[Sample]) -> str:
     """Training-data hash: for a file in the native JSONL form this equals ``bundle.data_sha256([file])``."""
     text = "".join(json.dumps(s.to_dict(), ensure_ascii=False) + "\n" for s in samples)
     return hashlib.sha256(hashlib.sha256(text.encode("utf-8")).hexdigest().encode("ascii")).hexdigest()
 
 
-def stage_identity(
-    stage: str,
-    llm_fp: dict[str, Any],
-    accelerator: Any,
-    cache: FeatureCache | None,
-    frames: int,
-    prompt: PromptConfig,
-    index: str | Path | None,
-    data_hash: str,
-    **extra: Any,
-) -> dict[str, Any]:
+@dataclass
+class FrozenParts:
+    """What a stage trains against, and its bundle records: the frozen LLM, the prompt wording, the clip features and
+    the demonstration index."""
+
+    llm_name: str | None  # as the bundle records it (resolve_llm_name)
+    llm: Any
+    tokenizer: Any
+    llm_fp: dict[str, Any]
+    prompt: PromptConfig
+    frames: int
+    cache: FeatureCache | None  # None: no video
+    visual_encoder: str | None  # the encoder's name as the bundle records it
+    index: Path | None  # None: no retrieval
+    erm: Path | None  # the ERM the index was built with (None: a plain encoder)
+
+
+def stage_identity(stage: str, frozen: FrozenParts, accelerator: Any, data_hash: str, **extra: Any) -> dict[str, Any]:
     """The settings of a run that a resume must share: the common ones of both stages plus the stage's ``extra``."""
     return {
         "stage": stage,
-        "llm": llm_fp["config_sha256"],
+        "llm": frozen.llm_fp["config_sha256"],
         "precision": str(accelerator.mixed_precision),
-        "visual_encoder": cache.fingerprint if cache is not None else None,
-        "frames": frames,
-        "prompt": asdict(prompt),
+        "visual_encoder": frozen.cache.fingerprint if frozen.cache is not None else None,
+        "frames": frozen.frames,
+        "prompt": asdict(frozen.prompt),
         **extra,
-        "index": sha256_file(Path(index) / INDEX_MANIFEST) if index is not None else None,
+        "index": sha256_file(frozen.index / INDEX_MANIFEST) if frozen.index is not None else None,
         "data": data_hash,
     }
 
@@ -144,12 +133,10 @@ class PreparedData:
 
 def prepare_data(
     accelerator: Any,
+    frozen: FrozenParts,
     train: Sequence[Sample],
     valid: Sequence[Sample],
-    tokenizer: Any,
-    prompt: PromptConfig,
     retriever: Any,
-    cache: FeatureCache | None,
     *,
     with_response: bool,
     progress: bool | None,
@@ -157,13 +144,16 @@ def prepare_data(
     """Retrieve demonstrations, build examples and fill the feature cache (sharded over processes, then a barrier)."""
     from elmd_sdk.video import spatio_temporal_pool
 
+    cache, prompt = frozen.cache, frozen.prompt
     if prompt.use_video and cache is None:
         raise InputError("a stage with video needs a visual encoder and feature cache", field="use_video")
     video_tokens = cache.frames + cache.encoder.o if cache is not None else 0
 
     def examples(samples: Sequence[Sample]) -> list[Example]:
         demos = retrieve_demonstrations(retriever, samples) if retriever is not None else [None] * len(samples)
-        return build_examples(samples, demos, tokenizer, prompt, with_response=with_response, video_tokens=video_tokens)
+        return build_examples(
+            samples, demos, frozen.tokenizer, prompt, with_response=with_response, video_tokens=video_tokens
+        )
 
     train_examples, valid_examples = examples(train), examples(valid)
     if cache is not None:
@@ -176,4 +166,4 @@ def prepare_data(
             raise InputError("this stage runs without video", field="use_video")
         return spatio_temporal_pool(cache.get(video))  # (m + o, q)
 
-    return PreparedData(train_examples, valid_examples, label_candidates(tokenizer, prompt), video_features)
+    return PreparedData(train_examples, valid_examples, label_candidates(frozen.tokenizer, prompt), video_features)

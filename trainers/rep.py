@@ -13,25 +13,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from elmd_sdk.bundle.write import TrainedParts
+from elmd_sdk.bundle.write import resolve_llm_name
 from elmd_sdk.data.records import Sample
 from elmd_sdk.errors import InputError
+from elmd_sdk.retrievers.index import index_erm_dir
 from elmd_sdk.trainers.examples import PromptConfig
+from elmd_sdk.trainers.loop import ParamGroup
 from elmd_sdk.trainers.pipeline import (
+    FrozenParts,
     fit_prompt,
     fresh_projector,
-    index_erm_dir,
     load_frozen_llm,
     open_feature_cache,
     open_retriever,
     prepare_data,
-    resolve_llm_name,
     samples_sha256,
-    stage_identity,
 )
-from elmd_sdk.trainers.stage import ParamGroup, Stage, StageResult, TrainConfig, make_accelerator
-from elmd_sdk.trainers.stage_bundle import train_to_bundle
-from elmd_sdk.trainers.stage_model import StageModel
+from elmd_sdk.trainers.stage import StageResult
+from elmd_sdk.trainers.stage_bundle import Trained, train_to_bundle
+from elmd_sdk.trainers.train_config import TrainConfig, make_accelerator
 from elmd_sdk.video import VisualEncoder
 
 
@@ -85,7 +85,6 @@ def train_rep(
             "Table 3's w/o REP",
             field="data",
         )
-    out_dir = Path(out_dir)
     accelerator = make_accelerator(config.train)
     llm_name = resolve_llm_name(config.llm)
     llm, tokenizer, llm_fp = load_frozen_llm(llm_name, accelerator, config.trust_remote_code)
@@ -93,33 +92,21 @@ def train_rep(
     cache = None
     if prompt.use_video:
         cache = open_feature_cache(visual_encoder, config.visual_encoder, config.frames, config.feature_cache)
-    if retriever is None:
-        retriever = open_retriever(config.index)
-    data_hash = data_sha256 or samples_sha256(train)
-    identity = stage_identity(
-        "rep", llm_fp, accelerator, cache, config.frames, prompt, config.index, data_hash, lr=config.lr
-    )
-    data = prepare_data(
-        accelerator, train, valid, tokenizer, prompt, retriever, cache, with_response=False,
-        progress=config.train.progress,
+    index = Path(config.index) if config.index is not None else None
+    frozen = FrozenParts(
+        llm_name, llm, tokenizer, llm_fp, prompt, config.frames, cache, config.visual_encoder, index,
+        index_erm_dir(index) if index is not None else None,
     )  # fmt: skip
-    projector = fresh_projector(cache, llm_fp, config.train.seed) if cache is not None else None
-    model = StageModel(llm, projector)
-    groups = [ParamGroup("projector", list(projector.parameters()), config.lr)] if projector is not None else []
-    stage = Stage("rep", model, groups, data.train, data.valid, data.candidates, data.video_features, identity)
-    parts = TrainedParts(
-        base_llm=llm_name,
-        base_llm_config_sha256=llm_fp["config_sha256"],
-        language=prompt.language,
-        labels=prompt.labels,
-        index=Path(config.index) if config.index is not None else None,
-        erm=index_erm_dir(config.index) if config.index is not None else None,
-        visual_encoder=config.visual_encoder,
-        visual_encoder_fingerprint=cache.fingerprint if cache is not None else None,
-        projector=projector,
-        frames=config.frames,
-        prefix=None,
-        training_data_sha256=data_hash,
-        description=f"REP (Eq. 10): projector trained on {len(train)} samples for {config.train.epochs} epochs",
+    if retriever is None:
+        retriever = open_retriever(index)
+    data = prepare_data(
+        accelerator, frozen, train, valid, retriever, with_response=False, progress=config.train.progress
     )
-    return train_to_bundle(accelerator, stage, config.train, out_dir, resume, parts)
+    projector = fresh_projector(cache, llm_fp, config.train.seed) if cache is not None else None
+    groups = [ParamGroup("projector", list(projector.parameters()), config.lr)] if projector is not None else []
+    return train_to_bundle(
+        accelerator, "rep", frozen, data, Trained(projector, None, groups), config.train, Path(out_dir), resume,
+        data_hash=data_sha256 or samples_sha256(train),
+        description=f"REP (Eq. 10): projector trained on {len(train)} samples for {config.train.epochs} epochs",
+        lr=config.lr,
+    )  # fmt: skip

@@ -15,7 +15,6 @@ uses it). Only JSON and safetensors are read: never pickle.
 
 from elmd_sdk.bundle.manifest import (
     ERM_DIR,
-    GENERATION_SETTINGS,
     INDEX_DIR,
     MANIFEST_FILE,
     PREFIX_DIR,
@@ -30,7 +29,6 @@ from elmd_sdk.bundle.manifest import (
 
 __all__ = [
     "ERM_DIR",
-    "GENERATION_SETTINGS",
     "INDEX_DIR",
     "MANIFEST_FILE",
     "PREFIX_DIR",

@@ -11,14 +11,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from elmd_sdk.bundle.manifest import (
-    GENERATION_SETTINGS,
     MANIFEST_FILE,
     BundleManifest,
     BundlePaths,
     load_bundle,
     verify_components,
 )
-from elmd_sdk.models.generation import check_decoding
+from elmd_sdk.models.generation import check_generation
+from elmd_sdk.models.precision import Precision, check_precision
 
 if TYPE_CHECKING:
     from elmd_sdk.models.chat_model import ELMDChatModel
@@ -43,18 +43,24 @@ def load_components(
     k: int = 1,
     device: str | None = None,
     use_trained: bool = True,
+    dtype: str | None = None,
+    quantize: str | None = None,
     **generation: Any,
 ) -> LoadedBundle:
     """Load and cross-check every component of a bundle (parts switched off by the ablations are skipped).
 
     ``use_trained=False`` leaves out the trained prefix and projector: the untuned base LLM with the bundle's
-    prompt, index and decoding, the baseline a trained bundle is compared with."""
+    prompt, index and decoding, the baseline a trained bundle is compared with. ``dtype`` and ``quantize`` override
+    the bundle's (``None``: the bundle's own; :mod:`elmd_sdk.models.precision`)."""
     manifest, paths = load_bundle(bundle)
     source = paths.root / MANIFEST_FILE
-    settings = {**manifest.generation, **check_decoding(generation, GENERATION_SETTINGS)}
+    precision = check_precision(dtype or manifest.dtype, quantize or manifest.quantize)
+    settings = {**manifest.generation, **check_generation(generation)}
     if not use_trained:
         paths = dataclasses.replace(paths, prefix=None, projector=None)
-    chat = _load_chat_model(manifest, paths, use_video=use_video, device=device, settings=settings, source=source)
+    chat = _load_chat_model(
+        manifest, paths, use_video=use_video, device=device, precision=precision, settings=settings, source=source
+    )
     retriever = None
     if use_retrieval and paths.index is not None:
         from elmd_sdk.retrievers import EmotionalRetriever
@@ -71,6 +77,7 @@ def _load_chat_model(
     *,
     use_video: bool,
     device: str | None,
+    precision: Precision,
     settings: dict[str, Any],
     source: Path,
 ) -> ELMDChatModel:
@@ -78,7 +85,7 @@ def _load_chat_model(
     from elmd_sdk.models.chat_model import ELMDChatModel
     from elmd_sdk.models.llm import llm_fingerprint, load_llm
 
-    model, tokenizer = load_llm(paths.base_llm, device=device)
+    model, tokenizer = load_llm(paths.base_llm, dtype=precision.dtype, quantize=precision.quantize, device=device)
     fingerprint = llm_fingerprint(model)
     verify_components(manifest, llm_fingerprint=fingerprint, source=source)
     if paths.prefix is not None:
@@ -106,5 +113,7 @@ def _load_chat_model(
         tokenizer=tokenizer,
         projector=projector,
         visual_encoder=visual,
+        dtype=precision.dtype,
+        quantize=precision.quantize,
         **settings,
     )

@@ -18,7 +18,8 @@ from elmd_sdk import __version__
 from elmd_sdk.data.labels import check_log_prior
 from elmd_sdk.errors import InputError, MismatchError
 from elmd_sdk.io import atomic_write_json, is_json_int, path_inside, read_json, sha256_file
-from elmd_sdk.models.generation import check_decoding
+from elmd_sdk.models.generation import check_generation
+from elmd_sdk.models.precision import check_precision
 
 MANIFEST_FILE = "bundle.json"
 ERM_DIR = "erm"
@@ -28,17 +29,6 @@ PREFIX_DIR = "prefix"
 BUNDLE_FORMAT = "elmd-bundle"
 FORMAT_VERSION = 1
 LANGUAGES = ("en", "zh")
-GENERATION_SETTINGS = (
-    "do_sample",
-    "temperature",
-    "top_p",
-    "top_k",
-    "max_new_tokens",
-    "seed",
-    "repetition_penalty",
-    "no_repeat_ngram_size",
-)
-"""The decoding settings a bundle's ``generation`` may record (their ranges: :mod:`elmd_sdk.models.generation`)."""
 
 
 @dataclass
@@ -63,7 +53,11 @@ class BundleManifest:
     prefix_dir: str | None = None
     pre_seq_len: int | None = None  # p-tuning v2 prefix length (section 3.5); None without a prefix
     training_data_sha256: str | None = None  # hash of the data the bundle's weights were trained on
-    generation: dict[str, Any] = field(default_factory=dict)  # decoding defaults (temperature, top_p, ...)
+    generation: dict[str, Any] = field(default_factory=dict)  # GenerationConfig overrides (temperature, top_p, ...)
+    dtype: str = "auto"  # weight dtype the base LLM loads in (elmd_sdk.models.precision)
+    quantize: str = "none"  # weight-only quantization of the base LLM at load: none, int8, int4
+    chain: dict[str, Any] = field(default_factory=dict)  # the chain's conversation settings (chains/settings.py),
+    # e.g. the demonstration cut-off and the fitted emotion fusion; checked when a chain loads the bundle
     # label -> log-prior of the trained weights on the validation data (batch calibration; closed-set emotion
     # divides by it); None: calibrate on content-free inputs
     emotion_log_prior: dict[str, float] | None = None
@@ -148,7 +142,9 @@ class BundleManifest:
             check_log_prior(list(prior.values()), len(labels), file=file)
         need(isinstance(self.generation, dict), "generation", "must be an object")
         need(None not in self.generation.values(), "generation", "a setting must not be null (leave it out instead)")
-        check_decoding(self.generation, GENERATION_SETTINGS, file=file, field="generation")
+        check_generation(self.generation, file=file, field="generation")
+        check_precision(self.dtype, self.quantize, file=file)
+        need(isinstance(self.chain, dict), "chain", "must be an object")
 
 
 @dataclass(frozen=True)

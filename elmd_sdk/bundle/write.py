@@ -1,4 +1,5 @@
-"""Write a trained stage as a bundle folder that ``ELMDChain.from_bundle`` loads.
+"""Write a trained stage (or an untuned bundle: :mod:`elmd_sdk.bundle.create`) as a bundle folder that
+``ELMDChain.from_bundle`` loads.
 
 The ERM and index are copied in, so the bundle is self-contained; weights are safetensors + JSON; ``bundle.json`` is
 written last. The caller writes into a fresh folder that then replaces the old bundle as a whole
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +22,26 @@ from elmd_sdk.bundle.manifest import (
     BundleManifest,
     save_manifest,
 )
+from elmd_sdk.models.precision import Precision
 from elmd_sdk.models.prefix import PrefixEncoder
 from elmd_sdk.video import VideoProjector
 
 
+def resolve_llm_name(name: str | None) -> str | None:
+    """The LLM reference recorded in the bundle: a local path made absolute, a hub name as given, None = default.
+
+    The LLM is loaded under exactly this string, so the projector's recorded LLM identity matches at inference.
+    """
+    if name is None:
+        return None
+    path = Path(name).expanduser()
+    return str(path.resolve()) if path.exists() else name
+
+
 @dataclass
 class TrainedParts:
-    """What a stage produced and what it was made with, for the manifest."""
+    """What a stage produced (an untuned bundle: no projector, no prefix) and what it was made with, for the
+    manifest."""
 
     base_llm: str | None  # the LLM reference the weights were trained on (None = embedded default)
     base_llm_config_sha256: str
@@ -40,9 +54,11 @@ class TrainedParts:
     projector: VideoProjector | None
     frames: int  # m frames per clip the projector saw in training
     prefix: PrefixEncoder | None
-    training_data_sha256: str
+    training_data_sha256: str | None  # None: no trained weights
     description: str
     emotion_log_prior: Sequence[float] | None = None  # per label: the kept weights' validation prior
+    generation: dict[str, Any] = field(default_factory=dict)  # decoding settings the bundle sets (GenerationConfig)
+    precision: Precision = field(default_factory=Precision)  # dtype and quantization the base LLM loads with
 
 
 def write_bundle(out_dir: str | Path, parts: TrainedParts, name: str) -> Path:
@@ -73,6 +89,9 @@ def write_bundle(out_dir: str | Path, parts: TrainedParts, name: str) -> Path:
         pre_seq_len=parts.prefix.config.pre_seq_len if parts.prefix is not None else None,
         training_data_sha256=parts.training_data_sha256,
         description=parts.description,
+        generation=dict(parts.generation),
+        dtype=parts.precision.dtype,
+        quantize=parts.precision.quantize,
         emotion_log_prior=(
             None
             if parts.emotion_log_prior is None

@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any, TextIO
 from elmd_sdk.errors import ElmdError
 
 if TYPE_CHECKING:
+    from elmd_sdk.answer.result import ELMDResult
     from elmd_sdk.bundle import BundleManifest
     from elmd_sdk.chains.chain import ELMDChain
-    from elmd_sdk.chains.parser import ELMDResult
 
 HELP = """commands:
   /video PATH        attach a video clip to your next turn
@@ -72,7 +72,7 @@ class ChatREPL:
     @property
     def names(self) -> tuple[str, str]:
         """The user's and the assistant's speaker names in the chain's prompt language."""
-        from elmd_sdk.chains.prompt import wording
+        from elmd_sdk.answer.wording import wording
 
         words = wording(self.chain.language)
         return words.user_name, words.assistant_name

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from elmd_sdk.cli import generation_options, precision_options
 from elmd_sdk.metrics.options import BleuTokens, RougeCounting, TextMetricOptions
 
 if TYPE_CHECKING:
@@ -27,14 +28,11 @@ def command(
         str | None, typer.Option("--bundle", help="Bundle folder; 'default' or omitted = the embedded default.")
     ] = None,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Evaluate only the first N samples.")] = None,
-    max_new_tokens: Annotated[
-        int | None, typer.Option("--max-new-tokens", min=1, help="Reply length limit (default: the bundle's).")
-    ] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Sampling seed, applied to every sample.")] = 0,
-    greedy: Annotated[
-        bool | None,
-        typer.Option("--greedy/--sample", help="Greedy decoding or nucleus sampling (default: the bundle's)."),
-    ] = None,
+    max_new_tokens: generation_options.MaxNewTokens = None,
+    seed: generation_options.Seed = 0,  # every sample seeded: a run reproducible sample by sample
+    sample: generation_options.Sample = None,
+    temperature: generation_options.Temperature = None,
+    top_p: generation_options.TopP = None,
     batch_size: Annotated[
         int, typer.Option("--batch-size", min=1, help="Samples handed to the chain's batch() at once.")
     ] = 1,
@@ -63,6 +61,8 @@ def command(
         ),
     ] = None,
     device: Annotated[str | None, typer.Option("--device", help="torch device (default: CPU).")] = None,
+    dtype: precision_options.Dtype = None,
+    quantize: precision_options.Quantize = None,
     threads: Annotated[
         int | None,
         typer.Option("--threads", min=1, help="torch CPU threads (1 is fastest on a busy shared machine)."),
@@ -151,6 +151,7 @@ def command(
         write_report,
     )
     from elmd_sdk.io import check_writable
+    from elmd_sdk.sharding import is_main_process
 
     if compare is not None and not bootstrap:
         raise InputError("needs --bootstrap N (the differences' intervals come from the resamples)", field="--compare")
@@ -178,13 +179,15 @@ def command(
             field = "--variant" if variant else "--rows"
             raise InputError("--variant and --rows only apply with --ablations", field=field)
         settings = EvalSettings(
-            max_new_tokens=max_new_tokens,
-            seed=seed,
-            do_sample=None if greedy is None else not greedy,
+            generation=generation_options.generation_overrides(
+                max_new_tokens=max_new_tokens, seed=seed, sample=sample, temperature=temperature, top_p=top_p
+            ),
             batch_size=batch_size,
             limit=limit,
             meteor_synonyms=meteor_synonyms,
             device=device,
+            dtype=dtype,
+            quantize=quantize,
             emotion_mode=emotion_mode,  # type: ignore[arg-type]  # checked by validate()
             emotion_calibration=emotion_calibration,
             calibrate_on=None if calibrate_on is None else str(calibrate_on),
@@ -194,6 +197,8 @@ def command(
         settings.validate()
         check_writable(out)
         report = _generate_and_score(data, settings, bundle, ablations, variant or [], rows, base, compare)
+        if not is_main_process():  # under accelerate launch the processes share the samples; the main one writes
+            return
         if bootstrap:
             write_report(out, report)  # the generations are kept even if the bootstrap refuses the base report
     if bootstrap:

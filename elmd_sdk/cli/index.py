@@ -52,24 +52,31 @@ def build(
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Encoding batch size.")] = 64,
     overwrite: Overwrite = False,
 ) -> None:
-    """Embed every utterance u' of --data with the ERM (or a plain encoder) and write the index to --out."""
+    """Embed every utterance u' of --data with the ERM (or a plain encoder) and write the index to --out.
+
+    Under accelerate launch (several GPUs or processes) the processes share the embedding; one index is written.
+    """
+    import torch
+
     from elmd_sdk.data import read_jsonl
     from elmd_sdk.errors import InputError
     from elmd_sdk.io import check_output_folder
     from elmd_sdk.retrievers import EncoderSource, build_index
     from elmd_sdk.retrievers.encoder import ERMEncoder
     from elmd_sdk.retrievers.index_manifest import MANIFEST_FILE
+    from elmd_sdk.sharding import is_main_process, process_device
 
     check_output_folder(out, MANIFEST_FILE, overwrite=overwrite)
     if (erm is None) == (encoder is None):
         raise InputError("give exactly one of --erm DIR (trained ERM) or --encoder NAME_OR_PATH (plain baseline)")
     samples = read_jsonl(data)
+    device = process_device("cuda" if torch.cuda.is_available() else None)  # under accelerate launch: its GPU
     if erm is not None:
-        enc = ERMEncoder.load(erm)
+        enc = ERMEncoder.load(erm, device)
         source = EncoderSource(kind="erm", path=str(erm))
     else:
         name = None if encoder == "default" else encoder
-        enc = ERMEncoder.plain(name)
+        enc = ERMEncoder.plain(name, device)
         source = EncoderSource(kind="plain", path=name)
     loaded = build_index(
         enc,
@@ -83,4 +90,5 @@ def build(
         show_progress=True,
     )
     manifest = loaded.manifest
-    typer.echo(f"wrote {manifest.index_type} index of {manifest.count} entries (dim {manifest.dim}) to {out}")
+    if is_main_process():
+        typer.echo(f"wrote {manifest.index_type} index of {manifest.count} entries (dim {manifest.dim}) to {out}")

@@ -32,10 +32,11 @@ def build_app(only: str | None = None) -> typer.Typer:
 
         app.command("serve")(serve.command)
     if only is None:
-        from elmd_sdk.cli import calibrate, data, evaluate, index, train_eerg, train_erm, train_rep
+        from elmd_sdk.cli import bundle, calibrate, data, evaluate, index, train_eerg, train_erm, train_rep
 
         app.add_typer(data.app, name="data")
         app.add_typer(index.app, name="index")
+        app.add_typer(bundle.app, name="bundle")
         train_app = typer.Typer(help="Train the ERM retriever (Eq. 4), the REP projector (Eq. 10) or EERG (Eq. 11).")
         train_app.command("erm")(train_erm.command)
         train_app.command("rep")(train_rep.command)

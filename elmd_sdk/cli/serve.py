@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from elmd_sdk.cli import generation_options, precision_options
 from elmd_sdk.serve.config import ServeConfig
 
 _DEFAULTS = ServeConfig()
@@ -40,9 +41,17 @@ def command(
     read_timeout: Annotated[
         int, typer.Option("--read-timeout", min=1, help="Seconds to wait for a request's headers or body.")
     ] = _DEFAULTS.read_timeout_s,
+    max_new_tokens: generation_options.MaxNewTokens = None,
+    seed: generation_options.Seed = None,
+    sample: generation_options.Sample = None,
+    temperature: generation_options.Temperature = None,
+    top_p: generation_options.TopP = None,
+    dtype: precision_options.Dtype = None,
+    quantize: precision_options.Quantize = None,
 ) -> None:
     """Serve a bundle over HTTP: OpenAI's /v1/chat/completions (with the reply's emotion), /v1/models, /health
-    and a web chat page at /. Stops cleanly on Ctrl-C or SIGTERM."""
+    and a web chat page at /. Stops cleanly on Ctrl-C or SIGTERM. The decoding options set the server's defaults; a
+    request's own fields (max_tokens, temperature, top_p, seed) win over them."""
     from elmd_sdk.serve.server import model_id, serve
 
     config = ServeConfig(
@@ -57,4 +66,7 @@ def command(
         request_timeout_s=request_timeout,
         read_timeout_s=read_timeout,
     )
-    serve(bundle, config)
+    generation = generation_options.generation_overrides(
+        max_new_tokens=max_new_tokens, seed=seed, sample=sample, temperature=temperature, top_p=top_p
+    )
+    serve(bundle, config, generation, dtype=dtype, quantize=quantize)

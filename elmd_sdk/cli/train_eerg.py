@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from elmd_sdk.cli.train_options import Labels, SharedOptions, label_tuple, stage_command
-from elmd_sdk.trainers.eerg import DEFAULT_PRE_SEQ_LEN, EergConfig, train_eerg
+from elmd_sdk.models.prefix import DEFAULT_PRE_SEQ_LEN
+from elmd_sdk.trainers.eerg import EergConfig, train_eerg
 
 
 @stage_command

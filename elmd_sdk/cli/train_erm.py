@@ -1,11 +1,14 @@
 """``elmd-sdk train erm``: train the Emotional Retrieval Module (Eq. 4) on a JSONL corpus.
 
-Every default is read from :class:`~elmd_sdk.trainers.erm.ERMTrainConfig` and
-:class:`~elmd_sdk.retrievers.encoder.ERMConfig` (``tests/test_paper_hyperparameters.py`` pins the paper's values).
+Every default is read from :class:`~elmd_sdk.trainers.erm.ERMTrainConfig`, its engine settings
+(:func:`~elmd_sdk.trainers.erm.erm_train_defaults`) and :class:`~elmd_sdk.retrievers.encoder.ERMConfig`
+(``tests/test_paper_hyperparameters.py`` pins the paper's values). Under ``accelerate launch`` (several GPUs or
+processes) ``--batch-size`` stays the global batch, contrasted as a whole.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -14,7 +17,9 @@ import typer
 from elmd_sdk.cli.output import Overwrite
 from elmd_sdk.cli.train_options import CheckpointEvery, MaxSteps, Resume, Seed, check_run_output
 from elmd_sdk.retrievers.encoder import CONFIG_FILE, ERMConfig
-from elmd_sdk.trainers.erm import ERMTrainConfig, train_erm
+from elmd_sdk.trainers.erm import ERMTrainConfig, erm_train_defaults, train_erm
+
+ENGINE = erm_train_defaults()
 
 
 def command(
@@ -23,14 +28,14 @@ def command(
     valid: Annotated[
         Path | None, typer.Option("--valid", help="Validation JSONL: emotion match@1 after each epoch.")
     ] = None,
-    epochs: Annotated[int, typer.Option(help="Passes over the training utterances.")] = ERMTrainConfig.epochs,
+    epochs: Annotated[int, typer.Option(help="Passes over the training utterances.")] = ENGINE.epochs,
     batch_size: Annotated[
         int, typer.Option(help="Utterances per step (batch_size // 2 same-emotion pairs).")
-    ] = ERMTrainConfig.batch_size,
+    ] = ENGINE.batch_size,
     lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = ERMTrainConfig.lr,
     lr_schedule: Annotated[
         str, typer.Option(help="linear (decay to 0 over all epochs) or constant.")
-    ] = ERMTrainConfig.lr_schedule,
+    ] = ENGINE.lr_schedule,
     s: Annotated[int, typer.Option("--s", help="Self-separation coefficient (vectors per E_s).")] = ERMConfig.s,
     tau: Annotated[float, typer.Option(help="Temperature of Eq. 2 and Eq. 3.")] = ERMConfig.tau,
     lambda_: Annotated[
@@ -48,30 +53,43 @@ def command(
     base_model: Annotated[
         str, typer.Option(help="sentence-transformers name or path; 'default' = bundled all-MiniLM-L6-v2.")
     ] = ERMConfig.base_model,
-    seed: Seed = ERMTrainConfig.seed,
-    max_steps: MaxSteps = ERMTrainConfig.max_steps,
-    checkpoint_every: CheckpointEvery = ERMTrainConfig.checkpoint_every,
+    seed: Seed = ENGINE.seed,
+    max_steps: MaxSteps = ENGINE.max_steps,
+    checkpoint_every: CheckpointEvery = ENGINE.checkpoint_every,
     device: Annotated[str | None, typer.Option(help="torch device (default: automatic).")] = ERMTrainConfig.device,
     logging_steps: Annotated[
         int, typer.Option(help="Optimizer steps per OUT/metrics.jsonl line (mean loss of the interval).")
-    ] = ERMTrainConfig.logging_steps,
+    ] = ENGINE.logging_steps,
     eval_every: Annotated[
         int | None, typer.Option(help="Also validate every N optimizer steps (default: at epoch ends only).")
-    ] = ERMTrainConfig.eval_every,
+    ] = ENGINE.eval_every,
     report_to: Annotated[
         list[str],
         typer.Option(help="Accelerate trackers (tensorboard, wandb, ..., all), repeatable or comma-separated."),
-    ] = ERMTrainConfig.report_to,  # type: ignore[assignment]  # typer hands a list; the default stays the tuple
+    ] = ENGINE.report_to,  # type: ignore[assignment]  # typer hands a list; the default stays the tuple
     resume: Resume = False,
     overwrite: Overwrite = False,
 ) -> None:
     """Train the ERM retriever encoder: ERT (Eq. 2) + SSC (Eq. 3) jointly (Eq. 4), with checkpoints."""
     from elmd_sdk.cli.interrupt import report_checkpoint_on_interrupt
     from elmd_sdk.data import read_jsonl
+    from elmd_sdk.sharding import is_main_process
     from elmd_sdk.trainers.checkpoint import checkpoint_dir
     from elmd_sdk.trainers.curves import write_curves
     from elmd_sdk.trainers.metrics_log import split_report_to
 
+    engine = replace(
+        ENGINE,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr_schedule=lr_schedule,
+        seed=seed,
+        max_steps=max_steps,
+        checkpoint_every=checkpoint_every,
+        logging_steps=logging_steps,
+        eval_every=eval_every,
+        report_to=split_report_to(report_to),
+    )
     config = ERMTrainConfig(
         erm=ERMConfig(
             base_model=base_model,
@@ -82,17 +100,9 @@ def command(
             tau=tau,
             lambda_=lambda_,
         ),
-        epochs=epochs,
-        batch_size=batch_size,
         lr=lr,
-        lr_schedule=lr_schedule,
-        seed=seed,
-        max_steps=max_steps,
-        checkpoint_every=checkpoint_every,
         device=device,
-        logging_steps=logging_steps,
-        eval_every=eval_every,
-        report_to=split_report_to(report_to),
+        train=engine,
     )
     config.validate()
     check_run_output(out, CONFIG_FILE, overwrite)
@@ -100,6 +110,8 @@ def command(
     valid_samples = read_jsonl(valid, require=True) if valid is not None else None
     with report_checkpoint_on_interrupt(checkpoint_dir(out)):
         result = train_erm(config, train, valid_samples, out, resume=resume)
+    if not is_main_process():  # under accelerate launch the main process reports
+        return
     for stats in result.history:
         line = f"epoch {stats.epoch}: step {stats.global_step}, loss {stats.train_loss:.4f}"
         if stats.valid_match_micro is not None:

@@ -2,8 +2,9 @@
 
 :func:`stage_command` gives a command, declared with only its own options and a ``shared: SharedOptions``
 argument, the shared ones as well; :meth:`SharedOptions.run` reads the data, trains and reports. Every default is
-read from the training config dataclasses (:class:`~elmd_sdk.trainers.stage.TrainConfig`, the stage configs), so the
-command line and the Python API cannot drift apart; ``tests/test_paper_hyperparameters.py`` pins the paper's values.
+read from the training config dataclasses (:class:`~elmd_sdk.trainers.train_config.TrainConfig`, the stage
+configs), so the command line and the Python API cannot drift apart; ``tests/test_paper_hyperparameters.py`` pins
+the paper's values.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from elmd_sdk.cli.output import Overwrite
 from elmd_sdk.trainers.examples import PromptConfig
 from elmd_sdk.trainers.metrics_log import split_report_to
 from elmd_sdk.trainers.rep import RepConfig
-from elmd_sdk.trainers.stage import StageResult, TrainConfig
+from elmd_sdk.trainers.stage import StageResult
+from elmd_sdk.trainers.train_config import TrainConfig
 
 Data = Annotated[Path, typer.Option("--data", help="Training samples (native JSONL).")]
 Valid = Annotated[
@@ -152,11 +154,10 @@ class SharedOptions:
     def run(self, stage: str, train: Callable[..., StageResult], config: Any) -> None:
         """Validate ``config``, train on ``--data`` (``--valid``) into ``--out``; report on the main process and
         draw ``OUT/curves.png`` from ``OUT/metrics.jsonl``."""
-        from accelerate import PartialState
-
         from elmd_sdk.bundle import MANIFEST_FILE, data_sha256
         from elmd_sdk.cli.interrupt import report_checkpoint_on_interrupt
         from elmd_sdk.data import read_jsonl
+        from elmd_sdk.sharding import is_main_process
         from elmd_sdk.trainers.checkpoint import checkpoint_dir
         from elmd_sdk.trainers.curves import write_curves
 
@@ -166,7 +167,7 @@ class SharedOptions:
         valid = read_jsonl(self.valid, require=True) if self.valid is not None else []
         with report_checkpoint_on_interrupt(checkpoint_dir(self.out)):
             result = train(config, samples, valid, self.out, resume=self.resume, data_sha256=data_sha256([self.data]))
-        if PartialState().is_main_process:
+        if is_main_process():
             for stats in result.history:
                 typer.echo(stats.summary())
             if curves := write_curves(self.out, title=f"{stage} {self.out.name}"):

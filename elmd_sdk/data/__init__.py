@@ -3,8 +3,6 @@
 from elmd_sdk.data.background import Backgrounds, read_backgrounds
 from elmd_sdk.data.build import (
     BuildResult,
-    Dialogue,
-    Sentence,
     build_samples,
     join_sentences,
     merge_turns,
@@ -16,7 +14,7 @@ from elmd_sdk.data.labels import CORPORA, EMOTIONS, LabelMap, builtin_label_map,
 from elmd_sdk.data.m3ed import load_m3ed, parse_timestamp
 from elmd_sdk.data.meld import load_meld
 from elmd_sdk.data.prepare import FORMATS, prepare_corpus
-from elmd_sdk.data.records import Sample, Turn, VideoRef
+from elmd_sdk.data.records import Dialogue, Sample, Sentence, Turn, VideoRef
 from elmd_sdk.data.split import SPLITS, parse_ratios, split_samples, write_splits
 
 __all__ = [

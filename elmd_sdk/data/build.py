@@ -1,6 +1,7 @@
 """From annotated sentences to samples: label mapping, merging a speaker's sentences, (u, r, H) pairs.
 
-Every corpus loader produces :class:`Dialogue` objects of raw :class:`Sentence` rows; this module is
+Every corpus loader produces :class:`~elmd_sdk.data.records.Dialogue` objects of raw
+:class:`~elmd_sdk.data.records.Sentence` rows; this module is
 the one place that turns them into :class:`~elmd_sdk.data.records.Sample` records (paper section 4.1).
 """
 
@@ -12,40 +13,15 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
+from elmd_sdk.data.background import Backgrounds
 from elmd_sdk.data.labels import LabelMap
-from elmd_sdk.data.records import Sample, Turn, VideoRef
-
-if TYPE_CHECKING:
-    from elmd_sdk.data.background import Backgrounds
+from elmd_sdk.data.records import Dialogue, Sample, Sentence, Turn, VideoRef
 
 _UNSPACED_SCRIPT = re.compile(
     "[\u3000-\u303f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef\U00020000-\U0003ffff]"
 )
 """Characters of scripts written without spaces between words: CJK punctuation, kana, Han, full-width forms."""
-
-
-@dataclass(frozen=True)
-class Sentence:
-    """One annotated sentence as its corpus stores it (raw label), with where it came from for errors."""
-
-    speaker: str
-    text: str
-    label: str
-    file: str
-    line: int
-    label_field: str
-    video: VideoRef | None = None
-
-
-@dataclass(frozen=True)
-class Dialogue:
-    """The sentences of one dialogue, in order, and the show it comes from where the corpus names one."""
-
-    dialogue_id: str
-    sentences: list[Sentence]
-    show: str | None = None  # M3ED: the show key; CPED: TV_ID; MELD names none
 
 
 @dataclass

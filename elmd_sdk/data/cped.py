@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from elmd_sdk.data.build import Dialogue, Sentence
+from elmd_sdk.data.records import Dialogue, Sentence
 from elmd_sdk.data.sources import csv_sentence, iter_csv_rows, required_cell
 
 CPED_COLUMNS: tuple[str, ...] = ("Dialogue_ID", "Speaker", "Emotion", "Utterance")

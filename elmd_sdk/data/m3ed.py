@@ -6,8 +6,7 @@ import json
 from pathlib import Path
 from typing import Any, NoReturn
 
-from elmd_sdk.data.build import Dialogue, Sentence
-from elmd_sdk.data.records import VideoRef
+from elmd_sdk.data.records import Dialogue, Sentence, VideoRef
 from elmd_sdk.data.sources import clean_text, decode_text, last_json_key, read_bytes
 from elmd_sdk.errors import InputError
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from elmd_sdk.data.build import Dialogue, Sentence
-from elmd_sdk.data.records import VideoRef
+from elmd_sdk.data.records import Dialogue, Sentence, VideoRef
 from elmd_sdk.data.sources import csv_sentence, int_cell, iter_csv_rows
 from elmd_sdk.errors import InputError
 

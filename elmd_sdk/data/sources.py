@@ -11,8 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import suppress
 from pathlib import Path
 
-from elmd_sdk.data.build import Sentence
-from elmd_sdk.data.records import VideoRef
+from elmd_sdk.data.records import Sentence, VideoRef
 from elmd_sdk.errors import InputError
 
 _JSON_KEY = re.compile(r'"([^"\\]+)"\s*:')

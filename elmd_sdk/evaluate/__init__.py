@@ -13,6 +13,7 @@ One module a job, each readable top to bottom:
 * :mod:`~elmd_sdk.evaluate.tables`: :func:`print_report`, a report as rich tables.
 """
 
+from elmd_sdk.chains.input import sample_input  # the chain input of a sample, exported for evaluation scripts
 from elmd_sdk.evaluate.ablations import (
     ABLATIONS,
     AblationRow,
@@ -31,7 +32,6 @@ from elmd_sdk.evaluate.run import (
     evaluate,
     generate,
     generation_settings,
-    sample_input,
     score,
 )
 from elmd_sdk.evaluate.settings import EvalSettings

@@ -7,10 +7,11 @@ from typing import TYPE_CHECKING, Any
 
 from langchain_core.runnables import Runnable
 
-from elmd_sdk.bundle import MANIFEST_FILE, load_bundle, save_manifest
+from elmd_sdk.bundle import MANIFEST_FILE, load_bundle
+from elmd_sdk.chains.calibrate import fit_prior
 from elmd_sdk.errors import InputError
 from elmd_sdk.evaluate.settings import EvalSettings
-from elmd_sdk.io import check_writable, sha256_file
+from elmd_sdk.io import sha256_file
 
 if TYPE_CHECKING:
     from elmd_sdk.chains.chain import ELMDChain
@@ -64,29 +65,21 @@ def load_chain(
 ) -> ELMDChain:
     """``ELMDChain.from_bundle`` with the settings' decoding overrides and device."""
     from elmd_sdk.chains.chain import ELMDChain
+    from elmd_sdk.sharding import process_device
 
     chain = ELMDChain.from_bundle(
         bundle_dir,
         use_retrieval=use_retrieval,
         use_video=use_video,
-        device=settings.device,
+        device=process_device(settings.device),  # under accelerate launch: "cuda" is this process's GPU
+        dtype=settings.dtype,
+        quantize=settings.quantize,
         emotion_mode=settings.emotion_mode,
         demonstration_form=settings.demonstration_form,
         use_trained=use_trained,
-        **settings.generation(),
+        **settings.generation,
     )
     return chain if settings.emotion_calibration else chain.model_copy(update={"emotion_calibration": False})
-
-
-def fit_prior(chain: ELMDChain, data: str | Path, limit: int | None = None) -> tuple[float, ...]:
-    """``chain.fit_emotion_prior`` on the first ``limit`` (all: None) samples of the JSONL file ``data``."""
-    from elmd_sdk.data import read_jsonl
-    from elmd_sdk.evaluate.run import sample_input
-
-    samples = read_jsonl(data)[:limit]
-    if not samples:
-        raise InputError("no samples to fit the emotion prior on", file=data)
-    return chain.fit_emotion_prior(sample_input(sample) for sample in samples)
 
 
 def calibrate(chain: ELMDChain, settings: EvalSettings) -> ELMDChain:
@@ -95,22 +88,6 @@ def calibrate(chain: ELMDChain, settings: EvalSettings) -> ELMDChain:
     if settings.calibrate_on is None or not settings.emotion_calibration or chain.emotion_mode != "closed":
         return chain
     return chain.model_copy(update={"emotion_log_prior": fit_prior(chain, settings.calibrate_on)})
-
-
-def record_emotion_prior(bundle_dir: str | Path, data: str | Path, limit: int | None = None) -> dict[str, float]:
-    """Fit the bundle's trained chain's prior on samples of ``data`` (batch calibration) and write it into its
-    ``bundle.json`` (atomically): every chain loaded from the bundle then calibrates with it. Returns the prior.
-    A ``bundle.json`` that cannot be written (a read-only folder, the embedded default) stops it before any work."""
-    import dataclasses
-
-    from elmd_sdk.chains.chain import ELMDChain
-
-    manifest, _ = load_bundle(bundle_dir)
-    check_writable(Path(bundle_dir) / MANIFEST_FILE)
-    prior = fit_prior(ELMDChain.from_bundle(bundle_dir), data, limit)
-    recorded = dict(zip(manifest.labels, prior, strict=True))
-    save_manifest(bundle_dir, dataclasses.replace(manifest, emotion_log_prior=recorded))
-    return recorded
 
 
 def load_retriever(index_dir: str | Path) -> Runnable[str, Any]:

@@ -140,8 +140,10 @@ def report_labels(report: Mapping[str, Any], metrics: Mapping[str, Any], file: s
 
 
 def write_report(path: str | Path, report: Mapping[str, Any]) -> list[Path]:
-    """Write a report as JSON atomically (temporary file, then rename), and beside it a confusion-matrix PNG of each
-    scored result (``REPORT.confusion.png``, or ``REPORT.ROW.confusion.png`` per Table 3 row); returns the paths."""
+    """Write a report as JSON atomically (temporary file, then rename), and beside it a confusion-matrix PNG and a
+    reliability-diagram PNG of each scored result (``REPORT.confusion.png`` and ``REPORT.reliability.png``, or
+    ``REPORT.ROW.*.png`` per Table 3 row); returns the paths."""
+    from elmd_sdk.metrics.calibration import write_reliability_png
     from elmd_sdk.metrics.confusion_plot import write_confusion_png
 
     path = Path(path)
@@ -153,4 +155,7 @@ def write_report(path: str | Path, report: Mapping[str, Any]) -> list[Path]:
         if confusion is not None:
             title = f"response emotion{' ' + result['label'] if suffix else ''} (gold rows, predicted columns)"
             written.append(write_confusion_png(confusion, path.with_name(f"{path.stem}{suffix}.confusion.png"), title))
+        diagrams = (result.get("metrics") or {}).get("reliability")
+        if diagrams:
+            written.append(write_reliability_png(diagrams, path.with_name(f"{path.stem}{suffix}.reliability.png")))
     return written

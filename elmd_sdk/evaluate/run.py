@@ -1,7 +1,7 @@
 """One evaluation run: generate with a chain for every sample, and score the generations (paper 4.4).
 
 :func:`evaluate` runs any chain (a Runnable taking the chain input dict and returning an
-:class:`~elmd_sdk.chains.parser.ELMDResult`) over samples (:func:`generate`) and scores them (:func:`score`):
+:class:`~elmd_sdk.answer.result.ELMDResult`) over samples (:func:`generate`) and scores them (:func:`score`):
 BLEU-2/4, METEOR, ROUGE-1/L and the response-emotion accuracy and macro-F1 with
 :func:`~elmd_sdk.metrics.score_generations`, plus what a chatbot builder checks in replies. Every generation is
 kept next to its reference, so a report can be read like the paper's case study (Figure 5).
@@ -16,15 +16,19 @@ from typing import Any
 
 from langchain_core.runnables import Runnable
 
-from elmd_sdk.chains.parser import ELMDResult
+from elmd_sdk.answer.result import ELMDResult
+from elmd_sdk.chains.input import sample_input
 from elmd_sdk.data.labels import EMOTIONS
 from elmd_sdk.data.records import Sample
 from elmd_sdk.errors import InputError
 from elmd_sdk.metrics import score_generations, tokenize
+from elmd_sdk.metrics.calibration import reliability
+from elmd_sdk.metrics.conversation import reply_rates
 from elmd_sdk.metrics.emotion import emotion_baselines, emotion_scores
 from elmd_sdk.metrics.options import TextMetricOptions
 from elmd_sdk.metrics.reply import COPY_COVERAGE, copy_rate, distinct_n, template_leak_rate
 from elmd_sdk.progress import make_progress
+from elmd_sdk.sharding import is_main_process, shard_map
 
 ChainRunnable = Runnable[dict[str, Any], ELMDResult]
 
@@ -44,6 +48,7 @@ class Generation:
     emotion_scores: dict[str, float] | None = None  # closed-set probability of each label
     utterance_emotion: str | None = None  # the emotion recognised in u (neighbour vote)
     reference_utterance_emotion: str | None = None  # u's gold emotion
+    utterance_emotion_scores: dict[str, float] | None = None  # the neighbour vote's share of each label
 
 
 @dataclass
@@ -53,18 +58,6 @@ class EvalResult:
     metrics: dict[str, Any]  # score_generations' dict: values (x100) and how each was computed
     generations: list[Generation]
     generation_settings: dict[str, Any]  # the chat model's effective decoding settings, where it exposes them
-
-
-def sample_input(sample: Sample) -> dict[str, Any]:
-    """The chain input for one sample: u with its speaker, the history as {speaker, text}, B and the video."""
-    video = sample.video
-    return {
-        "utterance": sample.utterance.text,
-        "speaker": sample.utterance.speaker,
-        "history": [{"speaker": turn.speaker, "text": turn.text} for turn in sample.history],
-        "background": sample.background,
-        "video": {"path": video.path, "start": video.start, "end": video.end} if video is not None else None,
-    }
 
 
 def _demonstration(result: ELMDResult) -> dict[str, Any] | None:
@@ -127,6 +120,7 @@ def _generate(
                     emotion_scores=result.emotion_scores,
                     utterance_emotion=result.utterance_emotion,
                     reference_utterance_emotion=sample.utterance.emotion,
+                    utterance_emotion_scores=result.utterance_emotion_scores,
                 )
             )
         if on_advance is not None:
@@ -155,7 +149,10 @@ def score(
 
     Emotion scores compare the predicted response emotion with the reference's, next to two baselines on the same
     samples (majority class, the demonstration's e'); they are None when some reference has no emotion label.
-    The utterance emotion is scored (accuracy, weighted F1) where the chain recognised one for every sample.
+    The utterance emotion is scored (accuracy, weighted F1) where the chain recognised one for every sample. The
+    single-turn rates of :func:`~elmd_sdk.metrics.conversation.reply_rates` (echo, mid-sentence endings, asides,
+    contradictions of the user's gold emotion) and the reliability diagrams with ECE of the response emotion's and
+    the utterance emotion's probabilities (where every sample has them) come with them.
     ``text_metrics`` picks Chinese BLEU's tokens and ROUGE-1's counting (None: ChatGLM2's, the defaults).
     """
     hyps = [g.response for g in generations]
@@ -182,6 +179,14 @@ def score(
         template_leak_rate=template_leak_rate(hyps),
         emotion_baselines=None,
         utterance_emotion=None,
+        reliability=None,
+        **reply_rates(
+            hyps,
+            [g.utterance for g in generations],
+            [g.emotion for g in generations],
+            [g.reference_utterance_emotion for g in generations],
+            language,
+        ),
     )
     if labelled:
         demo_emotions = [(g.demonstration or {}).get("response_emotion") for g in generations]
@@ -190,15 +195,32 @@ def score(
     if all(g.utterance_emotion is not None for g in generations) and all(e in labels for e in utterance_gold):
         recognised = emotion_scores([g.utterance_emotion for g in generations], utterance_gold, labels)  # type: ignore[arg-type]
         metrics["utterance_emotion"] = {key: recognised[key] for key in ("emotion_accuracy", "emotion_weighted_f1")}
+    metrics["reliability"] = _reliability(generations) or None
     return metrics
+
+
+def _reliability(generations: Sequence[Generation]) -> dict[str, Any]:
+    """The reliability diagrams (with ECE) of the response emotion's and the utterance emotion's probabilities, where
+    every sample has them and a gold label."""
+    diagrams = {}
+    if all(g.emotion_scores and g.reference_emotion for g in generations):
+        diagrams["emotion_scores"] = reliability(
+            [g.emotion_scores or {} for g in generations], [g.reference_emotion or "" for g in generations]
+        )
+    if all(g.utterance_emotion_scores and g.reference_utterance_emotion for g in generations):
+        diagrams["utterance_emotion_scores"] = reliability(
+            [g.utterance_emotion_scores or {} for g in generations],
+            [g.reference_utterance_emotion or "" for g in generations],
+        )
+    return diagrams
 
 
 def generation_settings(chain: Any) -> dict[str, Any]:
     """The effective decoding settings of the chain's chat model (empty for a chain without one), and the measured
     emotion prior the chain calibrates with, if any."""
     chat = getattr(chain, "chat_model", None)
-    names = ("do_sample", "temperature", "top_p", "top_k", "max_new_tokens", "seed")
-    settings = {name: getattr(chat, name) for name in names if chat is not None and hasattr(chat, name)}
+    config = getattr(chat, "generation_config", None)  # an ELMDChatModel's; another chat model reports none
+    settings: dict[str, Any] = config().model_dump() if config is not None else {}
     prior = getattr(chain, "emotion_log_prior", None)  # a measured prior (bundle's validation, or calibrate_on)
     if prior is not None and getattr(chain, "emotion_calibration", False):
         settings["emotion_log_prior"] = dict(zip(chain.labels, prior, strict=True))
@@ -220,14 +242,20 @@ def evaluate(
     """Generate with ``chain`` for every sample and score the generations (paper 4.4).
 
     ``language`` and ``labels`` default to the chain's own (``ELMDChain.language``/``labels``), else English
-    and the seven emotions. ``show_progress=None`` shows the rich bar only on a terminal.
+    and the seven emotions. ``show_progress=None`` shows the rich bar only on a terminal. Under ``accelerate launch``
+    the processes share the samples (:func:`~elmd_sdk.sharding.shard_map`) and each gets every generation.
     """
     if not samples:
         raise InputError("no samples to evaluate")
     language = language or str(getattr(chain, "language", "en"))
     labels = labels or tuple(getattr(chain, "labels", EMOTIONS))
-    with make_progress(disable=None if show_progress is None else not show_progress) as progress:
-        task = progress.add_task(description, total=len(samples), info="")
-        generations = generate(chain, samples, batch_size=batch_size, on_advance=lambda n: progress.advance(task, n))
+    disable = None if show_progress is None else not show_progress
+    with make_progress(disable=disable if is_main_process() else True) as progress:
+
+        def run(part: list[Sample]) -> list[Generation]:  # under accelerate launch: this process's share
+            task = progress.add_task(description, total=len(part), info="")
+            return generate(chain, part, batch_size=batch_size, on_advance=lambda n: progress.advance(task, n))
+
+        generations = shard_map(run, samples)
     metrics = score(generations, language, labels, meteor_synonyms=meteor_synonyms, text_metrics=text_metrics)
     return EvalResult(metrics=metrics, generations=generations, generation_settings=generation_settings(chain))

@@ -7,19 +7,23 @@ from typing import Any, Literal
 
 from elmd_sdk.errors import InputError
 from elmd_sdk.metrics.options import TextMetricOptions
+from elmd_sdk.models.generation import check_generation
+from elmd_sdk.models.precision import check_precision
 
 
 @dataclass(frozen=True)
 class EvalSettings:
     """How generations are made: decoding overrides (None keeps the bundle's default) and the run's shape."""
 
-    max_new_tokens: int | None = None  # reply length limit; None = the bundle's default
-    seed: int | None = 0  # seeds each sample's sampling, so a run is reproducible sample by sample
-    do_sample: bool | None = None  # True: nucleus sampling (paper 4.3), False: greedy; None = the bundle's default
+    generation: dict[str, Any] = field(default_factory=lambda: {"seed": 0})  # GenerationConfig overrides of the
+    # bundle's decoding (elmd_sdk.models.generation); the seed seeds each sample, so a run is reproducible sample by
+    # sample, and ``{"seed": None}`` samples unseeded
     batch_size: int = 1  # samples sent to ``chain.batch`` at once (generation itself is serialised per model)
     limit: int | None = None  # evaluate only the first ``limit`` samples of the data (file order)
     meteor_synonyms: bool = True  # METEOR with WordNet synonyms where an offline WordNet is installed
     device: str | None = None  # torch device of the LLM; None = where transformers loads
+    dtype: str | None = None  # weight dtype of the bundle's LLM (elmd_sdk.models.precision); None = the bundle's
+    quantize: str | None = None  # weight-only quantization of the bundle's LLM; None = the bundle's
     emotion_mode: Literal["closed", "free"] = "closed"  # closed-set emotion decoding, or the model writes it (paper)
     emotion_calibration: bool = True  # closed set: divide by the model's label prior (see calibrate_on)
     calibrate_on: str | None = None  # JSONL samples each row's prior is fitted on (batch calibration); None: the
@@ -29,10 +33,10 @@ class EvalSettings:
 
     def validate(self) -> None:
         """Raise :class:`InputError` naming the first impossible setting."""
-        for name in ("max_new_tokens", "limit"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise InputError(f"must be at least 1, got {value}", field=name)
+        check_generation(self.generation, field="generation")
+        check_precision(self.dtype or "auto", self.quantize or "none")
+        if self.limit is not None and self.limit < 1:
+            raise InputError(f"must be at least 1, got {self.limit}", field="limit")
         if self.batch_size < 1:
             raise InputError(f"must be at least 1, got {self.batch_size}", field="batch_size")
         if self.emotion_mode not in ("closed", "free"):
@@ -40,8 +44,3 @@ class EvalSettings:
         if self.demonstration_form not in ("exchange", "paper"):
             raise InputError(f"must be exchange or paper, got {self.demonstration_form!r}", field="demonstration_form")
         self.text_metrics.validate()
-
-    def generation(self) -> dict[str, Any]:
-        """The decoding overrides passed to ``ELMDChain.from_bundle`` (unset ones left out)."""
-        values = {"max_new_tokens": self.max_new_tokens, "seed": self.seed, "do_sample": self.do_sample}
-        return {key: value for key, value in values.items() if value is not None}

@@ -95,6 +95,15 @@ def _reply_lines(metrics: Mapping[str, Any]) -> str:
             f"utterance emotion: acc {_cell(utterance['emotion_accuracy'])}, "
             f"weighted F1 {_cell(utterance['emotion_weighted_f1'])}"
         )
+    if "mid_sentence_rate" in metrics:
+        lines.append(
+            f"turn checks: echo {_cell(metrics.get('echo_rate'))}%, mid-sentence "
+            f"{_cell(metrics.get('mid_sentence_rate'))}%, asides {_cell(metrics.get('aside_rate'))}%, contradicting "
+            f"the user {_cell(metrics.get('contradiction_rate'))}%"
+        )
+    if diagrams := metrics.get("reliability"):
+        shown = ", ".join(f"{name} {_cell(diagram['ece'])}" for name, diagram in diagrams.items())
+        lines.append(f"expected calibration error (x100): {shown}")
     return "\n".join(lines)
 
 

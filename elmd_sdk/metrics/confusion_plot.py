@@ -5,16 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from elmd_sdk.io import atomic_open
+from elmd_sdk.metrics.figures import pyplot, save_png
 
 
 def write_confusion_png(confusion: dict[str, Any], path: str | Path, title: str = "response emotion") -> Path:
     """Draw ``confusion`` (:func:`~elmd_sdk.metrics.emotion.confusion_matrix`'s dict) with row-normalised shading and
     the counts in the cells; gold labels down, predictions across."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     labels, columns, counts = confusion["labels"], confusion["columns"], confusion["counts"]
     shares = [[c / max(sum(row), 1) for c in row] for row in counts]
@@ -28,10 +25,4 @@ def write_confusion_png(confusion: dict[str, Any], path: str | Path, title: str 
     for i, row in enumerate(counts):
         for j, count in enumerate(row):
             axes.text(j, i, str(count), ha="center", va="center", color="white" if shares[i][j] > 0.5 else "black")
-    figure.tight_layout()
-    try:
-        with atomic_open(path, "wb") as fh:
-            figure.savefig(fh, format="png", dpi=100)
-    finally:
-        plt.close(figure)
-    return Path(path)
+    return save_png(figure, path, dpi=100)

@@ -17,7 +17,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
-from elmd_sdk.metrics.reply import ngrams
+from elmd_sdk.metrics.reply import ngrams, rate_x100
+from elmd_sdk.metrics.tokenize import tokenize
 
 REPEAT_WORDS = 6
 """Length of the shared word run that makes a reply a repetition (of the bot's own words) or an echo (of the user's)."""
@@ -54,3 +55,26 @@ def has_aside(reply: str) -> bool:
 def contradicts(user_emotion: str | None, reply_emotion: str | None) -> bool:
     """Whether the reply's emotion goes against the user's (False when either is unknown)."""
     return reply_emotion in CONTRADICTIONS.get(user_emotion or "", frozenset())
+
+
+def reply_rates(
+    replies: Sequence[str],
+    utterances: Sequence[str],
+    reply_emotions: Sequence[str | None],
+    user_emotions: Sequence[str | None],
+    language: str,
+) -> dict[str, float | None]:
+    """What a single turn shows of these failures, x100 over the replies: echo (of the user's utterance),
+    mid-sentence endings, meta-asides, and contradictions (over the replies whose emotion and user's gold emotion
+    are both known; None when there are none)."""
+    echoes = sum(
+        shares_run(tokenize(reply, language), [tokenize(utterance, language)])
+        for reply, utterance in zip(replies, utterances, strict=True)
+    )
+    known = [(u, r) for u, r in zip(user_emotions, reply_emotions, strict=True) if u is not None and r is not None]
+    return {
+        "echo_rate": rate_x100(echoes, len(replies)),
+        "mid_sentence_rate": rate_x100(sum(ends_mid_sentence(reply) for reply in replies), len(replies)),
+        "aside_rate": rate_x100(sum(has_aside(reply) for reply in replies), len(replies)),
+        "contradiction_rate": rate_x100(sum(contradicts(u, r) for u, r in known), len(known)),
+    }

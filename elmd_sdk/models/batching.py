@@ -6,8 +6,11 @@ sequences handed to :meth:`BatchEngine.decode` join a batch whose KV caches are 
 forward pass advances every sequence by one token. Sequences join and leave between steps (each has its own sampling,
 processors and stopping). All torch work stays in this one thread (``decoding.py`` says why that matters on a CPU).
 
-Models whose cache cannot be merged (anything but transformers' ``DynamicCache`` of plain layers, or a forward
-without ``position_ids``) decode one sequence at a time; the others wait their turn.
+Models whose cache cannot be merged (anything but transformers' ``DynamicCache`` of plain or sliding-window layers,
+or a forward without ``position_ids``) decode one sequence at a time; the others wait their turn. A sliding-window
+layer (Mistral, Gemma-2, Gemma-3) keeps only its last ``sliding_window - 1`` positions, so left-padded rows stay
+aligned only while the batch is narrower than that: a sequence joins a batch only if the batch's width, with every
+token its rows may still run, stays below the window; otherwise it waits until the batch is empty and runs alone.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from elmd_sdk.errors import ElmdError
-from elmd_sdk.models.decoding import Chooser, Context, forward, plain_dynamic_cache
+from elmd_sdk.models.decoding import Chooser, Context, forward
 
 T = TypeVar("T")
 _END = object()  # a sequence's last message: it has ended
@@ -46,7 +49,7 @@ class _Batch:
     """The sequences decoded together and their shared, left-padded KV cache."""
 
     rows: list[_Sequence] = field(default_factory=list)
-    cache: Any = None  # DynamicCache over (B, heads, W, head_dim)
+    cache: Any = None  # DynamicCache over (B, heads, W, head_dim), plain or sliding-window layers
     mask: torch.Tensor | None = None  # (B, W), 0 over each row's left padding
     call: Any = None  # the model's forward call style
 
@@ -63,6 +66,7 @@ class BatchEngine:
         self._waiting: list[tuple[_Sequence, Context]] = []
         self._batch = _Batch()
         self._mergeable: bool | None = None  # known after the first sequence
+        self._window: int | None = None  # the narrowest sliding window of the model's cache (None: no sliding layer)
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="elmd-batch-engine", daemon=True)
         self._thread.start()
@@ -140,16 +144,34 @@ class BatchEngine:
                 self._waiting.append((item[1], item[2]))
 
     def _admit(self) -> None:
-        """Move waiting sequences into the batch while there is room."""
+        """Move waiting sequences into the batch while there is room (and, for sliding windows, width)."""
         while self._waiting and len(self._batch.rows) < self._capacity(self._waiting[0][1]):
-            sequence, context = self._waiting.pop(0)
+            sequence, context = self._waiting[0]
+            if not sequence.cancelled and not self._within_window(sequence, context):
+                return  # it runs once the batch is empty
+            self._waiting.pop(0)
             if not sequence.cancelled:
                 self._join(sequence, context)
 
     def _capacity(self, context: Context) -> int:
         if self._mergeable is None:
             self._mergeable = _mergeable(self.model, context.cache)
+            windows = [layer.sliding_window for layer in context.cache.layers if getattr(layer, "is_sliding", False)]
+            self._window = min(windows) if self._mergeable and windows else None
         return self.max_batch if self._mergeable else 1
+
+    def _within_window(self, sequence: _Sequence, context: Context) -> bool:
+        """Whether the batch with ``sequence`` stays narrower than the sliding window until every row has ended: its
+        width now, plus every row's forced tokens (a step runs the longest feed), plus the most tokens any row may
+        still choose. An empty batch always takes a sequence (alone, its cache is the model's own)."""
+        batch = self._batch
+        if self._window is None or not batch.rows:
+            return True
+        assert batch.mask is not None
+        rows = [*batch.rows, sequence]
+        width = max(batch.mask.shape[1], context.attention_mask.shape[1])
+        growth = sum(len(row.forced) for row in rows) + max(row.chooser.remaining() for row in rows)
+        return width + growth < self._window
 
     def _join(self, sequence: _Sequence, context: Context) -> None:
         """Add a sequence's cache (1, heads, T, d) to the batch's (B, heads, W, d), left-padding the narrower."""
@@ -165,6 +187,7 @@ class BatchEngine:
                 ours.keys = torch.cat([ours.keys, theirs.keys])
                 ours.values = torch.cat([ours.values, theirs.values])
             batch.mask = torch.cat([batch.mask, mask])  # (B + 1, W)
+            _count_positions(batch.cache)
         batch.rows.append(sequence)
 
     def _step(self) -> None:
@@ -227,6 +250,7 @@ class BatchEngine:
         if unused:
             for layer in batch.cache.layers:
                 layer.keys, layer.values = layer.keys[:, :, unused:], layer.values[:, :, unused:]
+            _count_positions(batch.cache)
             batch.mask = batch.mask[:, unused:]
 
     def _fail_all(self, error: BaseException) -> None:
@@ -237,8 +261,26 @@ class BatchEngine:
 
 
 def _mergeable(model: Any, cache: Any) -> bool:
-    """Whether sequences of this model can share one batch: a DynamicCache of plain layers and ``position_ids``."""
-    return plain_dynamic_cache(cache) and "position_ids" in inspect.signature(model.forward).parameters
+    """Whether sequences of this model can share one batch: a DynamicCache of plain or sliding-window layers, and
+    ``position_ids``."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
+
+    layers = getattr(cache, "layers", None) or []
+    return (
+        type(cache) is DynamicCache
+        and bool(layers)
+        and all(type(layer) in (DynamicLayer, DynamicSlidingWindowLayer) for layer in layers)
+        and "position_ids" in inspect.signature(model.forward).parameters
+    )
+
+
+def _count_positions(cache: Any) -> None:
+    """After padding, joining or trimming: a sliding-window layer counts the positions it holds (in a batch it never
+    dropped any, see ``_within_window``), which sizes its part of the mask."""
+    for layer in cache.layers:
+        if getattr(layer, "is_sliding", False):
+            layer.cumulative_length = layer.keys.shape[-2]
 
 
 def _pad_left(cache: Any, mask: torch.Tensor, width: int) -> torch.Tensor:
@@ -249,4 +291,5 @@ def _pad_left(cache: Any, mask: torch.Tensor, width: int) -> torch.Tensor:
     for layer in cache.layers:
         layer.keys = F.pad(layer.keys, (0, 0, extra, 0))
         layer.values = F.pad(layer.values, (0, 0, extra, 0))
+    _count_positions(cache)
     return F.pad(mask, (extra, 0))

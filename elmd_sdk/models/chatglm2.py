@@ -178,12 +178,13 @@ def checkpoint_files(folder: Path) -> list[Path]:
 
 
 def load_chatglm2(
-    folder: str | Path, dtype: torch.dtype | None = None, allow_pickle_weights: bool = False
+    folder: str | Path, dtype: torch.dtype | None = None, allow_pickle_weights: bool = False, **options: Any
 ) -> tuple[GlmForCausalLM, ChatGLM2Tokenizer]:
     """Load a ChatGLM2 original-layout folder as ``GlmForCausalLM`` + :class:`ChatGLM2Tokenizer` (no checkpoint code).
 
     ``dtype`` defaults to the checkpoint's ``torch_dtype`` (float32 when absent). A ``transformer.prefix_encoder``
-    found among the weights (a merged p-tuning checkpoint) is attached as the model's prefix.
+    found among the weights (a merged p-tuning checkpoint) is attached as the model's prefix. ``options``: more
+    ``from_pretrained`` keywords (a bitsandbytes ``quantization_config`` and ``device_map``).
     """
     from transformers import GenerationConfig, GlmForCausalLM
 
@@ -199,7 +200,7 @@ def load_chatglm2(
         mapped, prefix = map_chatglm2_state_dict(read_weight_file(shard, allow_pickle_weights), config, shard)
         state.update({k: v.to(dtype) for k, v in mapped.items()})
         prefix_state.update(prefix)
-    model = GlmForCausalLM.from_pretrained(None, config=config, state_dict=state, dtype=dtype)
+    model = GlmForCausalLM.from_pretrained(None, config=config, state_dict=state, dtype=dtype, **options)
     model.generation_config = GenerationConfig(eos_token_id=config.eos_token_id, pad_token_id=config.pad_token_id)
     tokenizer = ChatGLM2Tokenizer(vocab_file=str(_tokenizer_file(folder)))
     if prefix_state:

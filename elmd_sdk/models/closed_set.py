@@ -21,6 +21,7 @@ generated.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,11 +29,10 @@ from typing import Any
 import torch
 from transformers import NoBadWordsLogitsProcessor
 
+from elmd_sdk.answer.wording import render_answer, wording
 from elmd_sdk.data.labels import PRIOR_FLOOR, check_emotions, check_log_prior
 from elmd_sdk.errors import InputError
-
-COPY_GUARD_NGRAM = 4
-"""Tokens per banned n-gram: short enough that no sentence of r' survives, long enough to allow common pairs."""
+from elmd_sdk.models.generation import COPY_GUARD_NGRAM
 
 
 @dataclass(frozen=True)
@@ -45,12 +45,26 @@ class EmotionChoice:
     allowed: tuple[str, ...] | None = None  # choose only among these (None: all labels)
     force: str | None = None  # take this label whatever the scores say
     log_prior: tuple[float, ...] | None = None  # per label, subtracted from the scores (contextual calibration)
+    evidence: tuple[float, ...] | None = None  # per label, added to llm_weight x the LLM's log-probabilities (fusion)
+    llm_weight: float = 1.0  # weight of the LLM's calibrated log-probabilities when evidence is given
+    choice_bias: tuple[float, ...] | None = None  # per label, added to the log-probabilities when choosing (not to
+    # the reported probabilities): a decision rule for macro-F1 rather than accuracy (fusion)
 
     def __post_init__(self) -> None:
         if not self.labels or len(self.labels) != len(self.lines):
             raise ValueError("an emotion choice needs one answer line per label, at least one label")
         if self.log_prior is not None:
             check_log_prior(self.log_prior, len(self.labels))
+        if self.evidence is not None and (
+            len(self.evidence) != len(self.labels) or not all(math.isfinite(v) for v in self.evidence)
+        ):
+            raise ValueError("an emotion choice's evidence needs one finite value per label")
+        if self.choice_bias is not None and (
+            len(self.choice_bias) != len(self.labels) or not all(math.isfinite(v) for v in self.choice_bias)
+        ):
+            raise ValueError("an emotion choice's choice_bias needs one finite value per label")
+        if not (math.isfinite(self.llm_weight) and self.llm_weight > 0):
+            raise ValueError(f"llm_weight must be a positive number, got {self.llm_weight}")
         check_emotions(self.labels, self.force, self.allowed)
 
     @property
@@ -59,14 +73,28 @@ class EmotionChoice:
         return self.allowed if self.allowed is not None else self.labels
 
 
+def emotion_choice(labels: Sequence[str], language: str = "en") -> EmotionChoice:
+    """The answer format as a closed set for :class:`~elmd_sdk.models.chat_model.ELMDChatModel`: every label's answer
+    line (:func:`~elmd_sdk.answer.wording.render_answer`), and the response key forced after the chosen one."""
+    words = wording(language)
+    return EmotionChoice(
+        labels=tuple(labels),
+        lines=tuple(render_answer(label, None, language) for label in labels),
+        response_key=f"\n{words.response_key}{words.colon.rstrip()}",
+    )
+
+
 def emotion_probabilities(choice: EmotionChoice, log_likelihoods: torch.Tensor) -> dict[str, float]:
     """Softmax of the answer lines' log-likelihoods (L,), minus the log-prior when calibrated, over the allowed
-    labels; 0 for the others. Sums to 1."""
+    labels; 0 for the others. With ``evidence`` (fusion), the softmax of ``llm_weight`` x those log-probabilities
+    plus the evidence. Sums to 1."""
     allowed = torch.tensor([label in choice.candidates for label in choice.labels])
     scores = log_likelihoods.float().cpu()
     if choice.log_prior is not None:
         scores = scores - torch.tensor(choice.log_prior)
     scores = scores.masked_fill(~allowed, float("-inf"))
+    if choice.evidence is not None:
+        scores = choice.llm_weight * torch.log_softmax(scores, dim=-1) + torch.tensor(choice.evidence)  # (L,)
     probs = torch.softmax(scores, dim=-1)
     return {label: float(p) for label, p in zip(choice.labels, probs, strict=True)}
 
@@ -84,10 +112,14 @@ def batch_log_prior(log_likelihoods: torch.Tensor) -> tuple[float, ...]:
 def pick_emotion(
     choice: EmotionChoice, probabilities: dict[str, float], do_sample: bool, generator: torch.Generator | None
 ) -> str:
-    """The forced label, else the most probable one (greedy) or one drawn from ``probabilities`` (sampling)."""
+    """The forced label, else the most probable one (greedy) or one drawn from ``probabilities`` (sampling); with a
+    ``choice_bias``, from the probabilities times ``exp(bias)``, renormalised."""
     if choice.force is not None:
         return choice.force
-    probs = torch.tensor([probabilities[label] for label in choice.labels])
+    probs = torch.tensor([probabilities[label] for label in choice.labels], dtype=torch.float64)  # (L,)
+    if choice.choice_bias is not None:
+        probs = probs * torch.tensor(choice.choice_bias, dtype=torch.float64).exp()
+        probs = probs / probs.sum()
     if do_sample:
         return choice.labels[int(torch.multinomial(probs, 1, generator=generator))]
     return choice.labels[int(probs.argmax())]

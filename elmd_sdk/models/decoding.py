@@ -74,9 +74,10 @@ def prefill(
     input_ids: torch.Tensor | None = None,
     inputs_embeds: torch.Tensor | None = None,
     lock: threading.Lock | None = None,
+    cache: Any = None,
 ) -> Context:
     """Run the prompt once: ``attention_mask`` (1, T) with exactly one of ``input_ids`` (1, T) or ``inputs_embeds``
-    (1, T, hidden)."""
+    (1, T, hidden); ``cache``: an empty cache to fill (default: the one the model makes)."""
     if input_ids is not None and inputs_embeds is None:
         inputs = {"input_ids": input_ids}
     elif inputs_embeds is not None and input_ids is None:
@@ -84,7 +85,7 @@ def prefill(
     else:
         raise ValueError("pass exactly one of input_ids and inputs_embeds")
     call = _CallStyle.of(model)
-    logits, cache = forward(model, call, inputs, attention_mask, None, lock, last_only=True)
+    logits, cache = forward(model, call, inputs, attention_mask, cache, lock, last_only=True)
     return Context(cache, attention_mask, logits[:, -1, :].float(), call)
 
 
@@ -157,13 +158,19 @@ def extend(model: Any, context: Context, ids: Sequence[int], lock: threading.Loc
 
 @torch.no_grad()
 def score_continuations(
-    model: Any, context: Context, candidates: Sequence[Sequence[int]], lock: threading.Lock | None = None
+    model: Any,
+    context: Context,
+    candidates: Sequence[Sequence[int]],
+    lock: threading.Lock | None = None,
+    rows: Sequence[int] | None = None,
 ) -> torch.Tensor:
     """Log-likelihood of each candidate token sequence after the context, ``(L,)``, in one batched forward pass.
 
     ``sum_t log p(c_t | context, c_<t)``: the first token's term comes from the context's logits, the rest from
     one pass of the L candidates (right-padded; padding is never attended to by a real token) over a copy of the
-    context's cache expanded to L rows, so the prompt is encoded once and the context stays usable.
+    context's cache, one row per candidate, so the prompt is encoded once and the context stays usable. ``rows``: the
+    row of a batched context (B rows, its mask 0 over each row's padding) each candidate follows (default: row 0 of a
+    one-row context); positions then count each row's real tokens.
     """
     if not candidates or any(len(c) == 0 for c in candidates):
         raise ValueError("every candidate needs at least one token")
@@ -174,15 +181,19 @@ def score_continuations(
     for i, candidate in enumerate(candidates):
         padded[i, : len(candidate)] = torch.tensor(list(candidate), device=device)
         valid[i, : len(candidate)] = True
-    first = context.logits.log_softmax(-1)[0, padded[:, 0]]  # (L,)
+    index = torch.tensor(list(rows) if rows is not None else [0] * len(candidates), device=device)  # (L,)
+    first = context.logits.log_softmax(-1)[index, padded[:, 0]]  # (L,)
     if width == 1:
         return first
     cache = copy.deepcopy(context.cache)
-    cache.batch_repeat_interleave(len(candidates))
-    mask = torch.cat(
-        [context.attention_mask.expand(len(candidates), -1), valid.new_ones(len(candidates), width - 1).long()], dim=1
-    )  # (L, T + W - 1)
-    inputs = {"input_ids": padded[:, :-1]}
+    if rows is None:
+        cache.batch_repeat_interleave(len(candidates))  # (L, heads, T, d)
+    else:
+        cache.batch_select_indices(index)
+    mask = torch.cat([context.attention_mask[index], valid.new_ones(len(candidates), width - 1).long()], dim=1)
+    inputs = {"input_ids": padded[:, :-1]}  # mask: (L, T + W - 1)
+    if rows is not None:  # a batched context: each row's own positions
+        inputs["position_ids"] = context.attention_mask[index].sum(1, keepdim=True) + torch.arange(width - 1)
     logits, _ = forward(model, context.call, inputs, mask, cache, lock, last_only=False)  # (L, W - 1, V)
     rest = logits.float().log_softmax(-1).gather(-1, padded[:, 1:].unsqueeze(-1)).squeeze(-1)  # (L, W - 1)
     return first + (rest * valid[:, 1:]).sum(-1)
@@ -214,6 +225,10 @@ class Chooser:
         token = self._pick(self.generated, scores)  # (1,)
         self.generated = torch.cat([self.generated, token.view(1, 1)], dim=1)
         return int(token)
+
+    def remaining(self) -> int:
+        """Most tokens this sequence may still choose."""
+        return self._max_new_tokens - int(self.generated.shape[1])
 
     def finished(self) -> bool:
         """Whether the last chosen token ends the sequence (EOS, or the length limit reached)."""

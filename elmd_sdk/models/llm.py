@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, cast
 from elmd_sdk.errors import InputError
 from elmd_sdk.io import read_json
 from elmd_sdk.models.fingerprint import llm_fingerprint
+from elmd_sdk.models.precision import Precision, check_precision
 
 __all__ = ["llm_fingerprint", "load_llm"]  # llm_fingerprint lives in the leaf module fingerprint.py
 
@@ -23,7 +24,8 @@ def load_llm(
     prefix: str | Path | None = None,
     *,
     trust_remote_code: bool = False,
-    dtype: torch.dtype | None = None,
+    dtype: str | torch.dtype | None = None,
+    quantize: str = "none",
     device: str | None = None,
     allow_pickle_weights: bool = False,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -32,19 +34,28 @@ def load_llm(
     ``path_or_name``: ``None`` for the embedded SmolLM2-135M-Instruct (converted once from its GGUF into a local
     safetensors cache); a ``.gguf`` file (same caching); a folder in ChatGLM2's original layout (``model_type``
     ``chatglm``: mapped onto transformers' ``GlmForCausalLM`` without running the checkpoint's Python, unless
-    ``trust_remote_code``); or any other transformers causal LM folder or hub name. ``dtype`` defaults to the
-    checkpoint's own; ``device`` defaults to where transformers loads (CPU). The model is returned in eval mode.
-    Weights are read from safetensors only; a checkpoint (or official ChatGLM2 prefix) that has only pickle-format
-    ``.bin`` files needs ``allow_pickle_weights=True`` (then read with ``weights_only=True``).
+    ``trust_remote_code``); or any other transformers causal LM folder or hub name. ``device`` defaults to where
+    transformers loads (CPU). The model is returned in eval mode. Weights are read from safetensors only; a
+    checkpoint (or official ChatGLM2 prefix) that has only pickle-format ``.bin`` files needs
+    ``allow_pickle_weights=True`` (then read with ``weights_only=True``).
+
+    ``dtype``: ``auto`` (or ``None``: the checkpoint's own), ``float32``, ``bfloat16``, ``float16`` or the
+    ``torch.dtype``; ``quantize``: ``none``, or ``int8`` / ``int4`` weight-only (on the CPU with torch's kernels, in
+    bfloat16; on CUDA with bitsandbytes): :mod:`elmd_sdk.models.quantize`. A prefix stays in ``dtype``.
     """
+    import torch
+
+    if isinstance(dtype, torch.dtype):
+        dtype = str(dtype).removeprefix("torch.")
+    precision = check_precision("auto" if dtype is None else dtype, quantize)
     with _quiet_transformers():
-        model, tokenizer = _load_base(path_or_name, trust_remote_code, dtype, allow_pickle_weights)
+        model, tokenizer = _load_base(path_or_name, trust_remote_code, precision, device, allow_pickle_weights)
     if prefix is not None:
         from elmd_sdk.models.prefix import PrefixEncoder, attach_prefix
 
         attach_prefix(model, PrefixEncoder.load(prefix, model=model, allow_pickle_weights=allow_pickle_weights))
     if device is not None:
-        cast(Any, model).to(device)  # transformers re-types .to() through functools.wraps
+        cast(Any, model).to(device)  # transformers re-types .to() through functools.wraps; bitsandbytes: no-op
     model.eval()
     return model, tokenizer
 
@@ -64,32 +75,59 @@ def _quiet_transformers() -> Iterator[None]:
 
 
 def _load_base(
-    path_or_name: str | Path | None, trust_remote_code: bool, dtype: torch.dtype | None, allow_pickle_weights: bool
+    path_or_name: str | Path | None,
+    trust_remote_code: bool,
+    precision: Precision,
+    device: str | None,
+    allow_pickle_weights: bool,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Dispatch on what ``path_or_name`` is: default, .gguf file, ChatGLM2 folder, or anything transformers loads."""
+    """The base model in ``precision``: bitsandbytes quantizes while loading on CUDA, torch's kernels after loading
+    on the CPU."""
+    from elmd_sdk.models.quantize import bitsandbytes_config, load_dtype, on_cuda, quantize_linears
+
+    dtype = load_dtype(precision, device)
+    options: dict[str, Any] = {}
+    if precision.quantize != "none" and on_cuda(device):
+        assert dtype is not None  # load_dtype picks one whenever it quantizes
+        options = {"quantization_config": bitsandbytes_config(precision, dtype), "device_map": {"": device}}
+    model, tokenizer = _load_source(path_or_name, trust_remote_code, dtype, allow_pickle_weights, options)
+    if precision.quantize != "none" and not on_cuda(device):
+        quantize_linears(model, precision.quantize)
+    return model, tokenizer
+
+
+def _load_source(
+    path_or_name: str | Path | None,
+    trust_remote_code: bool,
+    dtype: torch.dtype | None,
+    allow_pickle_weights: bool,
+    options: dict[str, Any],
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Dispatch on what ``path_or_name`` is: default, .gguf file, ChatGLM2 folder, or anything transformers loads
+    (``options``: more ``from_pretrained`` keywords)."""
     from elmd_sdk.hub import EMBEDDED_LLM_NAMES, is_embedded, require_hub
     from elmd_sdk.paths import DEFAULT_LLM_GGUF, default_llm_gguf
 
     if path_or_name is None or is_embedded(path_or_name, EMBEDDED_LLM_NAMES):
         from elmd_sdk.models.gguf_cache import ensure_gguf_cache
 
-        model, tokenizer = _load_auto(ensure_gguf_cache(default_llm_gguf()), False, dtype, False)
+        model, tokenizer = _load_auto(ensure_gguf_cache(default_llm_gguf()), False, dtype, False, options)
         model.name_or_path = DEFAULT_LLM_GGUF
     else:
         local = Path(path_or_name).expanduser()
         if local.is_file() and local.suffix == ".gguf":
             from elmd_sdk.models.gguf_cache import ensure_gguf_cache
 
-            model, tokenizer = _load_auto(ensure_gguf_cache(local), False, dtype, False)
+            model, tokenizer = _load_auto(ensure_gguf_cache(local), False, dtype, False, options)
         elif local.is_dir() and _model_type(local) == "chatglm" and not trust_remote_code:
             from elmd_sdk.models.chatglm2 import load_chatglm2
 
-            model, tokenizer = load_chatglm2(local, dtype=dtype, allow_pickle_weights=allow_pickle_weights)
+            model, tokenizer = load_chatglm2(local, dtype, allow_pickle_weights, **options)
         elif local.exists() and not local.is_dir():
             raise InputError("expected a model folder, a .gguf file or a hub name", file=local)
         else:
             require_hub(str(path_or_name), "language model")
-            model, tokenizer = _load_auto(str(path_or_name), trust_remote_code, dtype, allow_pickle_weights)
+            model, tokenizer = _load_auto(str(path_or_name), trust_remote_code, dtype, allow_pickle_weights, options)
         model.name_or_path = str(path_or_name)
     return model, tokenizer
 
@@ -107,7 +145,11 @@ def _model_type(folder: Path) -> str | None:
 
 
 def _load_auto(
-    source: str | Path, trust_remote_code: bool, dtype: torch.dtype | None, allow_pickle_weights: bool
+    source: str | Path,
+    trust_remote_code: bool,
+    dtype: torch.dtype | None,
+    allow_pickle_weights: bool,
+    options: dict[str, Any],
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """AutoModelForCausalLM + AutoTokenizer, with a missing or unreadable model turned into an InputError."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -124,7 +166,7 @@ def _load_auto(
         )
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            source, dtype=dtype if dtype is not None else "auto", **safetensors_only, **kwargs
+            source, dtype=dtype if dtype is not None else "auto", **safetensors_only, **kwargs, **options
         )
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
     except (OSError, ValueError, KeyError) as exc:

@@ -6,9 +6,12 @@ prefix keys. Under RoPE the scores between real tokens depend only on position d
 of token i meets each prefix key k rotated by R(p + i) under PEFT and by R(i) here. Saving every prefix key turned to
 position p, k' = R(p) k, gives (R(p + i) q) . k' = (R(i) q) . k, so PEFT's logits equal elmd-sdk's to 5e-6
 (tests/test_peft_adapter.py, tiny Llama and ChatGLM2-style GLM; without the turn they differ by up to 3.6 on logits
-of size 3.7). The adapter holds the computed prefix (after the optional projection MLP), as PEFT's inference mode
-stores it, so ``PeftModel.from_pretrained`` loads it for inference only (PEFT refuses ``is_trainable=True`` for
-prompt-learning adapters).
+of size 3.7). Each layer's keys turn with that layer's rotary embedding (:mod:`elmd_sdk.models.rotary`). Where
+positions are not rotary (GPT-2's learned position embeddings) PEFT's shift of every token cannot be undone by any
+prefix key: the format cannot express the model's positions, and :func:`export_peft_adapter` writes
+``peft_export.json`` saying so instead of an adapter. The adapter holds the computed prefix (after the optional
+projection MLP), as PEFT's inference mode stores it, so ``PeftModel.from_pretrained`` loads it for inference only
+(PEFT refuses ``is_trainable=True`` for prompt-learning adapters).
 
 elmd-sdk keeps its own attention path (:mod:`elmd_sdk.models.prefix`) for generation and training, where PEFT 0.21.2
 with transformers 5.24 fails:
@@ -25,7 +28,6 @@ with transformers 5.24 fails:
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +36,35 @@ import torch
 from elmd_sdk.errors import InputError
 from elmd_sdk.io import atomic_write_json, save_tensors
 from elmd_sdk.models.prefix import PrefixEncoder
+from elmd_sdk.models.rotary import KeyTurn, key_turn
 
 # The tensor name under which PEFT saves (and reads back) a prompt-learning adapter's prefix.
 PEFT_PREFIX_TENSOR = "prompt_embeddings"
+# Written in the prefix folder instead of the adapter where PEFT's format cannot express the model's positions.
+PEFT_EXPORT_RECORD = "peft_export.json"
+
+
+def export_peft_adapter(
+    encoder: PrefixEncoder, model: Any, directory: str | Path, base_model_name_or_path: str | None = None
+) -> str | None:
+    """:func:`save_peft_adapter`, or, where PEFT's prefix format cannot express ``model``'s positions,
+    ``peft_export.json`` recording why (``{"peft_adapter": false, "reason": ...}``). Returns that reason, or None
+    when the adapter was written."""
+    reason = peft_inexpressible(model)
+    if reason is None:
+        save_peft_adapter(encoder, model, directory, base_model_name_or_path)
+    else:
+        atomic_write_json(Path(directory) / PEFT_EXPORT_RECORD, {"peft_adapter": False, "reason": reason})
+    return reason
+
+
+def peft_inexpressible(model: Any) -> str | None:
+    """Why PEFT's prefix format cannot hold an elmd-sdk prefix for ``model`` (None: it can)."""
+    try:
+        _key_turn(model)
+    except InputError as error:
+        return error.problem
+    return None
 
 
 def save_peft_adapter(
@@ -46,6 +74,7 @@ def save_peft_adapter(
 
     ``model`` is the base LLM the prefix was trained on (its rotary embedding turns the keys, see the module
     docstring); ``base_model_name_or_path`` goes into the config for ``AutoPeftModelForCausalLM``. Returns the folder.
+    Raises :class:`InputError` where the format cannot express the model's positions (:func:`peft_inexpressible`).
     """
     from peft import PrefixTuningConfig
     from peft.utils.constants import CONFIG_NAME, SAFETENSORS_WEIGHTS_NAME
@@ -53,10 +82,12 @@ def save_peft_adapter(
     directory = Path(directory)
     cfg = encoder.config
     cfg.check_fits(model)
+    turn = _key_turn(model)
     p, layers, heads, d = cfg.pre_seq_len, cfg.num_layers, cfg.num_kv_heads, cfg.head_dim
     with torch.no_grad():
         kv = encoder.rows().detach().float().cpu().view(p, layers, 2, heads, d)  # [:, i, 0] keys, [:, i, 1] values
-        keys = _turn_keys(model, kv[:, :, 0].reshape(p, layers * heads, d), p).view(p, layers, heads, d)
+        at_p = torch.full((p,), p)  # every prefix key turned to position p
+        keys = torch.stack([turn(i, kv[:, i, 0], at_p) for i in range(layers)], dim=1)  # (p, layers, heads, d)
         rows = torch.stack([keys, kv[:, :, 1]], dim=2).reshape(p, cfg.kv_size)  # PEFT's layout is ours
     save_tensors(directory / SAFETENSORS_WEIGHTS_NAME, {PEFT_PREFIX_TENSOR: rows}, metadata={"format": "pt"})
     config = PrefixTuningConfig(
@@ -73,17 +104,13 @@ def save_peft_adapter(
     return directory
 
 
-def _turn_keys(model: Any, keys: torch.Tensor, position: int) -> torch.Tensor:
-    """``keys`` ``(n, heads, d)`` rotated as ``model`` rotates a key at ``position`` (pure rotation: no scaling)."""
-    rotary = [m for m in model.modules() if isinstance(getattr(m, "inv_freq", None), torch.Tensor)]
-    apply = getattr(importlib.import_module(type(model).__module__), "apply_rotary_pos_emb", None)
-    if len(rotary) != 1 or apply is None:
+def _key_turn(model: Any) -> KeyTurn:
+    """The model's key turn (:func:`elmd_sdk.models.rotary.key_turn`); :class:`InputError` where there is none."""
+    turn = key_turn(model)
+    if turn is None:
         raise InputError(
-            f"{type(model).__name__} has no single rotary embedding with apply_rotary_pos_emb beside it: cannot "
-            "save its prefix as a PEFT adapter with elmd-sdk's positions"
+            f"{type(model).__name__} has no rotary position embedding: PEFT's prefix moves every token pre_seq_len "
+            "positions on, which changes its position embeddings and no prefix key can undo; PEFT's format cannot "
+            "express elmd-sdk's prefix for it"
         )
-    x = keys.transpose(0, 1).unsqueeze(0)  # (1, heads, n, d)
-    cos, sin = rotary[0](x, torch.full((1, 1), position))  # (1, 1, rotary dims), broadcast over the n keys
-    scale = float(getattr(rotary[0], "attention_scaling", 1.0))  # scales cos/sin for queries and keys alike
-    turned, _ = apply(x, x, cos / scale, sin / scale)
-    return turned[0].transpose(0, 1)  # (n, heads, d)
+    return turn

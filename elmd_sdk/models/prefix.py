@@ -6,9 +6,10 @@ through a two-layer MLP, ``prefix_projection``), read as ``(pre_seq_len, num_lay
 where entry ``2 i`` is layer ``i``'s key and ``2 i + 1`` its value. As in ChatGLM2, the prefix keys carry no
 rotary position, every token attends to the whole prefix, and token positions start at 0 after it.
 
-The prefix enters through transformers' attention interface rather than the KV cache: a forward pre-hook on the
-base model computes the prefix once per call, and a registered attention function prepends it to each layer's
-keys/values and extends the mask. The cache, positions and ``generate`` therefore work unchanged, with
+The prefix enters each attention layer rather than the KV cache (:mod:`elmd_sdk.models.prefix_attention`: through
+transformers' attention interface, or an attention-module hook where attention computes its scores itself): a
+forward pre-hook on the base model computes the prefix once per call, and each layer sees its prefix keys/values
+before its own with the mask opened over them. The cache, positions and ``generate`` therefore work unchanged, with
 ``input_ids`` or ``inputs_embeds``, and gradients reach the prefix even under gradient checkpointing. PEFT's prefix
 tuning cannot take this place (its generation drops the prefix); a prefix is exported for it by
 :mod:`elmd_sdk.models.peft_adapter`.
@@ -17,10 +18,10 @@ tuning cannot take this place (its generation drops the prefix); a prefix is exp
 from __future__ import annotations
 
 import dataclasses
-import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import torch
 from torch import nn
@@ -37,13 +38,14 @@ PREFIX_FORMAT = "elmd-prefix-v1"
 CHATGLM2_PREFIX_KEY = "transformer.prefix_encoder."
 CHATGLM2_PREFIX_FILES = ("model.safetensors", "pytorch_model.bin")
 ATTN_IMPLEMENTATION = "elmd_prefix_sdpa"
+DEFAULT_PRE_SEQ_LEN = 128  # prefix length of ChatGLM2's p-tuning recipe
 
 
 @dataclass
 class PrefixConfig:
     """Shape of a p-tuning v2 prefix and the base model it was made for."""
 
-    pre_seq_len: int = 128
+    pre_seq_len: int = DEFAULT_PRE_SEQ_LEN
     num_layers: int = 0
     num_kv_heads: int = 0
     head_dim: int = 0
@@ -67,18 +69,22 @@ class PrefixConfig:
         return self.num_layers * 2 * self.num_kv_heads * self.head_dim
 
     @classmethod
-    def for_model(cls, model: Any, pre_seq_len: int = 128, prefix_projection: bool = False) -> PrefixConfig:
-        """The prefix shape that fits ``model`` (layers, key/value heads, head size), tagged with its fingerprint."""
-        config = model.config.get_text_config()
-        heads = int(config.num_attention_heads)
-        head_dim = getattr(config, "head_dim", None) or int(config.hidden_size) // heads
+    def for_model(
+        cls, model: Any, pre_seq_len: int = DEFAULT_PRE_SEQ_LEN, prefix_projection: bool = False
+    ) -> PrefixConfig:
+        """The prefix shape that fits ``model`` (layers, key/value heads, head size), tagged with its fingerprint.
+
+        The shape is read from the keys and values the model caches for one token, so it is what attention sees
+        (Falcon's multi-query single head, whatever the config fields are called); a model whose layers differ in
+        shape, or whose keys and values differ in size, cannot take a prefix (:class:`InputError`)."""
+        layers, kv_heads, head_dim = _cached_shape(model)
         return cls(
             pre_seq_len=pre_seq_len,
-            num_layers=int(config.num_hidden_layers),
-            num_kv_heads=int(getattr(config, "num_key_value_heads", None) or heads),
-            head_dim=int(head_dim),
+            num_layers=layers,
+            num_kv_heads=kv_heads,
+            head_dim=head_dim,
             prefix_projection=prefix_projection,
-            projection_hidden_size=int(config.hidden_size) if prefix_projection else 0,
+            projection_hidden_size=int(model.config.get_text_config().hidden_size) if prefix_projection else 0,
             base_config_sha256=llm_fingerprint(model)["config_sha256"],
         )
 
@@ -96,6 +102,51 @@ class PrefixConfig:
                 f"{source or 'prefix'}: field 'base_config_sha256' differs from the loaded base model's config "
                 "hash: this prefix was trained on another base model"
             )
+
+
+@torch.no_grad()
+def cached_keys_values(model: Any, token_ids: Sequence[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per layer, the keys and values ``model`` caches for ``token_ids`` at positions 0..n-1, each (1, kv, n, d):
+    what its attention sees (keys after any q/k norm and rotary embedding), whatever its projections look like. Run
+    in eval mode (gradient checkpointing turns the cache off in training mode) on a plain cache that keeps every
+    position (a sliding-window layer's own would drop the oldest)."""
+    from transformers import DynamicCache
+
+    from elmd_sdk.models.decoding import prefill
+
+    ids = torch.tensor([list(token_ids)], device=next(model.parameters()).device)  # (1, n)
+    modes = {module: module.training for module in model.modules()}
+    model.eval()
+    try:
+        layers = getattr(prefill(model, torch.ones_like(ids), input_ids=ids, cache=DynamicCache()).cache, "layers", [])
+    except Exception as error:  # a model without attention (state-space layers) fails on a key/value cache
+        layers = []
+        reason = f" ({type(error).__name__}: {error})"
+    else:
+        reason = ""
+    finally:
+        for module, training in modes.items():
+            module.training = training
+    if not layers or any(getattr(layer, "keys", None) is None for layer in layers):
+        raise InputError(
+            f"{type(model).__name__} keeps no per-layer key/value cache{reason}; a p-tuning prefix needs attention "
+            "layers with keys and values"
+        )
+    return [(layer.keys, layer.values) for layer in layers]
+
+
+def _cached_shape(model: Any) -> tuple[int, int, int]:
+    """(layers, key/value heads, head size) of the keys and values ``model`` caches for one token."""
+    layers = cached_keys_values(model, [1])
+    shapes = {(int(keys.shape[1]), int(keys.shape[-1]), int(values.shape[-1])) for keys, values in layers}
+    if len(shapes) != 1:
+        raise InputError(f"{type(model).__name__}: attention layers differ in shape {sorted(shapes)}; a p-tuning "
+                         "prefix holds one shape for all layers")  # fmt: skip
+    ((kv_heads, key_dim, value_dim),) = shapes
+    if key_dim != value_dim:
+        raise InputError(f"{type(model).__name__}: keys have {key_dim} values per head but values {value_dim}; a "
+                         "p-tuning prefix holds keys and values of one size")  # fmt: skip
+    return len(layers), kv_heads, key_dim
 
 
 class PrefixEncoder(nn.Module):
@@ -239,118 +290,49 @@ def _load_state(encoder: PrefixEncoder, state: dict[str, torch.Tensor], source: 
 # Applying a prefix to a transformers model
 
 
-class _PrefixState:
-    """Per-model holder the attention layers read: the encoder and the prefix computed for the current call."""
-
-    def __init__(self, encoder: PrefixEncoder) -> None:
-        self.encoder = encoder
-        self.kv: tuple[tuple[torch.Tensor, torch.Tensor], ...] | None = None
-
-
-# Attention module -> prefix state of the model it belongs to (weak, so dropped models are not kept alive).
-_STATES: weakref.WeakKeyDictionary[nn.Module, _PrefixState] = weakref.WeakKeyDictionary()
-
-
-def _prefix_sdpa_attention(
-    module: nn.Module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    **kwargs: Any,
-) -> tuple[torch.Tensor, None]:
-    """SDPA attention with the layer's prefix keys/values prepended and the mask opened over them."""
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-    state = _STATES.get(module)
-    if state is None or state.kv is None:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
-    batch, _, q_len, _ = query.shape  # (b, h, q, d)
-    kv_len = key.shape[2]  # key, value: (b, kv, k, d)
-    prefix_key, prefix_value = state.kv[cast(int, module.layer_idx)]  # (b or 1, kv, p, d)
-    pre_len = prefix_key.shape[2]
-    prefix_key = prefix_key.to(key.dtype).expand(batch, -1, -1, -1)
-    prefix_value = prefix_value.to(value.dtype).expand(batch, -1, -1, -1)
-    key = torch.cat([prefix_key, key], dim=2)  # (b, kv, p + k, d)
-    value = torch.cat([prefix_value, value], dim=2)
-    if attention_mask is None:  # plain causal attention over the real tokens
-        q_pos = torch.arange(q_len, device=query.device) + (kv_len - q_len)
-        real = torch.arange(kv_len, device=query.device)[None, :] <= q_pos[:, None]  # (q, k)
-        real = real[None, None]  # (1, 1, q, k)
-    elif attention_mask.dtype == torch.bool:
-        real = attention_mask  # (b, 1, q, k), True = attend
-    else:
-        real = attention_mask == 0  # additive float mask: 0 = attend
-    opened = torch.ones((*real.shape[:3], pre_len), dtype=torch.bool, device=real.device)
-    mask = torch.cat([opened, real], dim=-1)  # (b, 1, q, p + k)
-    kwargs.pop("is_causal", None)
-    return sdpa_attention_forward(module, query, key, value, mask, is_causal=False, **kwargs)
-
-
-def _register_attention() -> None:
-    """Register the prefix attention (and its mask builder, SDPA's) with transformers once per process."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface, sdpa_mask
-
-    if ATTN_IMPLEMENTATION not in ALL_MASK_ATTENTION_FUNCTIONS:
-        AttentionInterface.register(ATTN_IMPLEMENTATION, _prefix_sdpa_attention)
-        AttentionMaskInterface.register(ATTN_IMPLEMENTATION, sdpa_mask)
-
-
-def _batch_size(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
-    """Batch size of a base-model call, from input_ids (first positional or keyword) or inputs_embeds."""
-    for tensor in (kwargs.get("input_ids"), kwargs.get("inputs_embeds"), args[0] if args else None):
-        if isinstance(tensor, torch.Tensor):
-            return int(tensor.shape[0])
-    raise InputError("a prefixed model needs input_ids or inputs_embeds")
-
-
-def attention_modules(model: Any) -> list[nn.Module]:
-    """Attention modules of the model's decoder layers (those with a ``layer_idx`` and k/v projections)."""
-    return [m for m in model.modules() if hasattr(m, "layer_idx") and hasattr(m, "k_proj") and hasattr(m, "v_proj")]
-
-
 def attach_prefix(model: Any, encoder: PrefixEncoder) -> None:
     """Apply ``encoder``'s prefix to every forward and generate call of ``model`` (replacing any previous prefix).
 
     The encoder becomes ``model.prefix_encoder`` (so ``.to()``, ``.parameters()`` and optimizers see it); the base
-    weights are untouched. Raises ElmdError-derived errors for models whose attention is not pluggable.
+    weights are untouched. A model that cannot take this prefix raises an ElmdError-derived error saying why
+    (:mod:`elmd_sdk.models.prefix_attention`) and is left exactly as it was, its previous prefix included.
     """
-    detach_prefix(model)
-    if not getattr(model, "_supports_attention_backend", False):
-        raise InputError(f"{type(model).__name__} does not use transformers' attention interface; cannot add a prefix")
     encoder.config.check_fits(model)
-    attention = attention_modules(model)
-    if len(attention) != encoder.config.num_layers:
-        raise MismatchError(f"found {len(attention)} attention layers, the prefix has {encoder.config.num_layers}")
-    _register_attention()
-    param = next(model.parameters())
-    model.prefix_encoder = encoder.to(param.device)
-    state = _PrefixState(model.prefix_encoder)
-    for module in attention:
-        _STATES[module] = state
+    previous = detach_prefix(model)
+    try:
+        _install(model, encoder)
+    except BaseException:
+        if previous is not None:
+            _install(model, previous)
+        raise
 
-    def compute_prefix(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        enc = state.encoder
-        # In eval mode the prefix is identical for every row: compute it once and broadcast it in attention.
-        state.kv = enc(_batch_size(args, kwargs) if enc.training else 1)
 
-    model._elmd_prefix_hook = model.base_model.register_forward_pre_hook(compute_prefix, with_kwargs=True)
-    model._elmd_prefix_attn = model.config._attn_implementation
-    model.set_attn_implementation(ATTN_IMPLEMENTATION)
+def check_takes_prefix(model: Any) -> None:
+    """Raise :class:`InputError` saying why ``model`` cannot take a p-tuning prefix (checked by attaching a
+    one-position prefix and detaching it again: the model is left as it was). Trainers call it before any work."""
+    if prefix_encoder_of(model) is None:
+        attach_prefix(model, PrefixEncoder(PrefixConfig.for_model(model, pre_seq_len=1)))
+        detach_prefix(model)
+
+
+def _install(model: Any, encoder: PrefixEncoder) -> None:
+    from elmd_sdk.models.prefix_attention import PrefixState, install
+
+    encoder.to(next(model.parameters()).device)
+    # In eval mode the prefix is identical for every row: compute it once and broadcast it in attention.
+    state = PrefixState(lambda batch: encoder(batch if encoder.training else 1))
+    model._elmd_prefix = install(model, state, encoder.config.num_layers)
+    model.prefix_encoder = encoder
 
 
 def detach_prefix(model: Any) -> PrefixEncoder | None:
     """Remove a prefix added by :func:`attach_prefix`; returns its encoder (None if there was none)."""
-    hook = getattr(model, "_elmd_prefix_hook", None)
-    if hook is None:
+    installed = getattr(model, "_elmd_prefix", None)
+    if installed is None:
         return None
-    hook.remove()
-    for module in attention_modules(model):
-        _STATES.pop(module, None)
-    model.set_attn_implementation(model._elmd_prefix_attn)
+    installed.remove()
     encoder: PrefixEncoder = model.prefix_encoder
-    del model.prefix_encoder, model._elmd_prefix_hook, model._elmd_prefix_attn
+    del model.prefix_encoder, model._elmd_prefix
     return encoder
 
 

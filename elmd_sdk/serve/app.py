@@ -32,12 +32,13 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from elmd_sdk.answer.result import ELMDResult, add_usage
 from elmd_sdk.chains.chain import ELMDChain
-from elmd_sdk.chains.parser import ELMDResult, add_usage
 from elmd_sdk.errors import InputError
 from elmd_sdk.serve import openai_types as oa
 from elmd_sdk.serve.config import ServeConfig
-from elmd_sdk.serve.mapping import RequestError, chain_turn
+from elmd_sdk.serve.decisions import add_decisions_route
+from elmd_sdk.serve.mapping import RequestError, chain_turn, check_model
 
 log = logging.getLogger("elmd_sdk.serve")
 STATIC = Path(__file__).with_name("static")
@@ -185,8 +186,8 @@ def end_requests(app: FastAPI) -> None:
 
 
 def create_app(chain: ELMDChain, config: ServeConfig) -> FastAPI:
-    """The app serving ``chain`` as model ``config.model_id``: ``/v1/chat/completions``, ``/v1/models``,
-    ``/health`` and the chat page at ``/``."""
+    """The app serving ``chain`` as model ``config.model_id``: ``/v1/chat/completions``, ``/v1/decisions``,
+    ``/v1/models``, ``/health`` and the chat page at ``/``."""
     gate = _Gate(config.max_concurrency)
     in_flight = _InFlight()
     engine: list[Any] = []
@@ -253,9 +254,7 @@ def create_app(chain: ELMDChain, config: ServeConfig) -> FastAPI:
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat_completions(body: oa.ChatCompletionRequest) -> JSONResponse | StreamingResponse:
-        if body.model != config.model_id:
-            raise RequestError(404, f"no model {body.model!r}; this server has {config.model_id!r}",
-                               param="model", code="model_not_found")  # fmt: skip
+        check_model(body.model, config)
         gate.enter()
         request_scope = contextlib.ExitStack()  # what the request holds until its reply ends: its place, its video
         request_scope.callback(gate.leave)
@@ -284,6 +283,7 @@ def create_app(chain: ELMDChain, config: ServeConfig) -> FastAPI:
                 await _shielded_close(stream)
         return JSONResponse(oa.completion(result, model=body.model, id=oa.completion_id()))
 
+    add_decisions_route(app, chain, config, gate)
     return app
 
 

@@ -36,6 +36,15 @@ class RequestError(Exception):
         self.status, self.message, self.param, self.code = status, message, param, code
 
 
+def check_model(model: Any, config: ServeConfig) -> None:
+    """A :class:`RequestError` unless ``model`` names the served model (400 when it is not a name, else 404)."""
+    if not isinstance(model, str):
+        raise RequestError(400, "model: required, the served model's id (GET /v1/models)", param="model")
+    if model != config.model_id:
+        raise RequestError(404, f"no model {model!r}; this server has {config.model_id!r}",
+                           param="model", code="model_not_found")  # fmt: skip
+
+
 @dataclass(frozen=True)
 class ChainCall:
     """What the chain is called with: its input and the chat model's call options."""

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from elmd_sdk.chains.parser import ELMDResult
+from elmd_sdk.answer.result import ELMDResult
 
 
 class TextPart(BaseModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,10 +24,18 @@ def model_id(bundle: Path | None) -> str:
     return "default" if bundle is None else bundle.resolve().name
 
 
-def serve(bundle: Path | None, config: ServeConfig) -> None:
+def serve(
+    bundle: Path | None,
+    config: ServeConfig,
+    generation: Mapping[str, Any] | None = None,
+    *,
+    dtype: str | None = None,
+    quantize: str | None = None,
+) -> None:
     """Serve ``bundle`` (None: the embedded default) until SIGTERM/SIGINT; in-flight requests get
     ``config.shutdown_timeout_s`` to finish, then are ended (answered, their decoding stopped); returns normally
-    (exit 0)."""
+    (exit 0). ``generation`` overrides the bundle's decoding settings (a request's own fields win over both);
+    ``dtype`` and ``quantize`` the precision its LLM loads with."""
     from transformers.utils import logging as hf_logging
 
     from elmd_sdk.chains.chain import ELMDChain
@@ -39,7 +48,8 @@ def serve(bundle: Path | None, config: ServeConfig) -> None:
         raise InputError("not a folder", file=config.video_root, field="--video-root")
     hf_logging.disable_progress_bar()
     print(f"loading {bundle or 'the embedded default bundle'} ...", file=sys.stderr)
-    chain = ELMDChain.from_bundle(bundle if bundle is not None else default_bundle_path())
+    source = bundle if bundle is not None else default_bundle_path()
+    chain = ELMDChain.from_bundle(source, dtype=dtype, quantize=quantize, **(generation or {}))
     app = create_app(chain, config)
     # uvicorn shuts down gracefully on SIGTERM, then raises the signal again under the handler it found: make that
     # one a no-op, so a stopped server exits 0 (Ctrl-C still ends as an interrupt).

@@ -7,9 +7,13 @@ the same way.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from torch import nn
 
+from elmd_sdk.errors import ElmdError, InputError
 from elmd_sdk.video.encoders import VisualEncoder
 from elmd_sdk.video.frames import FrameSource, sample_frames
 from elmd_sdk.video.pooling import spatio_temporal_pool
@@ -52,3 +56,34 @@ def video_tokens(
             raise ValueError("a clip needs a visual encoder and a source (or give its pooled features)")
         pooled = spatio_temporal_pool(clip_features(encoder, source, frames=frames, start=start, end=end))
     return project(projector, torch.as_tensor(pooled))  # (m + o, hidden)
+
+
+def block_tokens(
+    projector: VideoProjector | nn.Module | None,
+    encoder: VisualEncoder | None,
+    block: Mapping[str, Any],
+    *,
+    frames: int,
+) -> torch.Tensor:
+    """E_v ``(m + o, hidden)`` of a chat message's video block: ``{"path", "start", "end"}``, ``{"frames"}`` or
+    ``{"pooled"}``; an error says which part the chat model lacks."""
+    if projector is None:
+        raise ElmdError(
+            "this chat model has no video projector; load one with "
+            "ELMDChatModel.load(..., projector=PATH) or drop the video from the message"
+        )
+    source = block.get("frames", block.get("path"))
+    if "pooled" not in block:
+        if encoder is None:
+            raise ElmdError("this chat model has no visual encoder; pass visual_encoder= to ELMDChatModel.load")
+        if source is None:
+            raise InputError("a video block needs 'path', 'frames' or 'pooled'", field="video")
+    return video_tokens(
+        projector,
+        encoder,
+        source,
+        pooled=block.get("pooled"),
+        frames=frames,
+        start=block.get("start"),
+        end=block.get("end"),
+    )  # (m + o, hidden)

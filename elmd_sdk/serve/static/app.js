@@ -1,5 +1,6 @@
 "use strict";
-// ELMD web chat: streams the replies of POST /v1/chat/completions and shows each reply's emotion and probabilities.
+// ELMD web chat: streams the replies of POST /v1/chat/completions and shows each reply's emotion and probabilities;
+// the emotion of each user message, with its probabilities, comes from POST /v1/decisions (utterance_emotion).
 
 const $ = (id) => document.getElementById(id);
 const KEY_STORAGE = "elmd-api-key";
@@ -87,7 +88,9 @@ function scrollDown() {
 
 function addUser(text) {
   const bubble = element("div", "user");
-  bubble.append(element("p", "text", text));
+  const bars = element("ul", "bars");
+  bars.setAttribute("aria-label", "Your emotion's probabilities");
+  bubble.append(element("span", "emotion"), element("p", "text", text), bars);
   const file = $("video").files[0];
   if (file && !$("video").disabled) bubble.append(element("p", "attachment", `📎 ${file.name}`));
   $("conversation").append(bubble);
@@ -119,6 +122,24 @@ function showEmotion(bot, label, scores) {
     return row;
   });
   bot.querySelector(".bars").replaceChildren(...rows);
+}
+
+// The emotion of the user's last message as the model reads it (the utterance_emotion decision), on their bubble;
+// left out when the model cannot tell it (a refusal: no retrieval) or the request fails (the reply still comes).
+async function showUserEmotion(model, body, bubble) {
+  const choices = model.emotions.map((value) => ({ value }));
+  const question = { type: "choice", name: "utterance_emotion", instructions: "The user's emotion.", choices };
+  const system = body.background ? [{ role: "system", content: body.background }] : [];
+  const response = await fetch("/v1/decisions", {
+    method: "POST",
+    headers: headers(),
+    body: JSON.stringify({ model: model.id, input: [...system, ...body.messages], questions: [question] }),
+  });
+  if (!response.ok) return;
+  const [answer] = (await response.json()).answers;
+  if (answer?.type !== "choice") return;
+  showEmotion(bubble, answer.choice, Object.fromEntries(answer.probabilities.map((p) => [p.value, p.probability])));
+  bubble.dataset.done = "true";
 }
 
 // Reads the SSE stream into `bot` as it arrives; returns the whole reply text at "data: [DONE]".
@@ -166,7 +187,9 @@ async function send(event) {
   const user = addUser(text);
   const bot = addBot();
   try {
-    const body = await requestBody(state.model ?? (await loadModel()), text);
+    const model = state.model ?? (await loadModel());
+    const body = await requestBody(model, text);
+    showUserEmotion(model, body, user).catch(() => {});
     const reply = await streamReply(body, bot, controller.signal);
     state.history.push({ role: "user", content: text }, { role: "assistant", content: reply });
     $("video").value = "";
