@@ -22,8 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
-import sys
 import tempfile
 import threading
 import time
@@ -31,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import percentile  # also sets HF_HUB_OFFLINE and TOKENIZERS_PARALLELISM
-from serve_load import UTTERANCES, free_port, machine, start_server, stop_server
+from serve_load import UTTERANCES, announce, free_port, start_server, stop_server
 
 
 def parse_args() -> argparse.Namespace:
@@ -113,11 +111,7 @@ def main() -> None:
         os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(args.threads)
     from openai import OpenAI
 
-    command = shlex.join([sys.executable, *sys.argv])
-    host = machine()
-    print(f"command: {command}")
-    print(f"machine: {host['cores']} cores, {host['cpu_model']}, torch threads {host['torch_threads']}, "
-          f"load average {host['load_average']}", flush=True)  # fmt: skip
+    command, host = announce()
     port = free_port()
     log = tempfile.NamedTemporaryFile(prefix="decisions_", suffix=".log", delete=False)  # noqa: SIM115
     serve_args = argparse.Namespace(bundle=args.bundle, clients=args.clients, burst_clients=args.clients,

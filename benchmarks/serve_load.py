@@ -100,6 +100,16 @@ def machine() -> dict[str, Any]:
     }
 
 
+def announce() -> tuple[str, dict[str, Any]]:
+    """Print the command line and the machine (:func:`machine`) a benchmark runs with, and return both."""
+    command = shlex.join([sys.executable, *sys.argv])
+    host = machine()
+    print(f"command: {command}")
+    print(f"machine: {host['cores']} cores, {host['cpu_model']}, torch threads {host['torch_threads']}, "
+          f"load average {host['load_average']}", flush=True)  # fmt: skip
+    return command, host
+
+
 def baseline(args: argparse.Namespace) -> dict[str, Any]:
     """The in-process chain answering the utterances in turn: completion tokens/s (the chain is freed after)."""
     from elmd_sdk.chains import ELMDChain
@@ -252,11 +262,7 @@ def main() -> None:
     args = parse_args()
     if args.threads:  # before torch is imported; the server inherits it
         os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(args.threads)
-    command = shlex.join([sys.executable, *sys.argv])
-    host = machine()
-    print(f"command: {command}")
-    print(f"machine: {host['cores']} cores, {host['cpu_model']}, torch threads {host['torch_threads']}, "
-          f"load average {host['load_average']}", flush=True)  # fmt: skip
+    command, host = announce()
 
     base = baseline(args)
     print(f"baseline in-process: {base['tokens']} tokens in {base['seconds']:.2f} s", flush=True)

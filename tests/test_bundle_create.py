@@ -82,7 +82,8 @@ def test_cli_writes_labels_precision_and_decoding_and_the_index_with_its_erm(
     assert manifest.generation == {"do_sample": False, "max_new_tokens": 5, "top_p": 0.9}
     assert paths.index == out / "index" and paths.erm == out / "erm" and (out / "erm" / "ssc.safetensors").is_file()
     chain = ELMDChain.from_bundle(out)
-    assert chain.chat_model.quantize == "int8" and isinstance(chain.chat_model.hf_model.lm_head, Int8Linear)
+    llm = chain.chat_model.hf_model
+    assert chain.chat_model.quantize == "int8" and isinstance(llm.model.layers[0].self_attn.q_proj, Int8Linear)
     result_ = chain.invoke(TURN)
     assert result_.emotion in ("happy", "sad", "anger") and result_.demonstration is not None
     assert ELMDChain.from_bundle(out, quantize="none").chat_model.quantize == "none"  # chat/serve/eval --quantize
