@@ -7,7 +7,7 @@ tokens/s of ``chat.stream`` and ``chat.invoke`` as ratios of raw ``model.generat
 included on both sides; ratio >= 1 means the wrapper is as fast; target >= 0.9). With ``--device cuda`` the same on
 the GPU.
 
-``cold`` (CPU only): cold start with a warm cache: a fresh interpreter that loads the chat model and streams the first
+``cold`` (CPU, Linux): cold start with a warm cache: a fresh interpreter that loads the chat model and streams the first
 token (target < 3 s), next to the same for raw ``load_llm`` + ``generate``; peak resident memory of one chat turn in
 a fresh process (target < 1.5 GB), next to the raw baseline's; ``elmd-sdk chat`` in a pseudo-terminal: time from the
 command's start to its prompt (target < 1.5 s) and to the first token of a first turn typed at once.
@@ -111,22 +111,22 @@ model, tokenizer = load_llm()
 ids = tokenizer.apply_chat_template({turns!r}, add_generation_prompt=True, return_tensors="pt")["input_ids"]
 model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=2, do_sample=False, streamer=First())
 """
+# A child's peak RSS: Linux's VmHWM of its own memory. (getrusage's ru_maxrss is no use here: it keeps the parent's
+# peak across the fork and exec that start the child, so every child reported at least the benchmark's own memory.)
+PEAK_MIB = "int(next(line for line in open('/proc/self/status') if line.startswith('VmHWM')).split()[1]) / 1024"
 RSS_CHAT = """
-import resource, sys
 from elmd_sdk.models.chat_model import ELMDChatModel
 chat = ELMDChatModel.load(do_sample=False, max_new_tokens={n})
 chat.invoke([("system", {system!r}), ("human", {user!r})])
-scale = 1 if sys.platform == "darwin" else 1024
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20, flush=True)
+print({peak}, flush=True)
 """
 RSS_RAW = """
-import resource, sys, torch
+import torch
 from elmd_sdk.models.llm import load_llm
 model, tokenizer = load_llm()
 ids = tokenizer.apply_chat_template({turns!r}, add_generation_prompt=True, return_tensors="pt")["input_ids"]
 model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens={n}, do_sample=False)
-scale = 1 if sys.platform == "darwin" else 1024
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20, flush=True)
+print({peak}, flush=True)
 """
 
 
@@ -225,15 +225,16 @@ def _interleaved_runs(turns: dict[str, Callable[[], Turn]], repeats: int) -> dic
 
 
 RSS_PRECISION = """
-import ctypes, gc, os, resource
+import ctypes, gc, os
 from elmd_sdk.chains.chain import ELMDChain
 chain = ELMDChain.default(dtype={dtype!r}, quantize={quantize!r}, use_video=False, do_sample=False, max_new_tokens={n})
 chain.invoke({user!r})
+peak = {peak}
 gc.collect()
 ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand what the load freed back to the system
 with open("/proc/self/statm") as statm:
     now = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, now, flush=True)
+print(peak, now, flush=True)
 """
 SETTINGS = {  # row name -> (dtype, quantize)
     "float32": ("float32", "none"),
@@ -330,7 +331,7 @@ def wrapper_section(args: argparse.Namespace) -> None:
 def cold_section(args: argparse.Namespace) -> None:
     """Cold start, peak memory and the chat command's start, each in fresh processes (CPU)."""
     n = args.max_new_tokens
-    fill = {"system": SYSTEM, "user": USER, "turns": TURNS, "n": n}
+    fill = {"system": SYSTEM, "user": USER, "turns": TURNS, "n": n, "peak": PEAK_MIB}
     cold_chat = [_numbers(COLD_CHAT.format(**fill)) for _ in range(args.cold_runs)]
     cold_raw = [_numbers(COLD_RAW.format(**fill))[0] for _ in range(args.cold_runs)]
     chat_s, raw_s = statistics.median(run[0] for run in cold_chat), statistics.median(cold_raw)
@@ -392,7 +393,7 @@ def precision_section(args: argparse.Namespace) -> None:
             gpu = (torch.cuda.memory_allocated() - allocated) / 2**20
             memory[name] = (weights, gpu, gpu)
         else:
-            fill = {"dtype": dtype, "quantize": quantize, "user": USER, "n": args.max_new_tokens}
+            fill = {"dtype": dtype, "quantize": quantize, "user": USER, "n": args.max_new_tokens, "peak": PEAK_MIB}
             peak, after = _numbers(RSS_PRECISION.format(**fill))
             memory[name] = (weights, peak, after)
         print(f"loaded {name} in {time.perf_counter() - t0:.1f} s")
