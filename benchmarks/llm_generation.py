@@ -25,7 +25,8 @@ decode speed with >= 95% emotion agreement). MELD dev is read from ``--data-root
 to the repository: ``meld/dev_sent_emo.csv``; never the test split); the samples are drawn with ``--seed``.
 
 How the CPU kernels were chosen, before this benchmark (embedded SmolLM2-135M, one thread, greedy decoding of 32
-tokens; tokens per CPU-second as a ratio of float32's; how many of float32's first 32 tokens were reproduced):
+tokens; tokens per CPU-second as a ratio of float32's; how many of float32's first 32 tokens were reproduced; every
+linear layer quantized, the output layer too, which elmd-sdk then chose to keep in bfloat16):
 
 ==========================================================  =====  ======
 int8 / int4 weight-only on CPU, candidates                  speed  tokens

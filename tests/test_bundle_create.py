@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from erm_fakes import save_tiny_sentence_model
 from llm_fakes import save_tiny_llm
 from retriever_fakes import tiny_corpus
@@ -20,7 +21,7 @@ from elmd_sdk.data import EMOTIONS, write_jsonl
 from elmd_sdk.errors import InputError
 from elmd_sdk.models.chat_model import ELMDChatModel
 from elmd_sdk.models.llm import llm_fingerprint, load_llm
-from elmd_sdk.models.quantize import Int8Linear
+from elmd_sdk.models.quantize import Int4Linear, Int8Linear
 
 TURN = {"utterance": "I finally got the job!", "history": ["A: How did the interview go?"]}
 
@@ -125,3 +126,23 @@ def test_cli_refuses_a_label_file_that_is_not_a_list(tmp_path: Path, llm_folder:
     result = CliRunner().invoke(build_app(), arguments)
     assert result.exit_code != 0 and "expected a JSON list of emotion labels" in str(result.exception)
     assert not (tmp_path / "b" / MANIFEST_FILE).exists()
+
+
+def test_chat_and_eval_load_the_bundle_at_the_precision_they_are_given(tmp_path: Path, llm_folder: Path) -> None:
+    from elmd_sdk.cli.chat import _load
+    from elmd_sdk.evaluate import EvalSettings
+    from elmd_sdk.evaluate.bundles import load_chain
+
+    create_bundle(tmp_path / "b", llm_folder, quantize="int8", generation={"do_sample": False})
+    assert ELMDChain.from_bundle(tmp_path / "b").chat_model.quantize == "int8"  # the bundle's own
+    chat = _load(tmp_path / "b", {"max_new_tokens": 3}, "bfloat16", "none").chat_model  # chat --dtype --quantize
+    assert (chat.dtype, chat.quantize, chat.hf_model.dtype, chat.max_new_tokens) == (
+        "bfloat16",
+        "none",
+        torch.bfloat16,
+        3,
+    )
+    evaluated = load_chain(tmp_path / "b", EvalSettings(quantize="int4")).chat_model  # eval --quantize
+    assert evaluated.quantize == "int4" and isinstance(evaluated.hf_model.model.layers[0].mlp.up_proj, Int4Linear)
+    with pytest.raises(InputError, match="field 'quantize'"):
+        EvalSettings(quantize="int3").validate()

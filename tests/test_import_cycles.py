@@ -130,7 +130,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     (*CORE, "bundle"),  # the core: shared modules, data, answer format, metrics, video, models, the bundle format
     ("retrievers",),
     ("chains", "bundle.load", "bundle.create"),  # the bundle loader and maker compose a bundle's runtime parts
-    ("trainers", "evaluate", "bundle.create"),  # bundle create makes an untuned bundle with the trainers' set-up
+    ("trainers", "evaluate"),
     ("serve",),
     ("cli",),
 )
