@@ -10,10 +10,13 @@ one run prints, over all bot turns:
 
 - self-repetition: replies sharing a run of 6 words with an earlier bot reply of the conversation
   (:mod:`elmd_sdk.metrics.conversation`); echo: sharing one with a user turn; distinct-2 over each conversation
-  (mean); template leaks; parenthesised asides; replies ended mid-sentence; replies cut at the token limit;
+  (mean); template leaks; asides ("(smiles)", "[smiling]", "*smiling*"); replies ended mid-sentence; replies cut
+  at the token limit;
 - the reply emotion against the user's gold emotion (contradictions: a happy user answered with anger, disgust,
   sadness or fear; a sad, fearful or angry user answered with happiness), and against MELD's gold emotion of the
   line the bot replaced (accuracy, macro-F1), with the majority class of those lines as the baseline;
+- the share of turns given a demonstration R, and relevance: the cosine of the user turn and the reply under the
+  plain sentence encoder (all-MiniLM-L6-v2), with the share of replies off the point (below 0.1);
 - seconds per turn (p50 and p95), first turn and later turns;
 - three whole conversations (the first three dialogues, in the first system and mode).
 
@@ -43,10 +46,15 @@ SYSTEMS: dict[str, dict[str, dict[str, Any]]] = {  # what each system changes: c
     "default": {},
     "no own-reply guard": {"chain": {"copy_guard_own_replies": False}},  # the copy guard over r' and u only
     "no sentence/aside rules": {"model": {"soft_max_new_tokens": None, "no_parentheses": False}},
+    "nearest demonstration": {"chain": {"demonstration_min_topic": None}},  # R = the nearest pair (the paper's)
+    "topic 0.4": {"chain": {"demonstration_min_topic": 0.4}},
+    "topic 0.5": {"chain": {"demonstration_min_topic": 0.5}},
+    "emotion drawn": {"model": {"sample_emotion": True}},  # sampled mode: the emotion drawn from its probabilities
     "history 2": {"chain": {"max_history_turns": 2}},
     "history 4": {"chain": {"max_history_turns": 4}},
     "history 8": {"chain": {"max_history_turns": 8}},
 }
+OFF_THE_POINT = 0.1  # a reply this far in topic from the user turn: below the corpus's random pairs' median (0.11)
 DEFAULT_SYSTEMS = "default,no own-reply guard,no sentence/aside rules"
 
 
@@ -122,6 +130,7 @@ def hold(chain: Any, dialogue: dict[str, Any], options: dict[str, Any], seed: in
                 "reply": result.response,
                 "emotion": result.emotion,
                 "finish_reason": result.finish_reason,
+                "demonstration": None if result.demonstration is None else result.demonstration.metadata["utterance"],
                 "seconds": seconds,
             }
         )
@@ -152,8 +161,8 @@ def run_mode(chain: Any, dialogues: list[dict[str, Any]], run: str, seed: int, o
     return [done[d["dialogue_id"]] for d in dialogues]
 
 
-def report(mode: str, dialogues: list[list[dict[str, Any]]], labels: list[str], language: str) -> None:
-    """Print ``mode``'s metrics over every bot turn."""
+def report(mode: str, dialogues: list[list[dict[str, Any]]], labels: list[str], language: str, topics: Any) -> None:
+    """Print ``mode``'s metrics over every bot turn (``topics``: the sentence encoder of the relevance figures)."""
     from elmd_sdk.metrics.conversation import contradicts, ends_mid_sentence, has_aside, shares_run
     from elmd_sdk.metrics.emotion import emotion_scores
     from elmd_sdk.metrics.reply import distinct_n, leaks_template
@@ -186,7 +195,7 @@ def report(mode: str, dialogues: list[list[dict[str, Any]]], labels: list[str], 
         "repeat": "self-repetition (6-word run of an earlier bot reply)",
         "echo": "echo (6-word run of a user turn)",
         "leak": "template leaks",
-        "aside": "parenthesised asides",
+        "aside": "asides (in parentheses, brackets, asterisks)",
         "mid": "replies ended mid-sentence",
         "length": "replies that reached the token limit",
         "contra": "emotion contradicting the user's gold emotion",
@@ -203,6 +212,16 @@ def report(mode: str, dialogues: list[list[dict[str, Any]]], labels: list[str], 
         f"{scores['emotion_macro_f1']:5.1f}   majority class '{majority}': {base['emotion_accuracy']:5.1f} / "
         f"{base['emotion_macro_f1']:5.1f}"
     )
+    every = [turn for turns in dialogues for turn in turns]
+    with_r = sum(turn.get("demonstration") is not None for turn in every)
+    print(f"{'turns with a demonstration R':<52} {with_r:>4} / {turns_count}  ({100 * with_r / turns_count:5.1f}%)")
+    users = topics.embed_sentences([turn["user"] for turn in every])  # (n, d)
+    replies = topics.embed_sentences([turn["reply"] for turn in every])  # (n, d)
+    relevance = (users * replies).sum(axis=1)  # (n,) cosine of the user turn and the reply
+    off = int((relevance < OFF_THE_POINT).sum())
+    print(f"{'relevance: cosine(user turn, reply), mean':<52} {relevance.mean():6.3f}")
+    label = f"replies off the point (relevance < {OFF_THE_POINT})"
+    print(f"{label:<52} {off:>4} / {turns_count}  ({100 * off / turns_count:5.1f}%)")
     for name, values in (("first turn", first), ("later turns", later)):
         label = f"seconds per {name} (p50 / p95)"
         print(f"{label:<52} {percentile(values, 50):5.2f} / {percentile(values, 95):5.2f}")
@@ -243,8 +262,11 @@ def main() -> None:
         for mode in args.modes.split(",")
     }
     results = {run: run_mode(variant, dialogues, run, args.seed, args.out) for run, variant in runs.items()}
+    from elmd_sdk.retrievers.encoder import ERMEncoder
+
+    topics = ERMEncoder.plain()  # all-MiniLM-L6-v2, the sentence encoder the default ERM was built on
     for run, held in results.items():
-        report(run, held, list(chain.labels), chain.language)
+        report(run, held, list(chain.labels), chain.language, topics)
     for dialogue, held in list(zip(dialogues, next(iter(results.values())), strict=True))[:3]:
         show(dialogue, held)
 

@@ -34,6 +34,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -136,13 +137,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(args: argparse.Namespace, port: int, log: Any) -> tuple[subprocess.Popen[bytes], str]:
-    """Start ``elmd-sdk serve`` and wait for /health; returns the process and the served model id."""
+def start_server(
+    args: argparse.Namespace, port: int, log: Any, extra: Sequence[str] = ()
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start ``elmd-sdk serve`` (with ``extra`` options) and wait for /health; returns the process and the served
+    model id."""
     import httpx
 
     concurrency = max(args.clients, args.burst_clients)
     command = [sys.executable, "-m", "elmd_sdk.cli.main", "serve", "--host", "127.0.0.1", "--port", str(port)]
     command += ["--max-concurrency", str(concurrency)] + (["--bundle", str(args.bundle)] if args.bundle else [])
+    command += list(extra)
     print(f"server: {shlex.join(command)}", flush=True)
     proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + args.start_timeout

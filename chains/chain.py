@@ -29,7 +29,7 @@ from langchain_core.messages import BaseMessage
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import RunnableConfig, RunnableSerializable
-from langchain_core.runnables.config import ensure_config, patch_config
+from langchain_core.runnables.config import ensure_config, patch_config, run_in_executor
 from langchain_core.tools import BaseTool
 from pydantic import (
     BaseModel,
@@ -88,8 +88,8 @@ class ELMDChain(RunnableSerializable[dict[str, Any] | str, ELMDResult], ChainFie
     """The model's measured log-prior of each label, in ``labels`` order: a trained bundle's validation prior
     (``bundle.json``), or :meth:`fit_emotion_prior` on inputs like the ones to come (batch calibration)."""
     # The conversation settings (emotion_mode, allowed_emotions, copy_guard, copy_guard_own_replies, emotion_vote_k,
-    # emotion_calibration, demonstration_form, demonstration_min_score, max_history_turns, emotion_source,
-    # emotion_fusion) are ChainFields' (chains/settings.py): a bundle's "chain" block sets them.
+    # emotion_calibration, demonstration_form, demonstration_min_score, demonstration_min_topic, max_history_turns,
+    # emotion_source, emotion_fusion) are ChainFields' (chains/settings.py): a bundle's "chain" block sets them.
 
     _prompt: ChatPromptTemplate | None = PrivateAttr(default=None)
     _log_prior: tuple[float, ...] | None = PrivateAttr(default=None)
@@ -109,6 +109,13 @@ class ELMDChain(RunnableSerializable[dict[str, Any] | str, ELMDResult], ChainFie
         if self.emotion_source == "fused" and self.emotion_fusion is None:
             raise InputError(
                 "emotion_source 'fused' needs emotion_fusion (elmd-sdk calibrate fits it)", field="emotion_fusion"
+            )
+        if self.demonstration_min_topic is not None and not (
+            self.retriever is None or hasattr(self.retriever, "topic_similarities")
+        ):
+            raise InputError(
+                f"needs a retriever with topic_similarities (EmotionalRetriever), got {type(self.retriever).__name__}",
+                field="demonstration_min_topic",
             )
         if self.emotion_fusion is not None and (unknown := sorted(set(self.emotion_fusion.bias) - set(self.labels))):
             raise InputError(f"bias for unknown label(s) {unknown}", field="emotion_fusion.bias")
@@ -348,13 +355,23 @@ class ELMDChain(RunnableSerializable[dict[str, Any] | str, ELMDResult], ChainFie
         if not (self.use_retrieval and self.retriever is not None):
             return Retrieved()
         documents = self.retriever.invoke(turn.utterance.text, config, k=self.emotion_vote_k)
-        return Retrieved.of(documents, self.labels, self.demonstration_min_score)
+        return self._found(turn.utterance.text, documents)
 
     async def _aretrieve(self, turn: ParsedInput, config: RunnableConfig) -> Retrieved:
         if not (self.use_retrieval and self.retriever is not None):
             return Retrieved()
         documents = await self.retriever.ainvoke(turn.utterance.text, config, k=self.emotion_vote_k)
-        return Retrieved.of(documents, self.labels, self.demonstration_min_score)
+        if self.demonstration_min_topic is None:
+            return self._found(turn.utterance.text, documents)
+        return await run_in_executor(config, self._found, turn.utterance.text, documents)  # encodes: off the loop
+
+    def _found(self, query: str, documents: list[Document]) -> Retrieved:
+        """The retrieved documents as R and the votes, under the demonstration settings."""
+        topics = None
+        if self.demonstration_min_topic is not None and documents:
+            utterances = [str(document.metadata.get("utterance", "")) for document in documents]
+            topics = self.retriever.topic_similarities(query, utterances)  # type: ignore[union-attr]
+        return Retrieved.of(documents, self.labels, self.demonstration_min_score, topics, self.demonstration_min_topic)
 
     def fit_emotion_prior(self, inputs: Iterable[Mapping[str, Any] | str]) -> tuple[float, ...]:
         """Batch calibration (Zhou et al., 2024): the log of each label's mean probability over ``inputs`` (e.g. a

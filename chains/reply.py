@@ -39,18 +39,35 @@ class Retrieved:
     response_emotion_scores: dict[str, float] | None = None
 
     @classmethod
-    def of(cls, documents: Sequence[Document], labels: Sequence[str], min_score: float | None = None) -> Retrieved:
-        """The nearest document is R unless its ``score`` is below ``min_score``; every document votes."""
+    def of(
+        cls,
+        documents: Sequence[Document],
+        labels: Sequence[str],
+        min_score: float | None = None,
+        topics: Sequence[float] | None = None,
+        min_topic: float | None = None,
+    ) -> Retrieved:
+        """R is the nearest document whose ``score`` is at least ``min_score``; given each document's topic
+        similarity to the utterance (``topics``), the one of them closest in topic, if at least ``min_topic``
+        (recorded as its ``topic_similarity``). Every document votes."""
+        kept = [i for i, document in enumerate(documents) if min_score is None or _score(document) >= min_score]
+        if topics is not None and min_topic is not None:
+            kept = sorted((i for i in kept if topics[i] >= min_topic), key=lambda i: -topics[i])  # stable: ERM order
+        nearest = documents[kept[0]] if kept else None
+        if nearest is not None and topics is not None:
+            nearest = Document(nearest.page_content, metadata={**nearest.metadata, "topic_similarity": topics[kept[0]]})
         scores = emotion_vote(documents, labels)
-        nearest = documents[0] if documents else None
-        if nearest is not None and min_score is not None and not nearest.metadata.get("score", 0.0) >= min_score:
-            nearest = None
         return cls(
             demonstration=nearest,
             utterance_emotion=None if scores is None else max(scores, key=scores.__getitem__),
             utterance_emotion_scores=scores,
             response_emotion_scores=emotion_vote(documents, labels, key="response_emotion"),
         )
+
+
+def _score(document: Document) -> float:
+    score = document.metadata.get("score", 0.0)
+    return float(score) if isinstance(score, int | float) else 0.0
 
 
 class ReplyChunks(AnswerReader):

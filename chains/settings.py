@@ -44,6 +44,10 @@ class ChainFields(BaseModel):
     """The nearest pair becomes the demonstration R only when its retrieval ``score`` (0: as similar as two random
     utterances of the corpus, 1: identical) is at least this; a pair too far from the utterance to help is left
     out (its vote still counts). None: always the nearest."""
+    demonstration_min_topic: float | None = Field(default=None, ge=-1.0, le=1.0)
+    """With it, R is the retrieved pair (of the ``emotion_vote_k`` nearest) whose u' is closest in topic to u, the
+    cosine of the retriever's sentence embeddings (``EmotionalRetriever.topic_similarities``), when that is at least
+    this; no pair that close: no demonstration. None: the nearest pair (the paper's)."""
     max_history_turns: int | None = Field(default=None, ge=0)
     """Most history turns the prompt holds (the newest; fewer when the context is full). None: as many as fit."""
     emotion_source: Literal["llm", "fused"] = "llm"

@@ -282,6 +282,14 @@ class ERMEncoder:
             lambda part: self._encode_chunk(part, batch_size), list(texts), self.dim, chunk, show_progress=show_progress
         )
 
+    @torch.inference_mode()
+    def embed_sentences(self, texts: Sequence[str]) -> np.ndarray:
+        """The sentence encoder's own embeddings e_u (Eq. 1, before SSC), L2-normalised: (n, d) float32. Their cosine
+        says how close two utterances are in topic, which retrieval vectors trained on emotion no longer tell."""
+        self.model.eval()
+        e_u = self.model.encode(list(texts), convert_to_tensor=True, show_progress_bar=False)  # (n, d)
+        return torch.nn.functional.normalize(e_u.float(), dim=-1).cpu().numpy()
+
     def _encode_chunk(self, texts: list[str], batch_size: int) -> np.ndarray:
         e_u = self.model.encode(texts, batch_size=batch_size, convert_to_tensor=True, show_progress_bar=False)
         return self.represent(e_u.float()).cpu().numpy().astype(np.float32, copy=False)  # (n, dim)

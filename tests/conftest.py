@@ -11,10 +11,16 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Training tests assert float32 values; the CPU bf16 default is tested on its own (test_train_speed_settings.py).
 os.environ.setdefault("ACCELERATE_MIXED_PRECISION", "no")
 
+import signal
+
 import pytest
 import torch
 
 torch.set_num_threads(2)
+# A suite started in the background (`nohup pytest &`) inherits SIGINT ignored, and an ignored signal stays ignored
+# across exec: the Ctrl-C tests (a streaming reply, `train erm`, the terminal client) would wait for nothing. Python's
+# own handler here, which a started program replaces by the default disposition, as from a terminal.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)

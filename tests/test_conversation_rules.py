@@ -126,6 +126,53 @@ def test_a_demonstration_below_the_cut_off_is_left_out_but_still_votes() -> None
     )
 
 
+def test_with_a_topic_cut_off_the_demonstration_is_the_pair_closest_in_topic() -> None:
+    documents = [_document(0.9, "sad", "sad"), _document(0.8, "happy", "happy"), _document(0.7, "anger", "anger")]
+    chosen = Retrieved.of(documents, EMOTIONS, topics=[0.1, 0.6, 0.6], min_topic=0.5)
+    assert chosen.demonstration is not None
+    assert chosen.demonstration.page_content == "r' 0.8"  # a tie keeps the retriever's order
+    assert chosen.demonstration.metadata["topic_similarity"] == 0.6
+    assert Retrieved.of(documents, EMOTIONS, topics=[0.1, 0.6, 0.6], min_topic=0.61).demonstration is None
+    below_score = Retrieved.of(documents, EMOTIONS, min_score=0.75, topics=[0.1, 0.2, 0.9], min_topic=0.5)
+    assert below_score.demonstration is None  # the pair close in topic is too far by score
+    assert chosen.utterance_emotion_scores == Retrieved.of(documents, EMOTIONS).utterance_emotion_scores
+
+
+def test_a_topic_cut_off_needs_a_retriever_that_measures_topics(chain: Any) -> None:
+    with pytest.raises(ValueError, match="'demonstration_min_topic': needs a retriever with topic_similarities"):
+        type(chain)(chat_model=chain.chat_model, retriever=FixedRetriever(), demonstration_min_topic=0.3)
+    with pytest.raises(InputError) as error:
+        check_chain_settings({"demonstration_min_topic": 1.5})
+    assert error.value.field == "chain.demonstration_min_topic"
+
+
+def test_the_chain_takes_the_demonstration_on_the_users_topic(chain: Any, tmp_path: Path) -> None:
+    from retriever_fakes import HashEncoder, tiny_corpus
+
+    from elmd_sdk.retrievers import EmotionalRetriever, build_index
+
+    encoder = HashEncoder(dim=512)
+    build_index(encoder, tiny_corpus(), tmp_path / "index")
+    retriever = EmotionalRetriever.load(tmp_path / "index", encoder=encoder)
+    on_topic = type(chain)(chat_model=chain.chat_model, retriever=retriever, demonstration_min_topic=0.99)
+    found = on_topic.invoke({"utterance": "neutral words d2 t1"}).demonstration
+    assert found is not None and found.metadata["utterance"] == "neutral words d2 t1"
+    assert found.metadata["topic_similarity"] == pytest.approx(1.0)
+    assert on_topic.invoke({"utterance": "nothing in common here"}).demonstration is None
+
+
+def test_sample_emotion_off_keeps_the_most_probable_emotion_while_the_words_are_sampled(chain: Any) -> None:
+    utterance = {"utterance": "I got the job!"}
+    scores = chain.invoke(utterance).emotion_scores
+    best = max(scores, key=scores.__getitem__)
+    drawn = [chain.invoke(utterance, do_sample=True, seed=seed) for seed in range(8)]
+    assert len({result.emotion for result in drawn}) > 1
+    kept = [chain.invoke(utterance, do_sample=True, sample_emotion=False, seed=seed) for seed in range(8)]
+    assert {result.emotion for result in kept} == {best}
+    assert all(result.emotion_scores == pytest.approx(scores) for result in kept)
+    assert len({result.response for result in kept}) > 1  # the words are still sampled
+
+
 def test_the_prompt_holds_at_most_max_history_turns(chain: Any) -> None:
     history = ["one", "two", "three", "four", "five"]
     limited = chain.model_copy(update={"max_history_turns": 2})

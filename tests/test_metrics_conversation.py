@@ -57,9 +57,11 @@ def test_a_reply_ends_mid_sentence_unless_its_last_mark_ends_one(reply: str, cut
     assert ends_mid_sentence(reply) is cut
 
 
-def test_asides_are_parenthesised_remarks_in_either_script() -> None:
+def test_asides_are_remarks_in_parentheses_brackets_or_asterisks() -> None:
     assert has_aside("Sure (smiling) I will.")
-    assert has_aside("好的（笑）")
+    assert has_aside("好的（笑）") and has_aside("好的【笑】")
+    assert has_aside("*smiling*") and has_aside("[smiling and smiling]")
+    assert not has_aside("2 * 3 is six.")
     assert not has_aside("Sure, I will :)")
     assert not has_aside("No brackets here.")
 

@@ -294,3 +294,26 @@ def test_a_missing_manifest_field_is_named(flat_index: Path) -> None:
     del manifest["params"]
     with pytest.raises(InputError, match=r"index\.json: field 'params': missing"):
         IndexManifest.from_dict(manifest, flat_index / MANIFEST_FILE)
+
+
+def test_topic_similarities_are_cosines_of_the_query_and_each_utterance(flat_index: Path, encoder: HashEncoder) -> None:
+    retriever = EmotionalRetriever.load(flat_index, encoder=encoder)
+    query, utterances = "happy words d0", ["happy words d1", "sad words", "happy words d0"]
+    vectors = encoder.encode([query, *utterances])  # HashEncoder has no embed_sentences: its retrieval vectors
+    expected = [float(vectors[i] @ vectors[0]) for i in (1, 2, 3)]
+    assert retriever.topic_similarities(query, utterances) == pytest.approx(expected, abs=1e-6)
+    assert expected[2] == pytest.approx(1.0) and expected[0] > expected[1]
+
+
+def test_the_default_erm_sentence_embeddings_tell_topics_apart() -> None:
+    from elmd_sdk.retrievers.encoder import ERMEncoder
+
+    erm = ERMEncoder.load(default_bundle_path() / "erm")
+    texts = ["My dog ran away this morning.", "My dog passed away this morning. He was fourteen.",
+             "The form is picky about the address."]  # fmt: skip
+    vectors = erm.embed_sentences(texts)
+    assert vectors.shape == (3, 384) and np.linalg.norm(vectors, axis=1) == pytest.approx(np.ones(3), abs=1e-5)
+    same_topic, other_topic = float(vectors[1] @ vectors[0]), float(vectors[2] @ vectors[0])
+    assert same_topic > 0.5 > 0.2 > other_topic
+    retrieval = erm.encode(texts)  # emotion-trained: every pair near 1
+    assert float(retrieval[2] @ retrieval[0]) > 0.9

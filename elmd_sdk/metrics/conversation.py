@@ -33,7 +33,7 @@ CONTRADICTIONS: dict[str, frozenset[str]] = {
 """The user's emotion -> the reply emotions that go against it."""
 
 _SENTENCE_END = re.compile(r"(?:[.!?…。！？]|\.\.\.)[\"'”’)\]」』]*\s*$")
-_ASIDE = re.compile(r"[(（][^)）]*[)）]")
+_ASIDE = re.compile(r"[(（][^)）]*[)）]|[\[【][^\]】]*[\]】]|\*[^*\n]+\*")  # (…) [...] 【…】 *…*
 
 
 def shares_run(reply: Sequence[str], others: Iterable[Sequence[str]], n: int = REPEAT_WORDS) -> bool:
@@ -48,7 +48,8 @@ def ends_mid_sentence(reply: str) -> bool:
 
 
 def has_aside(reply: str) -> bool:
-    """Whether the reply holds a parenthesised remark."""
+    """Whether the reply holds a remark in parentheses, brackets or asterisks (a stage direction such as "(smiles)",
+    "[smiling]" or "*smiling*")."""
     return _ASIDE.search(reply) is not None
 
 

@@ -371,7 +371,8 @@ class ELMDChatModel(BaseChatModel, GenerationFields):
         context, scored = score_lines(self.hf_model, partial(self._prefill, prompt), lines, self._generate_lock)
         probabilities = emotion_probabilities(choice, scored.log_likelihoods)
         generator = settings.sampling.generator(context.attention_mask.device)
-        label = pick_emotion(choice, probabilities, settings.sampling.do_sample, generator)
+        draw = settings.sampling.do_sample and settings.generation.sample_emotion
+        label = pick_emotion(choice, probabilities, draw, generator)
         forced = scored.rests[choice.labels.index(label)] + self._vocabulary().encode(choice.response_key)
         return prompt, context, forced, {"emotion": label, "emotion_scores": probabilities}
 

@@ -69,6 +69,10 @@ class GenerationFields(BaseModel):
     which may cut a sentence."""
     no_parentheses: DoSample = False
     """The reply never opens a parenthesis: no meta-asides such as "(smiles)" or "(Note: ...)"."""
+    sample_emotion: DoSample = True
+    """Closed-set mode with sampling: the emotion is drawn from its probabilities; false: it is the most probable one
+    (after the bundle's decision rule) while the reply's words are still sampled, so sampling varies the wording, not
+    the judgment an app acts on."""
 
 
 class GenerationConfig(GenerationFields):
