@@ -4,6 +4,7 @@ parenthesised asides, the demonstration cut-off, the history amount, the fused r
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from dataclasses import replace
@@ -159,6 +160,8 @@ def test_the_chain_takes_the_demonstration_on_the_users_topic(chain: Any, tmp_pa
     assert found is not None and found.metadata["utterance"] == "neutral words d2 t1"
     assert found.metadata["topic_similarity"] == pytest.approx(1.0)
     assert on_topic.invoke({"utterance": "nothing in common here"}).demonstration is None
+    awaited = asyncio.run(on_topic.ainvoke({"utterance": "neutral words d2 t1"})).demonstration
+    assert awaited is not None and awaited.metadata == found.metadata
 
 
 def test_sample_emotion_off_keeps_the_most_probable_emotion_while_the_words_are_sampled(chain: Any) -> None:
