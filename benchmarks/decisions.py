@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import percentile  # also sets HF_HUB_OFFLINE and TOKENIZERS_PARALLELISM
-from serve_load import UTTERANCES, announce, free_port, start_server, stop_server
+from serve_load import UTTERANCES, announce, free_port, print_rows, settings_of, start_server, stop_server
 
 
 def parse_args() -> argparse.Namespace:
@@ -174,9 +174,7 @@ def main() -> None:
         ("SIGTERM exit code", str(stop["exit_code"]), "0", stop["exit_code"] == 0),
     ]
     print(f"\ndecisions on elmd-sdk serve, {len(decisions)} latency pairs, {args.requests} decisions per client")
-    print(f"{'figure':52s} {'value':>10s}  {'target':8s} result")
-    for name, value, target, met in rows:
-        print(f"{name:52s} {value:>10s}  {target:8s} {'' if met is None else 'met' if met else 'MISSED'}")
+    print_rows(rows, 10, 8)
     print(f"load average at end={os.getloadavg()}")
     if args.json:
         from elmd_sdk.io import atomic_write_bytes
@@ -184,7 +182,7 @@ def main() -> None:
         data = {
             "command": command,
             "machine": host,
-            "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+            "settings": settings_of(args),
             "decision_seconds": decisions,
             "reply_seconds": replies,
             "reply_tokens": tokens,

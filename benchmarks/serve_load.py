@@ -111,6 +111,22 @@ def announce() -> tuple[str, dict[str, Any]]:
     return command, host
 
 
+Row = tuple[str, str, str, bool | None]  # figure, value, target, met (None: no target)
+
+
+def print_rows(rows: list[Row], value_width: int, target_width: int) -> None:
+    """The results table: each figure, its value, its target and whether the target was met."""
+    print(f"{'figure':52s} {'value':>{value_width}s}  {'target':{target_width}s} result")
+    for name, value, target, met in rows:
+        result = "" if met is None else "met" if met else "MISSED"
+        print(f"{name:52s} {value:>{value_width}s}  {target:{target_width}s} {result}")
+
+
+def settings_of(args: argparse.Namespace) -> dict[str, Any]:
+    """The command-line settings, JSON-ready."""
+    return {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+
+
 def baseline(args: argparse.Namespace) -> dict[str, Any]:
     """The in-process chain answering the utterances in turn: completion tokens/s (the chain is freed after)."""
     from elmd_sdk.chains import ELMDChain
@@ -315,9 +331,7 @@ def main() -> None:
         (f"SIGTERM exit within {args.stop_timeout:g} s", f"{stop['seconds']:.2f} s", "yes", stop["in_time"]),
     ]
     print(f"\nserve load test, greedy, max_tokens={args.max_tokens}, {args.requests} sequential requests")
-    print(f"{'figure':52s} {'value':>14s}  {'target':10s} result")
-    for name, value, target, met in rows:
-        print(f"{name:52s} {value:>14s}  {target:10s} {'' if met is None else 'met' if met else 'MISSED'}")
+    print_rows(rows, 14, 10)
     for part, data in (("one client", one), (f"{args.burst_clients} clients", burst), ("load", load)):
         for error in data["errors"]:
             print(f"  {part} error: {error}")
@@ -329,7 +343,7 @@ def main() -> None:
         data = {
             "command": command,
             "machine": host,
-            "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+            "settings": settings_of(args),
             "baseline": base,
             "one_client": one | {"ratio_to_baseline": one_ratio},
             "burst": burst | {"ratio_to_one_client": burst_ratio},
