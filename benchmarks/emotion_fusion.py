@@ -49,7 +49,7 @@ def load_chain(bundle: Path | None, index: Path | None) -> Any:
         from elmd_sdk.retrievers import EmotionalRetriever
 
         chain = chain.model_copy(update={"retriever": EmotionalRetriever.load(index, k=1)})
-    return chain.model_copy(update={"emotion_source": "llm", "emotion_fusion": None})
+    return chain.model_copy(update={"emotion_source": "llm", "emotion_fusion": None, "utterance_calibration": None})
 
 
 def evidence_of(chain: Any, samples: list[Any], cache: Path) -> list[dict[str, Any]]:
@@ -97,7 +97,9 @@ def predictions(rows: list[dict[str, Any]], labels: list[str], prior: tuple[floa
         evidence = fusion.evidence(labels, row["utterance_vote"], row["response_vote"])
         fused_choice = replace(calibrated, llm_weight=fusion.llm, evidence=evidence)
         fused = emotion_probabilities(fused_choice, scores)
-        decided = replace(fused_choice, choice_bias=fusion.choice_bias(labels))
+        decided = replace(
+            fused_choice, choice_bias=fusion.choice_bias(labels), choice_min_ratio=fusion.decision_min_ratio
+        )
         tables["llm"].append(llm)
         tables["fused"].append(fused)
         tables["utterance vote"].append(vote_table(row["utterance_vote"], labels))
@@ -121,7 +123,7 @@ def scores(pred: list[str], gold: list[str], labels: list[str]) -> np.ndarray:
 
 def main() -> None:
     args = parse_args()
-    from elmd_sdk.chains.calibrate import fit_emotion_fusion
+    from elmd_sdk.chains.calibrate import fit_emotion_fusion, fit_utterance_calibration, recalibrated
     from elmd_sdk.chains.reply import EmotionEvidence
     from elmd_sdk.data import split_samples
     from elmd_sdk.evaluate.bootstrap import percentile_interval, resample_indices
@@ -142,21 +144,30 @@ def main() -> None:
 
     prior = batch_log_prior(torch.tensor([row["llm"] for row in valid_rows]))
     evidence = [EmotionEvidence(r["llm"], r["utterance_vote"], r["response_vote"]) for r in valid_rows]
-    fusion, alpha = fit_emotion_fusion(evidence, prior, [r["gold"] for r in valid_rows], labels)
+    calibration = fit_utterance_calibration(evidence, [r["user_gold"] for r in valid_rows], labels)
+    fusion, decision = fit_emotion_fusion(
+        recalibrated(evidence, calibration, labels), prior, [r["gold"] for r in valid_rows], labels
+    )
     print(f"fitted on valid: prior {dict(zip(labels, np.round(np.exp(prior), 3), strict=True))}")
+    print(f"user's emotion calibration: {calibration}")
     bias = {label: round(value, 2) for label, value in fusion.bias.items()}
     print(
         f"fusion weights: LLM {fusion.llm:.3f}, user's emotion {fusion.utterance:.3f}, "
-        f"response emotions {fusion.response:.3f}; bias {bias}; decision exponent alpha {alpha}"
+        f"response emotions {fusion.response:.3f}; bias {bias}; decision exponent alpha {decision.alpha}, "
+        f"least ratio to the top probability {fusion.decision_min_ratio}"
     )
 
     gold = [r["gold"] for r in test_rows]
     user_gold = [r["user_gold"] for r in test_rows]
+    raw_votes = [vote_table(r["utterance_vote"], labels) for r in test_rows]
+    if calibration is not None:  # the chain reports (and fuses) the recalibrated vote
+        test_rows = [{**r, "utterance_vote": calibration.apply(r["utterance_vote"], labels)} for r in test_rows]
     made = predictions(test_rows, labels, prior, fusion)
     majority = max(labels, key=[r["gold"] for r in valid_rows].count)
     made["chosen"]["majority"] = [majority] * len(test_rows)
     indices = resample_indices(0, len(gold), BOOTSTRAP)
     report: dict[str, Any] = {"samples": len(gold), "fusion": fusion.model_dump(), "prior": list(prior), "rows": {}}
+    report["utterance_calibration"] = None if calibration is None else calibration.model_dump()
     llm_draws = None
     header = f"{'row':<16} {'acc':>14} {'macro-F1':>16} {'weighted F1':>16} {'contradict':>10}"
     print(f"\n{len(gold)} MELD dev test samples, {BOOTSTRAP} paired bootstrap resamples (95% intervals)\n{header}")
@@ -177,11 +188,13 @@ def main() -> None:
             row["macro_f1_minus_llm"] = {"value": gap, "interval": percentile_interval(difference)}
         report["rows"][name] = row
     fused_gap = report["rows"]["fused"]["macro_f1_minus_llm"]
-    print(f"\nfused - llm macro-F1: {fused_gap['value']:+.1f}, 95% interval {fused_gap['interval']}")
+    low, high = fused_gap["interval"]
+    print(f"\nfused - llm macro-F1: {fused_gap['value']:+.1f}, 95% interval [{low:+.1f}, {high:+.1f}]")
     diagrams = {
         "reply emotion, llm": reliability(made["tables"]["llm"], gold),
         "reply emotion, fused": reliability(made["tables"]["fused"], gold),
-        "utterance emotion": reliability(made["tables"]["utterance vote"], user_gold),
+        "utterance emotion, raw vote": reliability(raw_votes, user_gold),
+        "utterance emotion, calibrated": reliability(made["tables"]["utterance vote"], user_gold),
     }
     for name, diagram in diagrams.items():
         print(f"ECE {name}: {diagram['ece']:.1f} (x100)")

@@ -88,8 +88,9 @@ class ELMDChain(RunnableSerializable[dict[str, Any] | str, ELMDResult], ChainFie
     """The model's measured log-prior of each label, in ``labels`` order: a trained bundle's validation prior
     (``bundle.json``), or :meth:`fit_emotion_prior` on inputs like the ones to come (batch calibration)."""
     # The conversation settings (emotion_mode, allowed_emotions, copy_guard, copy_guard_own_replies, emotion_vote_k,
-    # emotion_calibration, demonstration_form, demonstration_min_score, demonstration_min_topic, max_history_turns,
-    # emotion_source, emotion_fusion) are ChainFields' (chains/settings.py): a bundle's "chain" block sets them.
+    # utterance_calibration, emotion_calibration, demonstration_form, demonstration_min_score, demonstration_min_topic,
+    # max_history_turns, emotion_source, emotion_fusion) are ChainFields' (chains/settings.py): a bundle's "chain"
+    # block sets them.
 
     _prompt: ChatPromptTemplate | None = PrivateAttr(default=None)
     _log_prior: tuple[float, ...] | None = PrivateAttr(default=None)
@@ -371,7 +372,14 @@ class ELMDChain(RunnableSerializable[dict[str, Any] | str, ELMDResult], ChainFie
         if self.demonstration_min_topic is not None and documents:
             utterances = [str(document.metadata.get("utterance", "")) for document in documents]
             topics = self.retriever.topic_similarities(query, utterances)  # type: ignore[union-attr]
-        return Retrieved.of(documents, self.labels, self.demonstration_min_score, topics, self.demonstration_min_topic)
+        return Retrieved.of(
+            documents,
+            self.labels,
+            self.demonstration_min_score,
+            topics,
+            self.demonstration_min_topic,
+            self.utterance_calibration,
+        )
 
     def fit_emotion_prior(self, inputs: Iterable[Mapping[str, Any] | str]) -> tuple[float, ...]:
         """Batch calibration (Zhou et al., 2024): the log of each label's mean probability over ``inputs`` (e.g. a
@@ -442,7 +450,11 @@ class ELMDChain(RunnableSerializable[dict[str, Any] | str, ELMDResult], ChainFie
                 votes = (found.utterance_emotion_scores, found.response_emotion_scores)
                 evidence = fusion.evidence(self.labels, *votes)
                 choice = replace(
-                    choice, llm_weight=fusion.llm, evidence=evidence, choice_bias=fusion.choice_bias(self.labels)
+                    choice,
+                    llm_weight=fusion.llm,
+                    evidence=evidence,
+                    choice_bias=fusion.choice_bias(self.labels),
+                    choice_min_ratio=fusion.decision_min_ratio,
                 )
             options["emotion_choice"] = choice
         if self.copy_guard and ours:

@@ -11,21 +11,23 @@ retrieval) counts as uniform.
 Calibrated probabilities of a skewed label set (MELD: 40% neutral) make the most probable label nearly always the
 majority one: accurate, but useless to an app and poor in macro-F1. The choice therefore divides each probability
 by the label's validation share to a power alpha (``decision``: log-weights -alpha x log share), alpha picked on the
-validation set for macro-F1 (:func:`decision_for`); the reported probabilities stay the calibrated ones.
+validation set for macro-F1 (:func:`decision_for`); the reported probabilities stay the calibrated ones. Dividing
+alone may pick a label at 5% over one at 60%, which an app showing the probability cannot explain: the choice is
+also made only among the labels at least a fraction (``decision_min_ratio``, picked with alpha) as probable as the
+most probable one.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-Vote = Mapping[str, float]  # label -> share of the similarity-weighted vote
-
-VOTE_FLOOR = 1e-3
-"""A vote's probability floor before its logarithm: a label no neighbour had is unlikely, not impossible."""
+from elmd_sdk.chains.log_linear import BIAS_L2, fit_log_linear
+from elmd_sdk.chains.vote_calibration import Vote, log_vote
 
 
 class EmotionFusion(BaseModel):
@@ -38,6 +40,8 @@ class EmotionFusion(BaseModel):
     response: float = Field(allow_inf_nan=False)
     bias: dict[str, float] = Field(default_factory=dict)  # absent labels: 0
     decision: dict[str, float] = Field(default_factory=dict)  # log-weights added when choosing (absent labels: 0)
+    decision_min_ratio: float = Field(default=0.0, ge=0.0, lt=1.0)  # choose among labels at least this fraction as
+    # probable as the most probable one
 
     def choice_bias(self, labels: Sequence[str]) -> tuple[float, ...]:
         """The decision's log-weight of each label, in ``labels`` order."""
@@ -48,16 +52,10 @@ class EmotionFusion(BaseModel):
     ) -> tuple[float, ...]:
         """The votes' part of each label's fused log-score, in ``labels`` order (what is added to ``llm`` x the
         LLM's log-probabilities)."""
-        u, r = _log_vote(utterance_vote, labels), _log_vote(response_vote, labels)
+        u, r = log_vote(utterance_vote, labels), log_vote(response_vote, labels)
         return tuple(
             self.utterance * a + self.response * b + self.bias.get(e, 0.0) for e, a, b in zip(labels, u, r, strict=True)
         )
-
-
-def _log_vote(vote: Vote | None, labels: Sequence[str]) -> list[float]:
-    if vote is None:
-        return [-math.log(len(labels))] * len(labels)
-    return [math.log(max(vote.get(label, 0.0), VOTE_FLOOR)) for label in labels]
 
 
 def fit_fusion(
@@ -67,37 +65,19 @@ def fit_fusion(
     gold: Sequence[int],
     labels: Sequence[str],
     *,
-    bias_l2: float = 1e-2,
+    bias_l2: float = BIAS_L2,
 ) -> EmotionFusion:
-    """Maximum-likelihood weights and biases for ``n`` validation replies: the LLM's calibrated log-probabilities
-    ``(n, L)``, each sample's two votes and the index of its gold response emotion. The LLM's weight stays positive
-    (fitted as its logarithm); ``bias_l2`` keeps the biases of rare labels finite."""
+    """Maximum-likelihood weights and biases (:func:`~elmd_sdk.chains.log_linear.fit_log_linear`; the LLM's weight
+    stays positive) for ``n`` validation replies: the LLM's calibrated log-probabilities ``(n, L)``, each sample's
+    two votes and the index of its gold response emotion."""
     n, size = llm_log_probs.shape
     if n != len(gold) or n != len(utterance_votes) or n != len(response_votes) or size != len(labels) or n == 0:
         raise ValueError("fit_fusion needs one row of LLM scores, two votes and a gold label per sample")
-    u = torch.tensor([_log_vote(v, labels) for v in utterance_votes], dtype=torch.float64)  # (n, L)
-    r = torch.tensor([_log_vote(v, labels) for v in response_votes], dtype=torch.float64)  # (n, L)
-    llm = torch.log_softmax(llm_log_probs.double(), dim=-1)  # (n, L)
-    target = torch.tensor(list(gold))
-    log_llm_weight = torch.zeros((), dtype=torch.float64, requires_grad=True)
-    weights = torch.zeros(2, dtype=torch.float64, requires_grad=True)
-    bias = torch.zeros(size, dtype=torch.float64, requires_grad=True)
-    optimizer = torch.optim.LBFGS([log_llm_weight, weights, bias], max_iter=500, line_search_fn="strong_wolfe")
-
-    def loss() -> torch.Tensor:
-        optimizer.zero_grad()
-        scores = log_llm_weight.exp() * llm + weights[0] * u + weights[1] * r + bias  # (n, L)
-        value = torch.nn.functional.cross_entropy(scores, target) + bias_l2 * bias.square().sum()
-        value.backward()
-        return value
-
-    optimizer.step(loss)
-    log_llm_weight, weights, bias = log_llm_weight.detach(), weights.detach(), bias.detach()
+    u = torch.tensor([log_vote(v, labels) for v in utterance_votes])  # (n, L)
+    r = torch.tensor([log_vote(v, labels) for v in response_votes])  # (n, L)
+    fit = fit_log_linear([torch.log_softmax(llm_log_probs.double(), dim=-1), u, r], gold, bias_l2=bias_l2)
     return EmotionFusion(
-        llm=float(log_llm_weight.exp()),
-        utterance=float(weights[0]),
-        response=float(weights[1]),
-        bias={label: float(b) for label, b in zip(labels, bias, strict=True)},
+        llm=fit.first, utterance=fit.others[0], response=fit.others[1], bias=dict(zip(labels, fit.bias, strict=True))
     )
 
 
@@ -120,22 +100,36 @@ def fused_probabilities(
 DECISION_EXPONENTS = tuple(i / 20 for i in range(21))
 """The powers alpha tried for the decision rule: 0 (the most probable label) to 1 (divided by the label's share)."""
 
+DECISION_MIN_RATIOS = (0.0, 0.25, 0.5)
+"""The fractions of the top probability tried as the least a chosen label may have."""
 
-def decision_for(
-    probabilities: torch.Tensor, gold: Sequence[int], labels: Sequence[str]
-) -> tuple[dict[str, float], float]:
+
+@dataclass(frozen=True)
+class Decision:
+    """A decision rule picked on validation samples."""
+
+    log_weights: dict[str, float]  # -alpha * log(share) per label
+    alpha: float
+    min_ratio: float
+
+
+def decision_for(probabilities: torch.Tensor, gold: Sequence[int], labels: Sequence[str]) -> Decision:
     """The decision log-weights ``-alpha * log(share)`` (share: each label's frequency in ``gold``, add-one smoothed)
-    with the alpha of :data:`DECISION_EXPONENTS` that gives the best macro-F1 on these samples' fused
-    ``probabilities`` ``(n, L)``, and that alpha."""
+    and the least ratio to the top probability, with the alpha of :data:`DECISION_EXPONENTS` and the ratio of
+    :data:`DECISION_MIN_RATIOS` that give the best macro-F1 on these samples' fused ``probabilities`` ``(n, L)``
+    (ties: the smaller change)."""
     from elmd_sdk.metrics.emotion import emotion_scores
 
     counts = torch.bincount(torch.tensor(list(gold)), minlength=len(labels)).double() + 1.0  # (L,)
     log_share = (counts / counts.sum()).log()
     names = [labels[i] for i in gold]
+    probabilities = probabilities.double()
 
-    def macro_f1(alpha: float) -> float:
-        chosen = (probabilities.double().log() - alpha * log_share).argmax(dim=-1)  # (n,)
-        return float(emotion_scores([labels[i] for i in chosen], names, labels)["emotion_macro_f1"])
+    def macro_f1(alpha: float, ratio: float) -> float:
+        kept = probabilities >= ratio * probabilities.max(dim=-1, keepdim=True).values  # (n, L)
+        scores = torch.where(kept, probabilities.log() - alpha * log_share, -math.inf)  # (n, L)
+        return float(emotion_scores([labels[i] for i in scores.argmax(dim=-1)], names, labels)["emotion_macro_f1"])
 
-    alpha = max(DECISION_EXPONENTS, key=lambda a: (macro_f1(a), -a))  # ties: the smaller change
-    return {label: float(-alpha * v) for label, v in zip(labels, log_share, strict=True)}, alpha
+    grid = [(alpha, ratio) for alpha in DECISION_EXPONENTS for ratio in DECISION_MIN_RATIOS]
+    alpha, ratio = max(grid, key=lambda pair: (macro_f1(*pair), -pair[0], -pair[1]))
+    return Decision({label: float(-alpha * v) for label, v in zip(labels, log_share, strict=True)}, alpha, ratio)

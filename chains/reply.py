@@ -13,6 +13,7 @@ from langchain_core.messages import BaseMessage
 
 from elmd_sdk.answer.reading import AnswerReader
 from elmd_sdk.answer.result import ELMDResult
+from elmd_sdk.chains.vote_calibration import VoteCalibration
 from elmd_sdk.errors import InputError
 from elmd_sdk.retrievers.retriever import emotion_vote
 
@@ -46,10 +47,12 @@ class Retrieved:
         min_score: float | None = None,
         topics: Sequence[float] | None = None,
         min_topic: float | None = None,
+        calibration: VoteCalibration | None = None,
     ) -> Retrieved:
         """R is the nearest document whose ``score`` is at least ``min_score``; given each document's topic
         similarity to the utterance (``topics``), the one of them closest in topic, if at least ``min_topic``
-        (recorded as its ``topic_similarity``). Every document votes."""
+        (recorded as its ``topic_similarity``). Every document votes; the vote for the utterance emotion is
+        recalibrated by ``calibration`` when given."""
         kept = [i for i, document in enumerate(documents) if min_score is None or _score(document) >= min_score]
         if topics is not None and min_topic is not None:
             kept = sorted((i for i in kept if topics[i] >= min_topic), key=lambda i: -topics[i])  # stable: ERM order
@@ -57,6 +60,8 @@ class Retrieved:
         if nearest is not None and topics is not None:
             nearest = Document(nearest.page_content, metadata={**nearest.metadata, "topic_similarity": topics[kept[0]]})
         scores = emotion_vote(documents, labels)
+        if calibration is not None:
+            scores = calibration.apply(scores, labels)
         return cls(
             demonstration=nearest,
             utterance_emotion=None if scores is None else max(scores, key=scores.__getitem__),

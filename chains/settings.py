@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from elmd_sdk.chains.fusion import EmotionFusion
 from elmd_sdk.chains.prompt import DemonstrationForm
+from elmd_sdk.chains.vote_calibration import VoteCalibration
 from elmd_sdk.errors import InputError, input_error
 
 
@@ -33,6 +34,10 @@ class ChainFields(BaseModel):
     holds, so that a conversation does not repeat itself from the third turn on (``benchmarks/conversation.py``)."""
     emotion_vote_k: int = Field(default=10, ge=1)
     """Nearest indexed utterances whose emotions vote, weighted by similarity, for the utterance emotion."""
+    utterance_calibration: VoteCalibration | None = None
+    """The fitted recalibration of that vote (``elmd-sdk calibrate`` fits and records it): ``utterance_emotion_scores``
+    are then probabilities an app can threshold, and ``utterance_emotion`` the most probable label. None: the raw
+    vote."""
     emotion_calibration: bool = True
     """Closed set: divide the label probabilities by the model's prior, so the choice follows the input, not the
     model's bias: ``emotion_log_prior`` when set, else the prior for content-free inputs ("N/A", "[MASK]";

@@ -261,10 +261,30 @@ def test_the_decision_rule_divides_by_the_label_share_to_the_power_alpha() -> No
     # "a" is always the more probable label, but "b" samples have it less so: only dividing by the share finds them
     probabilities = torch.tensor([[0.9, 0.1]] * 6 + [[0.6, 0.4]] * 2)
     gold = [0] * 6 + [1] * 2
-    decision, alpha = decision_for(probabilities, gold, labels)
+    decision = decision_for(probabilities, gold, labels)
+    alpha, weights = decision.alpha, decision.log_weights
     share = {"a": 7 / 10, "b": 3 / 10}  # add-one smoothed
-    assert 0 < alpha <= 1
-    assert decision == pytest.approx({label: -alpha * math.log(share[label]) for label in labels})
-    chosen = (probabilities.log() + torch.tensor([decision["a"], decision["b"]])).argmax(dim=-1).tolist()
+    assert 0 < alpha <= 1 and decision.min_ratio == 0.0
+    assert weights == pytest.approx({label: -alpha * math.log(share[label]) for label in labels})
+    chosen = (probabilities.log() + torch.tensor([weights["a"], weights["b"]])).argmax(dim=-1).tolist()
     assert chosen == gold
-    assert decision_for(torch.tensor([[0.9, 0.1], [0.1, 0.9]]), [0, 1], labels)[1] == 0.0  # already right: no change
+    same = decision_for(torch.tensor([[0.9, 0.1], [0.1, 0.9]]), [0, 1], labels)
+    assert (same.alpha, same.min_ratio) == (0.0, 0.0)  # already right: no change
+
+
+def test_the_decision_rule_chooses_only_labels_near_the_top_probability() -> None:
+    from elmd_sdk.chains.fusion import decision_for
+    from elmd_sdk.models.closed_set import pick_emotion
+
+    choice = replace(emotion_choice(("a", "b", "c")), choice_bias=(0.0, math.log(40.0), math.log(4.0)))
+    probabilities = {"a": 0.6, "b": 0.05, "c": 0.35}
+    assert pick_emotion(choice, probabilities, False, None) == "b"  # 0.05 x 40 > 0.35 x 4 > 0.6
+    assert pick_emotion(replace(choice, choice_min_ratio=0.25), probabilities, False, None) == "c"  # b < 0.15
+    with pytest.raises(ValueError, match="choice_min_ratio"):
+        replace(choice, choice_min_ratio=1.0)
+    # "b" is rare: dividing by the label shares (a 100x, c 3x as frequent) needs alpha > 0.63 to choose it over c
+    # where it is gold, but then also chooses it over a at a ninth of a's probability; only a least ratio to the top
+    # probability gets both right
+    rows = [[0.9, 0.1, 0.0001]] * 299 + [[0.1, 0.3, 0.6]] * 2 + [[0.1, 0.1, 0.8]] * 8
+    decision = decision_for(torch.tensor(rows), [0] * 299 + [1] * 2 + [2] * 8, ("a", "b", "c"))
+    assert decision.min_ratio == 0.25 and decision.alpha > 0.63

@@ -409,6 +409,8 @@ def test_calibrate_with_fusion_records_the_fused_emotion_and_chains_load_it(tmp_
     manifest, _ = load_bundle(bundle)
     assert manifest.chain["emotion_source"] == "fused" and manifest.chain["emotion_fusion"]["llm"] > 0
     assert set(manifest.chain["emotion_fusion"]["decision"]) == set(EMOTIONS)
+    assert manifest.chain["emotion_fusion"]["decision_min_ratio"] in (0.0, 0.25, 0.5)
+    assert "utterance_calibration" not in manifest.chain  # this bundle does not retrieve
     chain = ELMDChain.from_bundle(bundle)
     assert chain.emotion_source == "fused" and chain.emotion_fusion is not None
     assert ELMDChain.from_bundle(bundle, use_trained=False).emotion_source == "llm"  # fitted for the trained model

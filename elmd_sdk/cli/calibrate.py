@@ -1,5 +1,5 @@
-"""``elmd-sdk calibrate``: record in a bundle the emotion prior its model shows on samples like the ones to come, and
-optionally the fitted weights of the fused response emotion."""
+"""``elmd-sdk calibrate``: record in a bundle the emotion prior its model shows on samples like the ones to come, the
+calibration of its vote for the user's emotion, and optionally the fitted weights of the fused response emotion."""
 
 from __future__ import annotations
 
@@ -26,14 +26,19 @@ def command(
 ) -> None:
     """Fit the closed-set emotion prior of the bundle's trained chain on --data (batch calibration: the mean label
     probability over those prompts) and write it into bundle.json, so chat, serve and eval divide by it instead of
-    the content-free prior. `train rep`/`train eerg` with --valid already record one. With --fusion, also fit and
-    record the fused emotion's weights."""
+    the content-free prior. `train rep`/`train eerg` with --valid already record one. A bundle that retrieves also
+    gets the calibration of its vote for the user's emotion (fitted to the samples' gold utterance emotions). With
+    --fusion, also fit and record the fused emotion's weights."""
     from elmd_sdk.chains.calibrate import calibrate_bundle
 
-    prior, fitted = calibrate_bundle(bundle, data, limit, fusion=fusion)
-    shares = ", ".join(f"{label} {100 * math.exp(value):.1f}%" for label, value in prior.items())
+    done = calibrate_bundle(bundle, data, limit, fusion=fusion)
+    shares = ", ".join(f"{label} {100 * math.exp(value):.1f}%" for label, value in done.prior.items())
     typer.echo(f"{bundle}: emotion prior recorded ({shares})")
-    if fitted is not None:
+    if (vote := done.utterance_calibration) is not None:
+        typer.echo(
+            f"{bundle}: user's emotion calibration recorded (vote floor {vote.floor:g}, power {vote.weight:.2f})"
+        )
+    if (fitted := done.fusion) is not None:
         typer.echo(
             f"{bundle}: fused emotion recorded (weights: LLM {fitted.llm:.2f}, user's emotion {fitted.utterance:.2f}, "
             f"response emotions {fitted.response:.2f})"

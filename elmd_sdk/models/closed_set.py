@@ -49,6 +49,7 @@ class EmotionChoice:
     llm_weight: float = 1.0  # weight of the LLM's calibrated log-probabilities when evidence is given
     choice_bias: tuple[float, ...] | None = None  # per label, added to the log-probabilities when choosing (not to
     # the reported probabilities): a decision rule for macro-F1 rather than accuracy (fusion)
+    choice_min_ratio: float = 0.0  # choose only among labels at least this fraction as probable as the most probable
 
     def __post_init__(self) -> None:
         if not self.labels or len(self.labels) != len(self.lines):
@@ -63,6 +64,8 @@ class EmotionChoice:
             len(self.choice_bias) != len(self.labels) or not all(math.isfinite(v) for v in self.choice_bias)
         ):
             raise ValueError("an emotion choice's choice_bias needs one finite value per label")
+        if not 0.0 <= self.choice_min_ratio < 1.0:
+            raise ValueError(f"choice_min_ratio must be in [0, 1), got {self.choice_min_ratio}")
         if not (math.isfinite(self.llm_weight) and self.llm_weight > 0):
             raise ValueError(f"llm_weight must be a positive number, got {self.llm_weight}")
         check_emotions(self.labels, self.force, self.allowed)
@@ -113,10 +116,12 @@ def pick_emotion(
     choice: EmotionChoice, probabilities: dict[str, float], do_sample: bool, generator: torch.Generator | None
 ) -> str:
     """The forced label, else the most probable one (greedy) or one drawn from ``probabilities`` (sampling); with a
-    ``choice_bias``, from the probabilities times ``exp(bias)``, renormalised."""
+    ``choice_bias``, from the probabilities times ``exp(bias)``, renormalised; with a ``choice_min_ratio``, among the
+    labels at least that fraction as probable as the most probable one."""
     if choice.force is not None:
         return choice.force
     probs = torch.tensor([probabilities[label] for label in choice.labels], dtype=torch.float64)  # (L,)
+    probs = torch.where(probs >= choice.choice_min_ratio * probs.max(), probs, 0.0)
     if choice.choice_bias is not None:
         probs = probs * torch.tensor(choice.choice_bias, dtype=torch.float64).exp()
         probs = probs / probs.sum()
