@@ -94,19 +94,15 @@ def predictions(rows: list[dict[str, Any]], labels: list[str], prior: tuple[floa
     for row in rows:
         scores = torch.tensor(row["llm"])
         llm = emotion_probabilities(calibrated, scores)
-        evidence = fusion.evidence(labels, row["utterance_vote"], row["response_vote"])
-        fused_choice = replace(calibrated, llm_weight=fusion.llm, evidence=evidence)
-        fused = emotion_probabilities(fused_choice, scores)
-        decided = replace(
-            fused_choice, choice_bias=fusion.choice_bias(labels), choice_min_ratio=fusion.decision_min_ratio
-        )
+        decided = fusion.applied(calibrated, row["utterance_vote"], row["response_vote"])
+        fused = emotion_probabilities(decided, scores)  # the decision rule changes the choice, not the probabilities
         tables["llm"].append(llm)
         tables["fused"].append(fused)
         tables["utterance vote"].append(vote_table(row["utterance_vote"], labels))
         tables["response vote"].append(vote_table(row["response_vote"], labels))
         chosen["llm"].append(pick_emotion(calibrated, llm, False, None))
         chosen["fused"].append(pick_emotion(decided, fused, False, None))
-        chosen["fused, most probable"].append(pick_emotion(fused_choice, fused, False, None))
+        chosen["fused, most probable"].append(max(fused, key=fused.__getitem__))
     for name in ("utterance vote", "response vote"):
         chosen[name] = [max(t, key=t.__getitem__) for t in tables[name]]
     chosen["e'"] = [row["e_prime"] or "neutral" for row in rows]

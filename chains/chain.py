@@ -447,15 +447,7 @@ class ELMDChain(RunnableSerializable[dict[str, Any] | str, ELMDResult], ChainFie
                 log_prior=self._emotion_log_prior(),
             )
             if self.emotion_source == "fused" and (fusion := self.emotion_fusion) is not None:
-                votes = (found.utterance_emotion_scores, found.response_emotion_scores)
-                evidence = fusion.evidence(self.labels, *votes)
-                choice = replace(
-                    choice,
-                    llm_weight=fusion.llm,
-                    evidence=evidence,
-                    choice_bias=fusion.choice_bias(self.labels),
-                    choice_min_ratio=fusion.decision_min_ratio,
-                )
+                choice = fusion.applied(choice, found.utterance_emotion_scores, found.response_emotion_scores)
             options["emotion_choice"] = choice
         if self.copy_guard and ours:
             demonstration = [found.demonstration.page_content] if found.demonstration is not None else []

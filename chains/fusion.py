@@ -19,15 +19,15 @@ most probable one.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from elmd_sdk.chains.log_linear import BIAS_L2, fit_log_linear
 from elmd_sdk.chains.vote_calibration import Vote, log_vote
+from elmd_sdk.models.closed_set import EmotionChoice, decision_weights
 
 
 class EmotionFusion(BaseModel):
@@ -46,6 +46,16 @@ class EmotionFusion(BaseModel):
     def choice_bias(self, labels: Sequence[str]) -> tuple[float, ...]:
         """The decision's log-weight of each label, in ``labels`` order."""
         return tuple(self.decision.get(label, 0.0) for label in labels)
+
+    def applied(self, choice: EmotionChoice, utterance_vote: Vote | None, response_vote: Vote | None) -> EmotionChoice:
+        """``choice`` fused with one turn's votes and chosen by the decision rule."""
+        return replace(
+            choice,
+            llm_weight=self.llm,
+            evidence=self.evidence(choice.labels, utterance_vote, response_vote),
+            choice_bias=self.choice_bias(choice.labels),
+            choice_min_ratio=self.decision_min_ratio,
+        )
 
     def evidence(
         self, labels: Sequence[str], utterance_vote: Vote | None, response_vote: Vote | None
@@ -126,9 +136,8 @@ def decision_for(probabilities: torch.Tensor, gold: Sequence[int], labels: Seque
     probabilities = probabilities.double()
 
     def macro_f1(alpha: float, ratio: float) -> float:
-        kept = probabilities >= ratio * probabilities.max(dim=-1, keepdim=True).values  # (n, L)
-        scores = torch.where(kept, probabilities.log() - alpha * log_share, -math.inf)  # (n, L)
-        return float(emotion_scores([labels[i] for i in scores.argmax(dim=-1)], names, labels)["emotion_macro_f1"])
+        chosen = decision_weights(probabilities, -alpha * log_share, ratio).argmax(dim=-1)  # (n,)
+        return float(emotion_scores([labels[i] for i in chosen], names, labels)["emotion_macro_f1"])
 
     grid = [(alpha, ratio) for alpha in DECISION_EXPONENTS for ratio in DECISION_MIN_RATIOS]
     alpha, ratio = max(grid, key=lambda pair: (macro_f1(*pair), -pair[0], -pair[1]))

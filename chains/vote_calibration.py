@@ -10,8 +10,8 @@ emotions of validation dialogue (``elmd-sdk calibrate``; recorded in ``bundle.js
 likely. A raw vote of ten neighbours is over-confident (a label seven of them share gets 0.7 whatever their
 similarity, a label none had 0); the fit only rescales it, so the most probable label stays the vote's. Fitted on
 validation dialogue, not on the indexed corpus: an ERM trained on its corpus finds neighbours of the same emotion
-there more easily than for new utterances. (A per-label bias was tried and left out: on MELD dev it moved the choice
-to neutral and cost 2-10 points of weighted F1, ``benchmarks/emotion_fusion.py``.)
+there more easily than for new utterances. (A per-label bias was tried offline and left out: fitted on MELD dev's
+valid part it moved the choice towards neutral and cost 2-10 points of weighted F1 on the rest.)
 """
 
 from __future__ import annotations

@@ -112,6 +112,17 @@ def batch_log_prior(log_likelihoods: torch.Tensor) -> tuple[float, ...]:
     return tuple(float(v) for v in mean.log())
 
 
+def decision_weights(
+    probabilities: torch.Tensor, choice_bias: torch.Tensor | None, min_ratio: float = 0.0
+) -> torch.Tensor:
+    """What a label is chosen by, for probabilities ``(..., L)``: each probability times ``exp(choice_bias)``
+    ``(L,)``, and 0 for the labels less than ``min_ratio`` times as probable as the most probable one (unnormalised,
+    ``(..., L)``)."""
+    kept = probabilities >= min_ratio * probabilities.max(dim=-1, keepdim=True).values
+    weights = torch.where(kept, probabilities, 0.0)
+    return weights if choice_bias is None else weights * choice_bias.exp()
+
+
 def pick_emotion(
     choice: EmotionChoice, probabilities: dict[str, float], do_sample: bool, generator: torch.Generator | None
 ) -> str:
@@ -121,10 +132,9 @@ def pick_emotion(
     if choice.force is not None:
         return choice.force
     probs = torch.tensor([probabilities[label] for label in choice.labels], dtype=torch.float64)  # (L,)
-    probs = torch.where(probs >= choice.choice_min_ratio * probs.max(), probs, 0.0)
-    if choice.choice_bias is not None:
-        probs = probs * torch.tensor(choice.choice_bias, dtype=torch.float64).exp()
-        probs = probs / probs.sum()
+    bias = None if choice.choice_bias is None else torch.tensor(choice.choice_bias, dtype=torch.float64)
+    probs = decision_weights(probs, bias, choice.choice_min_ratio)
+    probs = probs / probs.sum()
     if do_sample:
         return choice.labels[int(torch.multinomial(probs, 1, generator=generator))]
     return choice.labels[int(probs.argmax())]
