@@ -194,10 +194,14 @@ def main() -> None:
     }
     for name, diagram in diagrams.items():
         print(f"ECE {name}: {diagram['ece']:.1f} (x100)")
+    shown = [table[label] for table, label in zip(made["tables"]["fused"], made["chosen"]["fused"], strict=True)]
+    low = 100 * float(np.mean(np.array(shown) < 0.15))
+    print(f"fused: the chosen label's probability, median {np.median(shown):.2f}, below 0.15 in {low:.1f}% of samples")
     utterance = scores(made["chosen"]["utterance vote"], user_gold, labels)
     print(f"utterance emotion (ERM vote) vs the user's gold: acc {utterance[0]:.1f}, weighted F1 {utterance[2]:.1f}")
     report.update(
         ece={name: d["ece"] for name, d in diagrams.items()},
+        fused_chosen_probability={"median": float(np.median(shown)), "percent_below_0.15": low},
         utterance_emotion={"accuracy": utterance[0], "weighted_f1": utterance[2]},
         majority_label=majority,
     )
