@@ -269,7 +269,7 @@ def test_no_repeat_ngram_size_applies_to_the_reply(chat: ELMDChatModel) -> None:
     settings = chat._settings(None, {"no_repeat_ngram_size": 2})
     plain = _greedy_ids(chat, "Hi")
     assert len(_ngrams(plain, 2)) < len(plain) - 1  # the tiny model repeats itself unless told not to
-    ids = _greedy_ids(chat, "Hi", settings.processors([], None, list, list))
+    ids = _greedy_ids(chat, "Hi", settings.processors(chat._vocabulary(), None))
     assert len(_ngrams(ids, 2)) == len(ids) - 1
 
 

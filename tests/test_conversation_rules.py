@@ -97,16 +97,63 @@ def test_the_soft_limit_in_invoke_and_stream(
     assert chunks[-1].response_metadata["finish_reason"] == reason
 
 
+@pytest.fixture(scope="module")
+def run_on_chat() -> ELMDChatModel:
+    """Greedy "hi, hi, hi, ..." for ever: after "i" a comma at 0, a full stop at -2 (never chosen unless pushed)."""
+    tokenizer = tiny_tokenizer()
+    h, i, comma, dot, space = (_id(tokenizer, t) for t in ("h", "i", ",", ".", " "))
+    vocab = len(tokenizer)
+    turns = [{"role": "user", "content": "x"}]
+    prompt_end = list(tokenizer.apply_chat_template(turns, add_generation_prompt=True)["input_ids"])[-1]
+    table = {prompt_end: logits_row(vocab, {h: 0.0}), h: logits_row(vocab, {i: 0.0}),
+             i: logits_row(vocab, {comma: 0.0, dot: -2.0}), comma: logits_row(vocab, {space: 0.0}),
+             dot: logits_row(vocab, {space: 0.0}), space: logits_row(vocab, {h: 0.0})}  # fmt: skip
+    model = bigram_llama(tokenizer, table)
+    return ELMDChatModel(hf_model=model, tokenizer=tokenizer, do_sample=False, max_new_tokens=20)
+
+
+@pytest.mark.parametrize(
+    ("push", "text", "reason"),
+    # 3: k tokens past the soft limit (4) the full stop's -2 becomes -2 + k log 3, above the comma's 0 from k = 2 (the
+    # 7th token); "!" at -1e4 stays below; 1.5: from k = 5 (the 10th token, after "i" again at the 11th);
+    # 1.0 (off): the run-on reaches the hard limit with no sentence end to cut at
+    [(3.0, "hi, hi.", "stop"), (1.5, "hi, hi, hi.", "stop"), (1.0, "hi, hi, hi, hi, hi, ", "length")],
+)
+def test_past_the_soft_limit_the_push_brings_a_run_on_reply_to_a_sentence_end(
+    run_on_chat: ELMDChatModel, push: float, text: str, reason: str
+) -> None:
+    options = {"soft_max_new_tokens": 4, "sentence_end_push": push}
+    message = run_on_chat.invoke([HumanMessage("x")], **options)
+    assert (message.text, message.response_metadata["finish_reason"]) == (text, reason)
+    chunks = list(run_on_chat.stream([HumanMessage("x")], **options))
+    assert "".join(str(chunk.text) for chunk in chunks) == text
+
+
+def test_the_push_needs_a_soft_limit_and_acts_on_sentence_end_tokens_alone(run_on_chat: ELMDChatModel) -> None:
+    vocabulary = run_on_chat._vocabulary()
+    tokenizer = run_on_chat.tokenizer
+    assert _id(tokenizer, ".") in vocabulary.sentence_end_ids and _id(tokenizer, "!") in vocabulary.sentence_end_ids
+    assert (
+        _id(tokenizer, ",") not in vocabulary.sentence_end_ids
+        and _id(tokenizer, "h") not in vocabulary.sentence_end_ids
+    )
+    assert (
+        run_on_chat.invoke([HumanMessage("x")], sentence_end_push=3.0).text == "hi, hi, hi, hi, hi, "
+    )  # no soft limit
+    with pytest.raises(InputError, match="sentence_end_push"):
+        run_on_chat.invoke([HumanMessage("x")], sentence_end_push=0.5)
+
+
 def test_no_parentheses_bans_every_token_that_opens_one(chat: ELMDChatModel) -> None:
     settings = chat._settings(None, {"no_parentheses": True})
     vocabulary = chat._vocabulary()
     banned = vocabulary.parenthesis_ids
     assert banned and all("(" in vocabulary.decode([i]) or "（" in vocabulary.decode([i]) for i in banned)
     assert _id(chat.tokenizer, "(") in banned and _id(chat.tokenizer, "a") not in banned
-    processors = settings.processors([], None, list, lambda: banned)
+    processors = settings.processors(vocabulary, None)
     scores = processors(torch.zeros(1, 0, dtype=torch.long), torch.zeros(1, len(chat.tokenizer)))
     assert torch.isinf(scores[0, banned]).all() and scores[0, _id(chat.tokenizer, "a")] == 0
-    assert chat._settings(None, {}).processors([], None, list, lambda: banned) == []
+    assert chat._settings(None, {}).processors(vocabulary, None) == []
 
 
 def _document(score: float, utterance_emotion: str, response_emotion: str) -> Document:

@@ -4,6 +4,7 @@ steps, and the rules that cut the reply at a stop string and decide what a strea
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ import torch
 from langchain_core.messages import BaseMessage
 from langchain_core.messages.ai import UsageMetadata
 from transformers import (
+    LogitsProcessor,
     LogitsProcessorList,
     MinNewTokensLengthLogitsProcessor,
     NoBadWordsLogitsProcessor,
@@ -27,6 +29,7 @@ from elmd_sdk.models.decoding import Sampling
 from elmd_sdk.models.generation import GenerationConfig
 from elmd_sdk.models.rendering import prompt_pieces
 from elmd_sdk.models.splice import splice_video_embeds
+from elmd_sdk.models.vocabulary import Vocabulary
 
 
 class SuppressAtBegin(SuppressTokensAtBeginLogitsProcessor):
@@ -37,6 +40,27 @@ class SuppressAtBegin(SuppressTokensAtBeginLogitsProcessor):
         if input_ids.shape[-1] != self.begin_index:
             return scores
         return super().__call__(input_ids, scores)
+
+
+class SentenceEndPush(LogitsProcessor):
+    """Past ``start`` new tokens, the probability of each of the ``ends`` tokens grows by ``factor`` per token (k
+    tokens past ``start``: ``k * log(factor)`` added to their scores), so their order among themselves is kept.
+
+    Not transformers' ``ExponentialDecayLengthPenalty``: it adds ``|score| * (factor**k - 1)``, which lifts the least
+    likely end tokens most (with SmolLM2 a "。" at -20 overtakes a "." at +8 once ``factor**k`` passes 3.3), and
+    turns a score of -1e4 into the largest one.
+    """
+
+    def __init__(self, start: int, factor: float, ends: list[int]) -> None:
+        self.start, self.log_factor, self.ends = start, math.log(factor), torch.tensor(ends, dtype=torch.long)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        past = input_ids.shape[-1] - self.start  # input_ids: (1, n) the reply's tokens so far
+        if past <= 0:
+            return scores
+        pushed = scores.clone()  # (1, vocab)
+        pushed[:, self.ends.to(scores.device)] += past * self.log_factor
+        return pushed  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -59,29 +83,26 @@ class CallSettings:
             seed=config.seed,
         )
 
-    def processors(
-        self,
-        eos_ids: list[int],
-        guard: NoBadWordsLogitsProcessor | None,
-        line_breaks: Callable[[], list[int]],
-        parentheses: Callable[[], list[int]],
-    ) -> LogitsProcessorList:
+    def processors(self, vocabulary: Vocabulary, guard: NoBadWordsLogitsProcessor | None) -> LogitsProcessorList:
         """The logits processors of this call: in closed-set mode a response of at least one token that starts on
-        the response key's line (``line_breaks()``: the ids of tokens holding a line break), repetition rules, the
-        copy guard."""
+        the response key's line, repetition rules, no parentheses, the push to a sentence end past the soft limit,
+        the copy guard."""
         config, closed = self.generation, self.emotion_choice is not None
         processors = LogitsProcessorList()
         if closed:
-            processors.append(SuppressAtBegin(line_breaks(), 0))
+            processors.append(SuppressAtBegin(vocabulary.line_break_ids, 0))
         least = max(config.min_new_tokens, 1 if closed else 0)  # closed set: never an empty response
         if least > 0:
-            processors.append(MinNewTokensLengthLogitsProcessor(0, least, eos_ids))
+            processors.append(MinNewTokensLengthLogitsProcessor(0, least, vocabulary.eos_ids))
         if config.repetition_penalty != 1.0:
             processors.append(RepetitionPenaltyLogitsProcessor(config.repetition_penalty))
         if config.no_repeat_ngram_size > 0:
             processors.append(NoRepeatNGramLogitsProcessor(config.no_repeat_ngram_size))
         if config.no_parentheses:
-            processors.append(SuppressTokensLogitsProcessor(parentheses()))
+            processors.append(SuppressTokensLogitsProcessor(vocabulary.parenthesis_ids))
+        if config.soft_max_new_tokens is not None and config.sentence_end_push > 1.0 and vocabulary.sentence_end_ids:
+            end_ids = vocabulary.sentence_end_ids
+            processors.append(SentenceEndPush(config.soft_max_new_tokens, config.sentence_end_push, end_ids))
         if guard is not None:
             processors.append(guard)
         return processors

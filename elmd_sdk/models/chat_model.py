@@ -347,9 +347,7 @@ class ELMDChatModel(BaseChatModel, GenerationFields):
             context.attention_mask.device,
             max_new_tokens=settings.generation.max_new_tokens,
             eos_ids=vocabulary.eos_ids,
-            processors=settings.processors(
-                vocabulary.eos_ids, guard, lambda: vocabulary.line_break_ids, lambda: vocabulary.parenthesis_ids
-            ),
+            processors=settings.processors(vocabulary, guard),
         )
         if engine is None:
             context = extend(self.hf_model, context, forced, self._generate_lock)

@@ -35,6 +35,7 @@ NoRepeatNgramSize = Annotated[int, Field(ge=0, strict=True)]
 MinNewTokens = Annotated[int, Field(ge=0, strict=True)]
 CopyGuardNgram = Annotated[int, Field(ge=1, strict=True)]
 SoftMaxNewTokens = Annotated[int, Field(ge=1, strict=True)]
+SentenceEndPush = Annotated[float, Field(ge=1.0, allow_inf_nan=False, strict=True)]
 
 
 class GenerationFields(BaseModel):
@@ -67,6 +68,10 @@ class GenerationFields(BaseModel):
     text after the last one meanwhile), and a reply that reaches ``max_new_tokens`` ends at its last complete
     sentence (what a stream already sent stays: set it well below ``max_new_tokens``). None: the hard limit alone,
     which may cut a sentence."""
+    sentence_end_push: SentenceEndPush = 1.0
+    """Past the soft limit, the probability of each token that ends a sentence grows by this factor per new token
+    (:class:`~elmd_sdk.models.call.SentenceEndPush`), so a run-on reply still comes to a sentence end before
+    ``max_new_tokens``; 1.0 is off, and so is any value without ``soft_max_new_tokens``."""
     no_parentheses: DoSample = False
     """The reply never opens a parenthesis: no meta-asides such as "(smiles)" or "(Note: ...)"."""
     sample_emotion: DoSample = True

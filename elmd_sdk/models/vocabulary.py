@@ -1,13 +1,17 @@
 """What decoding needs to know of a tokenizer, computed once per tokenizer: encoding and decoding without special
-tokens, the end-of-reply ids, the tokens holding a line break, the longest token's spelling, whether the tokenizer
-may drop a trailing space."""
+tokens, the end-of-reply ids, the tokens holding a line break, opening a parenthesis or ending a sentence, the
+longest token's spelling, whether the tokenizer may drop a trailing space."""
 
 from __future__ import annotations
 
+import re
 from functools import cached_property
 from typing import Any
 
 from elmd_sdk.errors import ElmdError
+
+_SENTENCE_END_TOKEN = re.compile(r"[.!?…。！？]+[\"'”’)\]」』]*")
+"""A token that alone ends a sentence: sentence-end punctuation, then closing quotes or brackets (".", "?!", "!\"")."""
 
 
 class Vocabulary:
@@ -32,6 +36,11 @@ class Vocabulary:
     def parenthesis_ids(self) -> list[int]:
         """Ids of the tokens whose text opens a parenthesis (ASCII or full-width)."""
         return [i for i in range(len(self.tokenizer)) if any(p in self.decode([i]) for p in "(（")]
+
+    @cached_property
+    def sentence_end_ids(self) -> list[int]:
+        """Ids of the tokens whose text (spaces aside) is a sentence end and nothing else."""
+        return [i for i in range(len(self.tokenizer)) if _SENTENCE_END_TOKEN.fullmatch(self.decode([i]).strip())]
 
     @cached_property
     def max_token_chars(self) -> int:
