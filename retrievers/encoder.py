@@ -9,11 +9,15 @@ Design choices the paper leaves open (see also :mod:`elmd_sdk.retrievers.ssc`):
 * **Comparing two sets E_s**: each h_i is L2-normalised, the s vectors are concatenated and scaled by
   1/sqrt(s); the inner product of two such vectors is the mean over positions of cos(h_i, h'_i), so an
   exact FAISS inner-product search retrieves the u' with the highest set similarity.
+* **LoRA** (``lora_rank > 0``): the base encoder is fine-tuned through PEFT's LoRA adapters on its attention
+  projections (PEFT's default targets for the model type) instead of all its weights; the ERM then keeps only the
+  adapter (``lora.safetensors``, under a MB at rank 8 for MiniLM) and loads the base model by name.
 * **What is embedded**: the utterance text u alone; its label for training is u's emotion.
 
 An ERM directory written by :meth:`ERMEncoder.save` holds ``erm_config.json`` (config, dimensions and
 the SHA-256 of every other file), ``encoder/`` (the base model as sentence-transformers saves it:
-safetensors weights, JSON configs and the tokenizer's text files) and ``ssc.safetensors``.
+safetensors weights, JSON configs and the tokenizer's text files; left out for a frozen or LoRA-adapted base),
+``lora.safetensors`` (with ``lora_rank``) and ``ssc.safetensors``.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ ERM_VERSION = 1
 CONFIG_FILE = "erm_config.json"
 ENCODER_DIR = "encoder"
 SSC_FILE = "ssc.safetensors"
+LORA_FILE = "lora.safetensors"
 _UNSAFE_SUFFIXES = (".bin", ".pkl", ".pickle", ".pt", ".pth", ".ckpt")
 
 
@@ -65,6 +70,7 @@ class ERMConfig:
     freeze_encoder: bool = False  # True keeps the base encoder fixed (the paper fine-tunes it: Eq. 2 acts on e_u)
     tau: float = 0.5  # temperature of the contrastive losses Eq. 2 and Eq. 3 (paper 4.3)
     lambda_: float = 1.0  # weight lambda of the emotion loss in the joint loss Eq. 4
+    lora_rank: int = 0  # > 0: fine-tune the base encoder through LoRA adapters of this rank (PEFT), not all weights
 
     def validate(self) -> None:
         """Raise :class:`InputError` naming the first field with an impossible value."""
@@ -76,6 +82,16 @@ class ERMConfig:
             raise InputError(f"must be positive, got {self.tau}", field="tau")
         if self.lambda_ < 0:
             raise InputError(f"must not be negative, got {self.lambda_}", field="lambda_")
+        if self.lora_rank < 0:
+            raise InputError(f"must not be negative, got {self.lora_rank}", field="lora_rank")
+        if self.lora_rank and self.freeze_encoder:
+            raise InputError("a frozen base encoder has no LoRA adapter to train", field="lora_rank")
+
+    @property
+    def keeps_base(self) -> bool:
+        """Whether the trained ERM's base encoder is the one named by ``base_model`` (frozen or LoRA-adapted), so an
+        ERM folder may leave it out."""
+        return self.freeze_encoder or self.lora_rank > 0
 
     @classmethod
     def from_dict(cls, data: Any, file: str | Path | None = None) -> ERMConfig:
@@ -118,6 +134,29 @@ def load_sentence_transformer(
     except (OSError, ValueError, KeyError) as exc:
         problem = f"cannot load sentence-transformers model '{name_or_path}' ({exc})"
         raise InputError(problem, field="base_model") from None
+
+
+def add_lora(model: SentenceTransformer, rank: int) -> None:
+    """Inject LoRA adapters of ``rank`` (alpha 2 * rank, dropout 0.1) into the base model's attention projections
+    (PEFT's default targets for its type); only their weights train from then on."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.1), _transformer(model))
+
+
+def lora_state(model: SentenceTransformer) -> dict[str, torch.Tensor]:
+    """The LoRA adapters' weights of a model :func:`add_lora` adapted (PEFT's adapter state dict)."""
+    from peft import get_peft_model_state_dict
+
+    return get_peft_model_state_dict(_transformer(model))
+
+
+def _transformer(model: SentenceTransformer) -> torch.nn.Module:
+    """The Hugging Face model inside a sentence-transformers model's first module (what LoRA adapts)."""
+    module = model[0].auto_model
+    if not isinstance(module, torch.nn.Module):
+        raise ElmdError("the sentence-transformers model's first module holds no Hugging Face model to adapt")
+    return module
 
 
 def encode_in_chunks(
@@ -180,7 +219,10 @@ class ERMEncoder:
     def create(cls, config: ERMConfig, device: str | None = None) -> ERMEncoder:
         """A fresh, untrained ERM: the base model from ``config.base_model`` and a newly initialised SSC."""
         config.validate()
-        return cls(load_sentence_transformer(config.base_model, device), config)
+        model = load_sentence_transformer(config.base_model, device)
+        if config.lora_rank:
+            add_lora(model, config.lora_rank)
+        return cls(model, config)
 
     @classmethod
     def plain(cls, name_or_path: str | None = None, device: str | None = None) -> ERMEncoder:
@@ -219,10 +261,13 @@ class ERMEncoder:
         if (path / ENCODER_DIR).is_dir():
             encoder_dir = path_inside(path, ENCODER_DIR, file=cfg_file, field="files")
             model = load_sentence_transformer(str(encoder_dir), device)
-        elif config.freeze_encoder:  # saved without its unchanged base encoder: load that by name
+        elif config.keeps_base:  # saved without its unchanged base encoder: load that by name
             model = load_sentence_transformer(config.base_model, device)
         else:
-            raise InputError(f"missing {ENCODER_DIR}/ (only an ERM with a frozen base encoder may omit it)", file=path)
+            problem = f"missing {ENCODER_DIR}/ (only an ERM with a frozen or LoRA-adapted base encoder may omit it)"
+            raise InputError(problem, file=path)
+        if config.lora_rank:
+            _load_lora(model, config.lora_rank, path / LORA_FILE)
         ssc = None
         if config.use_ssc:
             ssc = SelfSeparation(info["base_dim"], config.s)
@@ -250,6 +295,15 @@ class ERMEncoder:
     def modules(self) -> list[torch.nn.Module]:
         """The torch modules holding this encoder's weights (base model, then SSC if enabled)."""
         return [self.model] if self.ssc is None else [self.model, self.ssc]
+
+    def trained_base_state(self) -> dict[str, torch.Tensor]:
+        """The base model's weights that training changes: none when frozen, the adapters' with LoRA, else all."""
+        if self.config.freeze_encoder:
+            return {}
+        from peft.tuners.lora import LoraModel
+
+        state = self.model.state_dict()
+        return {k: v for k, v in state.items() if LoraModel.prefix in k} if self.config.lora_rank else state
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, Any]:
         """Model inputs for a batch of texts, on the encoder's device."""
@@ -298,10 +352,13 @@ class ERMEncoder:
         """JSON-ready identity (base model, config, dimension, weight digest) an index stores and compares."""
         if self._digest is None:
             self._digest = weights_digest(self.modules())
+        config = asdict(self.config)
+        if not self.config.lora_rank:  # as before LoRA existed, so the indexes built then still match
+            del config["lora_rank"]
         return {
             "format": ERM_FORMAT,
             "base_model": self.config.base_model,
-            "config": asdict(self.config),
+            "config": config,
             "dim": self.dim,
             "weights_sha256": self._digest,
         }
@@ -321,13 +378,16 @@ class ERMEncoder:
         their SHA-256 (a damaged file is reported by :meth:`load`, never silently used).
 
         ``with_encoder=False`` (frozen base encoder only) leaves out encoder/: :meth:`load` then loads the base
-        model by its name, which keeps such an ERM a few MB (the index's fingerprint check still applies).
+        model by its name, which keeps such an ERM a few MB (the index's fingerprint check still applies). A
+        LoRA-adapted ERM is always written so, with its adapters in ``lora.safetensors``.
         """
         path = Path(path)
-        if with_encoder:
+        if self.config.lora_rank:
+            save_tensors(path / LORA_FILE, lora_state(self.model))
+        elif with_encoder:
             self._save_encoder(path)
         elif not self.config.freeze_encoder:
-            raise ElmdError("only an ERM with a frozen base encoder can be saved without encoder/")
+            raise ElmdError("only an ERM with a frozen or LoRA-adapted base encoder can be saved without encoder/")
         if self.ssc is not None:
             save_tensors(path / SSC_FILE, self.ssc.state_dict())
         files = {
@@ -335,8 +395,9 @@ class ERMEncoder:
             for p in sorted((path / ENCODER_DIR).rglob("*"))
             if p.is_file()
         }
-        if self.ssc is not None:
-            files[SSC_FILE] = sha256_file(path / SSC_FILE)
+        for name in (SSC_FILE, LORA_FILE):
+            if (path / name).is_file():
+                files[name] = sha256_file(path / name)
         atomic_write_json(
             path / CONFIG_FILE,
             {
@@ -356,3 +417,19 @@ class ERMEncoder:
         unsafe = [p.name for p in (path / ENCODER_DIR).rglob("*") if p.suffix in _UNSAFE_SUFFIXES]
         if unsafe:
             raise ElmdError(f"the base model saved pickle-format files {unsafe}; refusing to keep them")
+
+
+def _load_lora(model: SentenceTransformer, rank: int, file: Path) -> None:
+    """Adapt ``model`` with LoRA adapters of ``rank`` and load their weights from ``file``."""
+    from peft import set_peft_model_state_dict
+
+    add_lora(model, rank)
+    tensors = load_tensors(file)
+    misfit = MismatchError(f"{file}: the adapter weights do not fit a rank-{rank} LoRA of the base model")
+    try:
+        result: Any = set_peft_model_state_dict(_transformer(model), tensors)  # torch's load_state_dict result
+    except RuntimeError:  # a tensor of another shape
+        raise misfit from None
+    if result.unexpected_keys or set(tensors) != set(lora_state(model)):
+        raise misfit
+    model.to(model.device)

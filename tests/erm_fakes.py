@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from elmd_sdk.data.records import Sample, Turn
+from elmd_sdk.retrievers.encoder import ERMEncoder
 
 WORDS = {
     "happy": ["joy", "glad", "great", "fun", "smile", "yay", "love", "nice"],
@@ -64,3 +65,16 @@ def emotion_samples(n_per_emotion: int, offset: int = 0) -> list[Sample]:
                 )
             )
     return samples
+
+
+def fixed_batch_loss(encoder: ERMEncoder, samples: list[Sample]) -> float:
+    """Eq. 4 (no gradients, eval mode) on one fixed batch: every other utterance of ``samples`` (4 per emotion, as
+    :func:`emotion_samples` makes 8 per emotion), paired (0, 1), (2, 3), ... within each emotion."""
+    from elmd_sdk.trainers.erm import ERMNet, batch_loss
+
+    texts = [s.utterance.text for s in samples[::2]]
+    labels = torch.tensor([i // 4 for i in range(len(texts))])  # (B,)
+    for module in encoder.modules():
+        module.eval()
+    with torch.no_grad():
+        return float(batch_loss(encoder.config, *ERMNet(encoder)(encoder.tokenize(texts)), labels))

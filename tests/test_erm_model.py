@@ -9,14 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from erm_fakes import emotion_samples, save_tiny_sentence_model
+from erm_fakes import emotion_samples, fixed_batch_loss, save_tiny_sentence_model
 
 from elmd_sdk.errors import InputError, MismatchError
 from elmd_sdk.retrievers.encoder import ERMConfig, ERMEncoder
 from elmd_sdk.trainers import erm as erm_trainer
 from elmd_sdk.trainers.curves import CURVES_FILE
 from elmd_sdk.trainers.erm import (
-    ERMNet,
     ERMTrainConfig,
     emotion_match_at_1,
     epoch_batches,
@@ -33,7 +32,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def _config(tiny_model: str, **kwargs) -> ERMTrainConfig:
-    erm_keys = {"s", "use_ssc", "use_ert", "freeze_encoder", "tau", "lambda_"}
+    erm_keys = {"s", "use_ssc", "use_ert", "freeze_encoder", "tau", "lambda_", "lora_rank"}
     erm = ERMConfig(base_model=tiny_model, **{k: v for k, v in kwargs.items() if k in erm_keys})
     engine = replace(erm_train_defaults(), batch_size=8, progress=False)
     engine = replace(engine, **{k: v for k, v in kwargs.items() if hasattr(engine, k)})
@@ -81,12 +80,12 @@ def test_frozen_encoder_erm_saves_without_its_encoder_copy(tiny_model: str, tmp_
     np.testing.assert_array_equal(slim.encode(texts), ERMEncoder.load(tmp_path / "full").encode(texts))
     assert slim.fingerprint() == frozen.fingerprint()
     tuned = ERMEncoder.create(ERMConfig(base_model=tiny_model, s=2))
-    with pytest.raises(ElmdError, match="frozen base encoder"):
+    with pytest.raises(ElmdError, match="frozen or LoRA-adapted base encoder"):
         tuned.save(tmp_path / "tuned", with_encoder=False)
     config = json.loads((tmp_path / "slim" / "erm_config.json").read_text())
     config["config"]["freeze_encoder"] = False
     (tmp_path / "slim" / "erm_config.json").write_text(json.dumps(config))
-    with pytest.raises(InputError, match="missing encoder/"):
+    with pytest.raises(InputError, match=r"missing encoder/ \(only an ERM with a frozen or LoRA"):
         ERMEncoder.load(tmp_path / "slim")
 
 
@@ -153,19 +152,11 @@ def test_training_lowers_the_loss_and_saves_safely(tiny_model: str, tmp_path: Pa
     train, valid = emotion_samples(8), emotion_samples(3, offset=8)
     config = _config(tiny_model, epochs=4, s=2)
     texts = [s.utterance.text for s in train[::2]]
-    labels = torch.tensor([i // 4 for i in range(len(texts))])  # 4 items per emotion, pairs (0,1), (2,3), ...
-
-    def fixed_batch_loss(encoder: ERMEncoder) -> float:
-        for module in encoder.modules():
-            module.eval()
-        with torch.no_grad():
-            return float(erm_trainer.batch_loss(encoder.config, *ERMNet(encoder)(encoder.tokenize(texts)), labels))
-
     torch.manual_seed(config.train.seed)  # the same initial weights train_erm starts from
-    before = fixed_batch_loss(ERMEncoder.create(config.erm))
+    before = fixed_batch_loss(ERMEncoder.create(config.erm), train)
     result = train_erm(config, train, valid, tmp_path / "erm")
     assert result.completed and len(result.history) == 4
-    assert fixed_batch_loss(result.encoder) < before
+    assert fixed_batch_loss(result.encoder, train) < before
     assert result.history[-1].train_loss < result.history[0].train_loss
     last = result.history[-1]
     assert last.valid_match_micro is not None and 0 <= last.valid_match_micro <= 1
@@ -285,9 +276,10 @@ def test_metrics_log_after_max_steps_and_after_a_kill_has_each_step_once(
     assert train_lines(killed) == ([2, 4, 6], pytest.approx(expected, rel=1e-12))  # as if never killed
 
 
-def test_resume_after_kill_matches_uninterrupted(tiny_model: str, tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.parametrize("lora_rank", [0, 2])  # all the base encoder's weights train, or its LoRA adapters
+def test_resume_after_kill_matches_uninterrupted(tiny_model: str, tmp_path: Path, monkeypatch, lora_rank: int) -> None:
     train = emotion_samples(4)  # 12 utterances, batch 8 = 4 pairs -> 3 steps per epoch
-    config = _config(tiny_model, epochs=2, checkpoint_every=2)
+    config = _config(tiny_model, epochs=2, checkpoint_every=2, lora_rank=lora_rank)
     reference = train_erm(config, train, None, tmp_path / "ref")
 
     calls = {"n": 0}
@@ -361,12 +353,17 @@ def test_cli_train_erm(tiny_model: str, tmp_path: Path) -> None:
     data.write_text("".join(json.dumps(s.to_dict()) + "\n" for s in emotion_samples(4)))
     args = ["train", "erm", "--data", str(data), "--out", str(tmp_path / "erm"), "--valid", str(data)]
     args += ["--base-model", tiny_model, "--batch-size", "8", "--s", "2", "--lambda", "0.5", "--no-ert"]
-    args += ["--logging-steps", "2", "--eval-every", "2", "--report-to", "none"]
+    args += ["--logging-steps", "2", "--eval-every", "2", "--report-to", "none", "--lora-rank", "2"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "valid match@1" in result.output
     loaded = ERMEncoder.load(tmp_path / "erm")
-    assert (loaded.config.s, loaded.config.lambda_, loaded.config.use_ert) == (2, 0.5, False)
+    assert (loaded.config.s, loaded.config.lambda_, loaded.config.use_ert, loaded.config.lora_rank) == (
+        2,
+        0.5,
+        False,
+        2,
+    )
     assert [(r["step"], r["kind"]) for r in read_metrics(tmp_path / "erm" / METRICS_FILE)] == [
         (2, "train"),
         (2, "valid"),

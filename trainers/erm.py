@@ -31,7 +31,7 @@ import torch
 from torch.nn import functional as F
 
 from elmd_sdk.data.records import Sample
-from elmd_sdk.errors import InputError
+from elmd_sdk.errors import InputError, MismatchError
 from elmd_sdk.io import atomic_folder
 from elmd_sdk.retrievers.encoder import ERMConfig, ERMEncoder
 from elmd_sdk.retrievers.ssc import set_vector
@@ -168,20 +168,22 @@ def epoch_batches(emotions: Sequence[str], batch_size: int, seed: int, epoch: in
     return batches
 
 
-def _trainable_state(encoder: ERMEncoder, frozen: bool) -> dict[str, torch.Tensor]:
-    """The weights a checkpoint must hold: the SSC MLP and, unless frozen, the base encoder."""
-    state: dict[str, torch.Tensor] = {}
-    if not frozen:
-        state.update({f"encoder.{k}": v for k, v in encoder.model.state_dict().items()})
+def _trainable_state(encoder: ERMEncoder) -> dict[str, torch.Tensor]:
+    """The weights a checkpoint must hold: the SSC MLP and the base encoder's trained ones (none when frozen, the
+    LoRA adapters' with ``lora_rank``)."""
+    state = {f"encoder.{k}": v for k, v in encoder.trained_base_state().items()}
     if encoder.ssc is not None:
         state.update({f"ssc.{k}": v for k, v in encoder.ssc.state_dict().items()})
     return state
 
 
-def _restore_state(encoder: ERMEncoder, tensors: dict[str, torch.Tensor], frozen: bool) -> None:
+def _restore_state(encoder: ERMEncoder, tensors: dict[str, torch.Tensor]) -> None:
     """Inverse of :func:`_trainable_state`."""
-    if not frozen:
-        encoder.model.load_state_dict({k[8:]: v for k, v in tensors.items() if k.startswith("encoder.")})
+    base = {k[8:]: v for k, v in tensors.items() if k.startswith("encoder.")}
+    if set(base) != set(encoder.trained_base_state()):
+        raise MismatchError("the checkpoint's encoder weights are not the ones this ERM trains")
+    if base:
+        encoder.model.load_state_dict(base, strict=not encoder.config.lora_rank)
     if encoder.ssc is not None:
         encoder.ssc.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ssc.")})
 
@@ -273,9 +275,10 @@ class _ERMTask:
         self.valid_texts, self.valid_emotions = utterance_items(valid or [])
         _set_seed(config.train.seed)  # SSC initialisation
         self.encoder = ERMEncoder.create(config.erm, device=config.device or str(accelerator.device))
-        self.encoder.model.requires_grad_(not self.frozen)
+        if not config.erm.lora_rank:  # with LoRA, add_lora left the adapters alone trainable
+            self.encoder.model.requires_grad_(not self.frozen)
         self.model = ERMNet(self.encoder)
-        trained = [] if self.frozen else list(self.encoder.model.parameters())
+        trained = [p for p in self.encoder.model.parameters() if p.requires_grad]
         if self.encoder.ssc is not None:
             trained += list(self.encoder.ssc.parameters())
         self.groups = [ParamGroup("erm", trained, config.lr)]
@@ -314,10 +317,10 @@ class _ERMTask:
         return ERMEpochStats(**data)
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
-        return _trainable_state(self.encoder, self.frozen)
+        return _trainable_state(self.encoder)
 
     def load_trainable_state(self, tensors: dict[str, torch.Tensor], source: str) -> None:
-        _restore_state(self.encoder, {k: v.to(self.encoder.device) for k, v in tensors.items()}, self.frozen)
+        _restore_state(self.encoder, {k: v.to(self.encoder.device) for k, v in tensors.items()})
 
 
 def _set_seed(seed: int) -> None:

@@ -50,6 +50,12 @@ def command(
     freeze_encoder: Annotated[
         bool, typer.Option("--freeze-encoder", help="Keep the base encoder fixed; train only the SSC.")
     ] = ERMConfig.freeze_encoder,
+    lora_rank: Annotated[
+        int,
+        typer.Option(
+            "--lora-rank", min=0, help="Fine-tune the base encoder through LoRA adapters of this rank (0: all weights)."
+        ),
+    ] = ERMConfig.lora_rank,
     base_model: Annotated[
         str, typer.Option(help="sentence-transformers name or path; 'default' = bundled all-MiniLM-L6-v2.")
     ] = ERMConfig.base_model,
@@ -97,6 +103,7 @@ def command(
             use_ssc=not no_ssc,
             use_ert=not no_ert,
             freeze_encoder=freeze_encoder,
+            lora_rank=lora_rank,
             tau=tau,
             lambda_=lambda_,
         ),
