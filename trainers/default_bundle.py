@@ -41,7 +41,7 @@ class DefaultBundleConfig:
     epochs: int = 2  # passes over the corpus and --erm-data (MELD train: 2 x 229 steps)
     lr: float = 3e-4  # AdamW learning rate of the LoRA adapters and the SSC MLP (the paper's 5e-5 is for all weights)
     lambda_: float = 1.0  # weight of the emotion loss (Eq. 4, paper 4.3)
-    lora_rank: int = 8  # the base encoder trains through LoRA adapters of this rank: a 0.3 MB ERM instead of 90 MB
+    lora_rank: int = 8  # the base encoder trains through LoRA adapters of this rank: 0.3 MB, not a 90 MB encoder copy
     batch_size: int = 32  # paper 4.3
     seed: int = 0
     max_new_tokens: int = 96  # reply length default of the bundle
@@ -134,7 +134,10 @@ def main(
     seed: Annotated[int, typer.Option(help="Training seed.")] = DefaultBundleConfig.seed,
     erm_data: Annotated[
         list[Path] | None,
-        typer.Option("--erm-data", help="Native JSONL the ERM also trains on (repeatable); not indexed."),
+        typer.Option(
+            "--erm-data",
+            help="Native JSONL the ERM also trains on (repeatable; the committed default: MELD train); not indexed.",
+        ),
     ] = None,
 ) -> None:
     """Build the default bundle (ERM training on the corpus, index, manifest)."""
