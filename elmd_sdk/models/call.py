@@ -29,7 +29,7 @@ from elmd_sdk.models.decoding import Sampling
 from elmd_sdk.models.generation import GenerationConfig
 from elmd_sdk.models.rendering import prompt_pieces
 from elmd_sdk.models.splice import splice_video_embeds
-from elmd_sdk.models.vocabulary import Vocabulary
+from elmd_sdk.models.vocabulary import CHINESE_END, CLOSING, WESTERN_END, Vocabulary
 
 
 class SuppressAtBegin(SuppressTokensAtBeginLogitsProcessor):
@@ -177,7 +177,7 @@ def usage_counts(input_tokens: int, output_tokens: int) -> UsageMetadata:
     )
 
 
-_SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]」』]*(?=\s|$)|[。！？][\"'”’)\]」』]*")
+_SENTENCE_END = re.compile(rf"{WESTERN_END}{CLOSING}(?=\s|$)|{CHINESE_END}{CLOSING}")
 """A sentence end: its punctuation and closing quotes or brackets; a Western one then needs a space or the end of the
 text (so the point of "3.5" is none), a Chinese one does not."""
 

@@ -10,7 +10,14 @@ from typing import Any
 
 from elmd_sdk.errors import ElmdError
 
-_SENTENCE_END_TOKEN = re.compile(r"[.!?…。！？]+[\"'”’)\]」』]*")
+WESTERN_END = "[.!?…]"
+"""A character that ends a Western sentence (when a space or the end of the text follows, so "3.5" holds none)."""
+CHINESE_END = "[。！？]"
+"""A character that ends a Chinese sentence."""
+CLOSING = "[\"'”’)\\]」』]*"
+"""Closing quotes or brackets after a sentence end, which belong to it."""
+
+_SENTENCE_END_TOKEN = re.compile(f"(?:{WESTERN_END}|{CHINESE_END})+{CLOSING}")
 """A token that alone ends a sentence: sentence-end punctuation, then closing quotes or brackets (".", "?!", "!\"")."""
 
 
